@@ -1,0 +1,314 @@
+"""Building blocks: spectral norm, conditional batch norm and the SN-GAN ResNet blocks.
+
+Everything here is a plain Keras 3 layer (TensorFlow backend) and serialisable with
+`keras.saving`. Images are NHWC.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+# Keras enters an autocast scope for mixed policies even in a layer built with autocast=False (when
+# no outer scope exists), and has no public way out; reading variables inside AutocastScope(None)
+# gives their true float32 values.
+from keras.src.backend import AutocastScope
+
+_PACKAGE = "robgan_tf"
+
+
+def residual_init():
+    """SN-GAN's init for convs inside a residual branch: Glorot-uniform with gain sqrt(2)."""
+    # Glorot-uniform has variance 2 / (fan_in + fan_out); gain g multiplies it by g^2.
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_avg", distribution="uniform")
+
+
+def plain_init():
+    """Glorot-uniform with gain 1: shortcuts, stems and heads."""
+    return keras.initializers.GlorotUniform()
+
+
+def _l2_normalize(x, eps=1e-12):
+    return x / tf.maximum(tf.norm(x), eps)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpectralNorm(layers.Wrapper):
+    """Spectral normalisation of a Conv2D, Dense or Embedding layer (Miyato et al., 2018).
+
+    The wrapped layer keeps its raw kernel as the trainable variable; the forward pass uses
+    W / sigma(W), where sigma = u^T W v is estimated by power iteration. u and v are treated as
+    constants in the gradient, so the gradient does flow through sigma (as in SN-GAN and PyTorch's
+    `spectral_norm`). The persistent vector u is updated only when `training=True`.
+
+    Unlike `keras.layers.SpectralNormalization`, this never overwrites the kernel, normalises in
+    inference too, and keeps u identical across replicas: it is created with MEAN aggregation and
+    every replica computes the same update from the same (mirrored) W and u.
+
+    Under mixed precision the power iteration and W / sigma run in float32; only the layer's op
+    runs in the compute dtype.
+    """
+
+    _SUPPORTED = (layers.Conv2D, layers.Dense, layers.Embedding)
+
+    def __init__(self, layer, power_iterations=1, eps=1e-12, **kwargs):
+        if not isinstance(layer, self._SUPPORTED) or isinstance(layer, layers.Conv2DTranspose):
+            raise ValueError(
+                f"SpectralNorm wraps Conv2D, Dense or Embedding layers, got {type(layer).__name__}."
+            )
+        if int(power_iterations) < 1:
+            raise ValueError(f"power_iterations must be >= 1, got {power_iterations}.")
+        super().__init__(layer, **kwargs)
+        self.power_iterations = int(power_iterations)
+        self.eps = float(eps)
+
+    @property
+    def _kernel(self):
+        return self.layer.embeddings if isinstance(self.layer, layers.Embedding) else self.layer.kernel
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        out_dim = int(self._kernel.shape[-1])
+        self.u = self.add_weight(
+            name="sn_u",
+            shape=(1, out_dim),
+            initializer=keras.initializers.RandomNormal(stddev=1.0),
+            trainable=False,
+            dtype="float32",
+            aggregation="mean",
+            autocast=False,
+        )
+        self.built = True
+
+    def power_iteration(self, w_mat):
+        """(sigma, u_new) for the float32 kernel matrix [fan_in, out], u and v constant in the gradient.
+
+        The reshape to [fan_in, out] keeps the spectral norm of SN-GAN's [out, fan_in] matrix.
+        """
+        u = tf.convert_to_tensor(self.u)
+        v = None
+        for _ in range(self.power_iterations):
+            v = _l2_normalize(tf.matmul(u, w_mat, transpose_b=True), self.eps)  # [1, fan_in]
+            u = _l2_normalize(tf.matmul(v, w_mat), self.eps)  # [1, out]
+        u = tf.stop_gradient(u)
+        v = tf.stop_gradient(v)
+        sigma = tf.squeeze(tf.matmul(tf.matmul(v, w_mat), u, transpose_b=True))
+        return sigma, u
+
+    def normalized_kernel(self, training=False):
+        """W / sigma(W) in float32, shaped like the raw kernel. Updates u when training."""
+        with AutocastScope(None):
+            w = tf.cast(tf.convert_to_tensor(self._kernel), tf.float32)
+        sigma, u_new = self.power_iteration(tf.reshape(w, [-1, w.shape[-1]]))
+        if training:
+            self.u.assign(u_new)
+        return w / sigma
+
+    def call(self, inputs, training=None):
+        kernel = self.normalized_kernel(training=bool(training))
+        layer = self.layer
+        dtype = layer.compute_dtype
+        kernel = tf.cast(kernel, dtype)
+        if isinstance(layer, layers.Embedding):
+            return tf.gather(kernel, tf.cast(inputs, tf.int32))
+        x = tf.cast(inputs, dtype)
+        if isinstance(layer, layers.Dense):
+            y = tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
+        else:  # Conv2D, channels_last
+            if layer.data_format != "channels_last":
+                raise ValueError("SpectralNorm supports channels_last Conv2D only.")
+            y = tf.nn.conv2d(
+                x,
+                kernel,
+                strides=(1, *layer.strides, 1),
+                padding=layer.padding.upper(),
+                dilations=(1, *layer.dilation_rate, 1),
+            )
+        if layer.use_bias:
+            with AutocastScope(None):
+                y = y + tf.cast(layer.bias, dtype)
+        if layer.activation is not None:
+            y = layer.activation(y)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(power_iterations=self.power_iterations, eps=self.eps)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConditionalBatchNorm(layers.Layer):
+    """Categorical conditional BN: BN without affine, then per-class gamma (init 1) and beta (init 0)."""
+
+    def __init__(self, num_classes, epsilon=2e-5, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+        self.bn = layers.BatchNormalization(
+            center=False, scale=False, epsilon=self.epsilon, momentum=self.momentum, name="bn"
+        )
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.bn.build(input_shape)
+        self.gamma = self.add_weight(
+            name="gamma", shape=(self.num_classes, channels), initializer="ones"
+        )
+        self.beta = self.add_weight(
+            name="beta", shape=(self.num_classes, channels), initializer="zeros"
+        )
+        self.built = True
+
+    def call(self, inputs, labels, training=None):
+        x = self.bn(inputs, training=training)
+        labels = tf.cast(labels, tf.int32)
+        gamma = tf.cast(tf.gather(self.gamma, labels), x.dtype)[:, None, None, :]
+        beta = tf.cast(tf.gather(self.beta, labels), x.dtype)[:, None, None, :]
+        return gamma * x + beta
+
+    def compute_output_shape(self, input_shape, labels_shape=None):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, epsilon=self.epsilon, momentum=self.momentum)
+        return config
+
+
+def _maybe_sn(layer, spectral_norm):
+    return SpectralNorm(layer) if spectral_norm else layer
+
+
+def upsample2x(x):
+    """Nearest-neighbour 2x upsampling (NHWC)."""
+    return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def downsample2x(x):
+    """2x2 average pooling (NHWC)."""
+    return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GeneratorBlock(layers.Layer):
+    """SN-GAN generator block: CBN-ReLU-up-conv3x3-CBN-ReLU-conv3x3, plus an (up, 1x1) shortcut."""
+
+    def __init__(self, out_channels, num_classes, upsample=True, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = int(out_channels)
+        self.num_classes = int(num_classes)
+        self.upsample = bool(upsample)
+        self.cbn1 = ConditionalBatchNorm(num_classes, name="cbn1")
+        self.conv1 = layers.Conv2D(out_channels, 3, padding="same", kernel_initializer=residual_init(), name="conv1")
+        self.cbn2 = ConditionalBatchNorm(num_classes, name="cbn2")
+        self.conv2 = layers.Conv2D(out_channels, 3, padding="same", kernel_initializer=residual_init(), name="conv2")
+        self.shortcut = None
+
+    def build(self, input_shape):
+        in_ch = int(input_shape[-1])
+        if in_ch != self.out_channels or self.upsample:
+            self.shortcut = layers.Conv2D(self.out_channels, 1, kernel_initializer=plain_init(), name="shortcut")
+        self.built = True
+
+    def call(self, x, labels, training=None):
+        h = tf.nn.relu(self.cbn1(x, labels, training=training))
+        if self.upsample:
+            h = upsample2x(h)
+            x = upsample2x(x)
+        h = self.conv1(h)
+        h = tf.nn.relu(self.cbn2(h, labels, training=training))
+        h = self.conv2(h)
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        return h + x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels, num_classes=self.num_classes, upsample=self.upsample)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiscriminatorBlock(layers.Layer):
+    """SN-GAN discriminator block.
+
+    optimized=True is SN-GAN's first block (conv-ReLU-conv-pool; shortcut pool-1x1), which sees
+    raw pixels and so starts without a ReLU. Otherwise: [BN]-ReLU-conv3x3-[BN]-ReLU-conv3x3-[pool],
+    shortcut 1x1-[pool] when the shape changes. norm="batch" adds BatchNorm before each ReLU (the
+    authors' discriminator); spectral_norm wraps every conv.
+    """
+
+    def __init__(self, out_channels, downsample=True, optimized=False, spectral_norm=True,
+                 norm=None, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        if norm not in (None, "batch"):
+            raise ValueError(f"norm must be None or 'batch', got {norm!r}.")
+        self.out_channels = int(out_channels)
+        self.downsample = bool(downsample)
+        self.optimized = bool(optimized)
+        self.spectral_norm = bool(spectral_norm)
+        self.norm = norm
+        self.use_bias = bool(use_bias)
+
+        def conv(name):
+            return _maybe_sn(layers.Conv2D(self.out_channels, 3, padding="same", use_bias=self.use_bias,
+                                           kernel_initializer=residual_init(), name=name), self.spectral_norm)
+
+        self.conv1 = conv("conv1")
+        self.conv2 = conv("conv2")
+        self.bn1 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1") if norm and not optimized else None
+        self.bn2 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn2") if norm else None
+        self.shortcut = None
+
+    def build(self, input_shape):
+        in_ch = int(input_shape[-1])
+        if self.optimized or in_ch != self.out_channels or self.downsample:
+            self.shortcut = _maybe_sn(
+                layers.Conv2D(self.out_channels, 1, use_bias=self.use_bias, kernel_initializer=plain_init(),
+                              name="shortcut"), self.spectral_norm)
+        self.built = True
+
+    def call(self, x, training=None):
+        h = x
+        if not self.optimized:
+            if self.bn1 is not None:
+                h = self.bn1(h, training=training)
+            h = tf.nn.relu(h)
+        h = self.conv1(h, training=training)
+        if self.bn2 is not None:
+            h = self.bn2(h, training=training)
+        h = tf.nn.relu(h)
+        h = self.conv2(h, training=training)
+        if self.downsample:
+            h = downsample2x(h)
+        if self.shortcut is not None:
+            if self.optimized:  # pool first: the 1x1 conv then runs on 4x fewer pixels
+                x = self.shortcut(downsample2x(x) if self.downsample else x, training=training)
+            else:
+                x = self.shortcut(x, training=training)
+                if self.downsample:
+                    x = downsample2x(x)
+        return h + x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels, downsample=self.downsample, optimized=self.optimized,
+                      spectral_norm=self.spectral_norm, norm=self.norm, use_bias=self.use_bias)
+        return config
+
+
+def spectral_norm_of(kernel):
+    """The largest singular value of a kernel reshaped to [fan_in, out] (exact, for tests/diagnostics)."""
+    w = tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
+    return float(tf.linalg.svd(w, compute_uv=False)[0])
+
+
+__all__ = [
+    "SpectralNorm", "ConditionalBatchNorm", "GeneratorBlock", "DiscriminatorBlock",
+    "upsample2x", "downsample2x", "residual_init", "plain_init", "spectral_norm_of",
+]
