@@ -149,9 +149,7 @@ class ConditionalBatchNorm(layers.Layer):
         self.num_classes = int(num_classes)
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
-        self.bn = layers.BatchNormalization(
-            center=False, scale=False, epsilon=self.epsilon, momentum=self.momentum, name="bn"
-        )
+        self.bn = batch_norm(center=False, scale=False, epsilon=self.epsilon, momentum=self.momentum, name="bn")
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -178,6 +176,27 @@ class ConditionalBatchNorm(layers.Layer):
         config = super().get_config()
         config.update(num_classes=self.num_classes, epsilon=self.epsilon, momentum=self.momentum)
         return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNorm(layers.BatchNormalization):
+    """BatchNormalization whose moving statistics stay identical on every replica and worker.
+
+    Keras 3 creates the moving mean/variance without an aggregation, so under tf.distribute each
+    replica keeps its own copy and checkpoints record one replica's. Here they are MEAN-aggregated:
+    every update writes the mean of the replicas' updates everywhere (what Keras 2 did). Batch
+    statistics stay per-replica, as in PyTorch DDP and the authors' code.
+    """
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") in ("moving_mean", "moving_variance"):
+            kwargs["aggregation"] = "mean"
+        return super().add_weight(*args, **kwargs)
+
+
+def batch_norm(**kwargs):
+    """The package's BatchNorm (replica-consistent moving statistics)."""
+    return BatchNorm(**kwargs)
 
 
 def _maybe_sn(layer, spectral_norm):
@@ -261,8 +280,8 @@ class DiscriminatorBlock(layers.Layer):
 
         self.conv1 = conv("conv1")
         self.conv2 = conv("conv2")
-        self.bn1 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1") if norm and not optimized else None
-        self.bn2 = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn2") if norm else None
+        self.bn1 = batch_norm(momentum=0.9, epsilon=1e-5, name="bn1") if norm and not optimized else None
+        self.bn2 = batch_norm(momentum=0.9, epsilon=1e-5, name="bn2") if norm else None
         self.shortcut = None
 
     def build(self, input_shape):
@@ -309,6 +328,6 @@ def spectral_norm_of(kernel):
 
 
 __all__ = [
-    "SpectralNorm", "ConditionalBatchNorm", "GeneratorBlock", "DiscriminatorBlock",
+    "SpectralNorm", "ConditionalBatchNorm", "BatchNorm", "batch_norm", "GeneratorBlock", "DiscriminatorBlock",
     "upsample2x", "downsample2x", "residual_init", "plain_init", "spectral_norm_of",
 ]

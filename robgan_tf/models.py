@@ -21,6 +21,7 @@ from robgan_tf.layers import (
     GeneratorBlock,
     SpectralNorm,
     _PACKAGE,
+    batch_norm,
     plain_init,
 )
 
@@ -123,7 +124,7 @@ class Generator(_BuildByCalling, keras.Model):
             GeneratorBlock(ch, self.num_classes, upsample=up, name=f"block{i + 1}")
             for i, (ch, up) in enumerate(s.g_blocks)
         ]
-        self.bn_out = layers.BatchNormalization(momentum=0.9, epsilon=2e-5, name="bn_out")
+        self.bn_out = batch_norm(momentum=0.9, epsilon=2e-5, name="bn_out")
         self.conv_out = layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=plain_init(),
                                       name="conv_out")
 
@@ -177,7 +178,7 @@ class Discriminator(_BuildByCalling, keras.Model):
             for i, (ch, down) in enumerate(s.d_blocks)
         ]
         wrap = (lambda layer: SpectralNorm(layer)) if sn else (lambda layer: layer)
-        self.bn_out = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn_out") if self.norm else None
+        self.bn_out = batch_norm(momentum=0.9, epsilon=1e-5, name="bn_out") if self.norm else None
         self.dense_adv = wrap(layers.Dense(1, kernel_initializer=plain_init(), name="adv"))
         if head == "acgan":
             self.dense_cls = wrap(layers.Dense(self.num_classes, kernel_initializer=plain_init(), name="cls"))

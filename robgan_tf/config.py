@@ -1,0 +1,138 @@
+"""Dataclass configs: the one source of truth for every training hyperparameter.
+
+Launch flags and presets map onto these objects; the library reads only these.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from robgan_tf.attacks import LOSSES as ATTACK_LOSSES
+from robgan_tf.losses import LossConfig
+
+MODES = ("robgan", "gan", "advtrain")
+LR_SCHEDULES = ("constant", "linear", "halve")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """PGD settings. eps and step_size are in [-1, 1] image units (8/255 on [0,1] = 0.0627 here).
+
+    Training defaults follow the authors' code (5 steps, no random start, two-head loss on a two-head
+    D), except the step size: the authors fix 0.0078, which never reaches the edge of a 0.0625 ball
+    in 5 steps; None uses 2.5 * eps / steps. Set step_size=0.0078 to reproduce them exactly.
+    """
+
+    eps: float = 0.0625
+    steps: int = 5
+    step_size: float | None = None
+    random_start: bool = False
+    restarts: int = 1
+    loss: str = "two_head"
+
+    def __post_init__(self):
+        if self.eps < 0:
+            raise ValueError(f"attack eps must be >= 0, got {self.eps}.")
+        if self.steps < 0:
+            raise ValueError(f"attack steps must be >= 0 (0 disables the attack), got {self.steps}.")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ValueError(f"attack step_size must be > 0, got {self.step_size}.")
+        if self.loss not in ATTACK_LOSSES:
+            raise ValueError(f"attack loss must be one of {ATTACK_LOSSES}, got {self.loss!r}.")
+
+    @property
+    def active(self):
+        return self.eps > 0 and self.steps > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Rob-GAN / GAN / adversarial-training hyperparameters (defaults: the authors' code).
+
+    mode: "robgan" (generator + attacker), "gan" (no attacker: AC-GAN / SN-GAN), "advtrain" (no
+      generator: Madry adversarial training of the classifier, class loss only).
+    train_steps counts D updates; G is updated once every n_dis D updates.
+    lr_schedule: "constant", "linear" (to 0 at train_steps, SN-GAN), "halve" (every halve_every D
+      updates, the authors' "halve every 50 epochs").
+    """
+
+    num_classes: int
+    mode: str = "robgan"
+    z_dim: int = 128
+    n_dis: int = 1
+    train_steps: int = 1000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lr_schedule: str = "constant"
+    halve_every: int = 0
+    ema_decay: float | None = None
+    loss: LossConfig = LossConfig()
+    attack: AttackConfig = AttackConfig()
+    mixed_precision: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}.")
+        if self.n_dis < 1:
+            raise ValueError(f"n_dis must be >= 1, got {self.n_dis}.")
+        if self.train_steps < 1:
+            raise ValueError(f"train_steps must be >= 1, got {self.train_steps}.")
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ValueError(f"learning rates must be > 0, got lr_g={self.lr_g}, lr_d={self.lr_d}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if self.lr_schedule == "halve" and self.halve_every < 1:
+            raise ValueError("lr_schedule='halve' needs halve_every >= 1 (D updates between halvings).")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
+        if self.mode == "advtrain" and self.attack.loss == "two_head":
+            raise ValueError("advtrain trains the classifier only; use attack loss 'ce' or 'margin'.")
+        if self.mode == "robgan" and not self.attack.active:
+            raise ValueError("mode 'robgan' needs an attack (eps > 0 and steps > 0); use mode 'gan' for none.")
+
+    @property
+    def uses_generator(self):
+        return self.mode != "advtrain"
+
+    @property
+    def uses_attack(self):
+        return self.mode != "gan" and self.attack.active
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Eq. 10 fine-tuning: CE(PGD(x_real)) + lam * CE(PGD(G(z, y_f)), y_f), G frozen.
+
+    The authors: lambda 0.3, Adam 1e-3 divided by 10 per stage over 20+20+10+10 epochs (stage
+    boundaries at 1/3, 2/3 and 5/6 of the run), class-head CE attack with step eps/5, 5 steps.
+    """
+
+    num_classes: int
+    steps: int = 1000
+    lam: float = 0.3
+    lr: float = 1e-3
+    z_dim: int = 128
+    attack: AttackConfig = AttackConfig(loss="ce")
+    attack_step_fraction: float = 0.2  # step = eps / 5 when attack.step_size is None
+    augment: bool = True
+    flip: bool = True
+    mixed_precision: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"finetune steps must be >= 1, got {self.steps}.")
+        if self.lam < 0:
+            raise ValueError(f"finetune lambda must be >= 0, got {self.lam}.")
+        if self.attack.loss == "two_head":
+            raise ValueError("fine-tuning attacks the class head only; use attack loss 'ce' or 'margin'.")
+
+    @property
+    def attack_step_size(self):
+        if self.attack.step_size is not None:
+            return self.attack.step_size
+        return self.attack.eps * self.attack_step_fraction

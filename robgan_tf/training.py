@@ -1,0 +1,340 @@
+"""Rob-GAN training (paper section 3.3) and eq. 10 fine-tuning, as Keras models with custom steps.
+
+`RobGAN.train_step` is one iteration: n_dis D updates, each on its own real batch (PGD-attacked
+first in robgan/advtrain mode), then one G update. It runs under `fit` and under `strategy.run` (see
+`make_distributed_step`, the loop used for MultiWorkerMirroredStrategy, where Keras' own `fit` is
+unreliable). Losses are averaged over the GLOBAL batch because gradients are summed across replicas.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from robgan_tf import losses as L
+from robgan_tf.attacks import pgd
+from robgan_tf.config import FinetuneConfig, TrainConfig
+from robgan_tf.transforms import random_crop_flip
+
+
+# ----------------------------------------------------------------------------- schedules / optimizers
+@keras.saving.register_keras_serializable(package="robgan_tf")
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * max(0, 1 - step / total_steps): SN-GAN's linear decay to 0."""
+
+    def __init__(self, lr, total_steps):
+        self.lr, self.total_steps = float(lr), int(total_steps)
+
+    def __call__(self, step):
+        frac = tf.cast(step, tf.float32) / float(max(self.total_steps, 1))
+        return self.lr * tf.maximum(0.0, 1.0 - frac)
+
+    def get_config(self):
+        return {"lr": self.lr, "total_steps": self.total_steps}
+
+
+@keras.saving.register_keras_serializable(package="robgan_tf")
+class Halving(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * 0.5 ** floor(step / every): the authors' "halve every 50 epochs"."""
+
+    def __init__(self, lr, every):
+        self.lr, self.every = float(lr), int(every)
+
+    def __call__(self, step):
+        k = tf.floor(tf.cast(step, tf.float32) / float(self.every))
+        return self.lr * tf.pow(0.5, k)
+
+    def get_config(self):
+        return {"lr": self.lr, "every": self.every}
+
+
+def make_schedule(kind, lr, total_steps, halve_every=0):
+    """A learning rate or schedule; `total_steps` / `halve_every` count this optimizer's own updates."""
+    if kind == "constant":
+        return float(lr)
+    if kind == "linear":
+        return LinearDecay(lr, total_steps)
+    if kind == "halve":
+        return Halving(lr, max(int(halve_every), 1))
+    raise ValueError(f"Unknown lr schedule {kind!r}.")
+
+
+def _adam(lr, beta1, beta2, mixed_precision, name):
+    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
+    # compile() would wrap only self.optimizer; both must be loss-scaled (TF_KERAS_NOTES item 7).
+    return keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_ls") if mixed_precision else opt
+
+
+def make_optimizers(config: TrainConfig):
+    """(d_optimizer, g_optimizer): Adam(lr, beta1, beta2) with the configured schedules.
+
+    G takes one step per n_dis D steps, so its schedule spans train_steps / n_dis of its own steps.
+    """
+    g_steps = max(config.train_steps // config.n_dis, 1)
+    d_lr = make_schedule(config.lr_schedule, config.lr_d, config.train_steps, config.halve_every)
+    g_lr = make_schedule(config.lr_schedule, config.lr_g, g_steps, max(config.halve_every // config.n_dis, 1))
+    d_opt = _adam(d_lr, config.beta1, config.beta2, config.mixed_precision, "d_adam")
+    g_opt = (_adam(g_lr, config.beta1, config.beta2, config.mixed_precision, "g_adam")
+             if config.uses_generator else None)
+    return d_opt, g_opt
+
+
+def current_lr(optimizer):
+    """The learning rate an optimizer will use for its next step (a float tensor)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner._learning_rate  # the schedule or the constant variable
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        return lr(inner.iterations)
+    return tf.convert_to_tensor(inner.learning_rate)
+
+
+def _apply(optimizer, tape, scaled_loss, variables):
+    """Differentiates `optimizer.scale_loss(loss)` (computed INSIDE the tape, or the scaling is
+    invisible to it) and applies; variables the loss does not reach (e.g. the unused real/fake
+    head in advtrain) are skipped."""
+    grads = tape.gradient(scaled_loss, variables)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+
+def _accuracy(logits, labels):
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                           tf.cast(labels, tf.int32)), tf.float32))
+
+
+# ----------------------------------------------------------------------------- Rob-GAN
+class RobGAN(keras.Model):
+    """Generator + discriminator + PGD attacker, trained end to end (Liu & Hsieh, 2019).
+
+    Build it (and compile it) inside `strategy.scope()` when distributing. `compile(d_optimizer,
+    g_optimizer)` takes both optimizers; `make_optimizers(config)` builds the defaults.
+    """
+
+    def __init__(self, discriminator, generator=None, config: TrainConfig = None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            raise ValueError("RobGAN needs a TrainConfig.")
+        if config.uses_generator and generator is None:
+            raise ValueError(f"mode {config.mode!r} needs a generator; only 'advtrain' runs without one.")
+        if config.mode == "robgan" and config.attack.loss == "two_head" and discriminator.head != "acgan":
+            raise ValueError("The two-head attack loss needs the AC-GAN head; use attack loss 'ce' with "
+                             "the projection discriminator.")
+        if config.uses_generator and generator.num_classes != config.num_classes:
+            raise ValueError("generator.num_classes differs from config.num_classes.")
+        self.config = config
+        self.discriminator = discriminator
+        self.generator = generator if config.uses_generator else None
+        self.classifier = discriminator.classifier()
+        discriminator.build_by_calling()
+        if self.generator is not None:
+            self.generator.build_by_calling()
+        # Distribution-aware, checkpointable RNG for z, fake labels and random starts: each replica
+        # draws its own stream inside strategy.run.
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.ema_weights = []
+        if self.generator is not None and config.ema_decay is not None:
+            for w in self.generator.weights:
+                ema = self.add_weight(shape=w.shape, initializer="zeros", trainable=False,
+                                      aggregation="only_first_replica", name="ema_" + w.name)
+                ema.assign(w)
+                self.ema_weights.append(ema)
+        names = ["d_loss", "real_class_acc"]
+        if self.generator is not None:
+            names += ["g_loss", "real_fake_acc", "fake_class_acc"]
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compile(self, d_optimizer, g_optimizer=None, jit_compile=False, **kwargs):
+        if self.generator is not None and g_optimizer is None:
+            raise ValueError(f"mode {self.config.mode!r} trains a generator; pass g_optimizer.")
+        super().compile(optimizer=d_optimizer, jit_compile=jit_compile, **kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        # Create slot variables now, inside the caller's strategy scope, not lazily in the traced
+        # step (TF_KERAS_NOTES item 5).
+        d_optimizer.build(self.discriminator.trainable_variables)
+        if g_optimizer is not None:
+            g_optimizer.build(self.generator.trainable_variables)
+
+    # -- pieces of a step
+    def attack(self, images, labels):
+        """PGD on the real batch with D in inference mode (identity in 'gan' mode)."""
+        a = self.config.attack
+        if not self.config.uses_attack:
+            return tf.cast(images, tf.float32)
+        target = self.discriminator if a.loss == "two_head" else self.classifier
+        return pgd(target, images, labels, eps=a.eps, steps=a.steps, step_size=a.step_size,
+                   random_start=a.random_start, restarts=a.restarts, loss=a.loss, rng=self.rng)
+
+    def sample_inputs(self, batch_size):
+        z = self.rng.normal([batch_size, self.config.z_dim])
+        labels = self.rng.uniform([batch_size], 0, self.config.num_classes, dtype=tf.int32)
+        return z, labels
+
+    def d_step(self, x_real, labels):
+        cfg, d = self.config, self.discriminator
+        b = tf.shape(x_real)[0]
+        if self.generator is not None:
+            z, y_fake = self.sample_inputs(b)
+            x_fake = tf.stop_gradient(self.generator(z, y_fake, training=True))
+        with tf.GradientTape() as tape:
+            real_logit, real_cls = d(x_real, labels, training=True)
+            if self.generator is None:  # advtrain: the classifier's CE on attacked reals only
+                per_example = L.class_ce(real_cls, labels)
+            else:
+                fake_logit, fake_cls = d(x_fake, y_fake, training=True)
+                per_example = L.discriminator_loss(real_logit, real_cls, labels, fake_logit, fake_cls,
+                                                   y_fake, cfg.loss)
+            scaled_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+        _apply(self.d_optimizer, tape, scaled_loss, d.trainable_variables)
+        self._trackers["d_loss"].update_state(tf.reduce_mean(per_example))
+        self._trackers["real_class_acc"].update_state(_accuracy(real_cls, labels))
+        if self.generator is not None:
+            rf = tf.concat([tf.cast(real_logit > 0, tf.float32), tf.cast(fake_logit < 0, tf.float32)], 0)
+            self._trackers["real_fake_acc"].update_state(tf.reduce_mean(rf))
+
+    def g_step(self, batch_size):
+        cfg, g = self.config, self.generator
+        z, y_fake = self.sample_inputs(batch_size)
+        with tf.GradientTape() as tape:
+            x_fake = g(z, y_fake, training=True)
+            fake_logit, fake_cls = self.discriminator(x_fake, y_fake, training=True)
+            per_example = L.generator_loss(fake_logit, fake_cls, y_fake, cfg.loss)
+            scaled_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+        _apply(self.g_optimizer, tape, scaled_loss, g.trainable_variables)
+        if self.ema_weights:
+            decay = cfg.ema_decay
+            for ema, w in zip(self.ema_weights, g.weights):
+                ema.assign(decay * ema + (1.0 - decay) * tf.cast(w, ema.dtype))
+        self._trackers["g_loss"].update_state(tf.reduce_mean(per_example))
+        self._trackers["fake_class_acc"].update_state(_accuracy(fake_cls, y_fake))
+
+    def train_step(self, data):
+        """One iteration: n_dis D updates on consecutive sub-batches, then one G update.
+
+        `data` holds n_dis * batch_size examples (see `examples_per_step`). A static Python loop
+        instead of a tf.cond keeps every cross-replica sync point (optimizer updates, SN vectors)
+        outside control flow, which tf.distribute requires.
+        """
+        n = self.config.n_dis
+        images, labels = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
+        for x, y in zip(tf.split(images, n), tf.split(labels, n)):
+            self.d_step(self.attack(x, y), y)
+        if self.generator is not None:
+            self.g_step(tf.shape(images)[0] // n)
+        return {name: m.result() for name, m in self._trackers.items()}
+
+    def examples_per_step(self, batch_size):
+        """Real examples one train_step consumes: one batch per D update."""
+        return batch_size * self.config.n_dis
+
+    # -- sampling / export
+    def sampling_generator(self):
+        """The generator to sample and export with: an EMA copy when EMA is on, else G itself."""
+        if not self.ema_weights:
+            return self.generator
+        g = self.generator
+        copy = type(g).from_config(g.get_config())
+        copy.build_by_calling()
+        copy.set_weights([w.numpy() for w in self.ema_weights])
+        return copy
+
+
+def make_distributed_step(model, strategy, jit_compile=False):
+    """A tf.function running `model.train_step` on one batch per replica via `strategy.run`.
+
+    Returns step(iterator) -> dict of metric results (read in cross-replica context). This is the
+    training loop for any strategy, MultiWorkerMirroredStrategy included. XLA is available with a
+    single replica only: a jit-compiled function inside strategy.run cannot hold the cross-replica
+    sync points of a train step (Keras' fit switches XLA off under distribution for the same reason).
+    """
+    if jit_compile and strategy.num_replicas_in_sync > 1:
+        raise ValueError("jit_compile needs a single replica; XLA cannot compile a step that "
+                         "synchronises replicas. Drop --jit_compile or use one device.")
+    replica_step = tf.function(model.train_step, jit_compile=True) if jit_compile else model.train_step
+
+    @tf.function
+    def step(iterator):
+        strategy.run(replica_step, args=(next(iterator),))
+        return {m.name: m.result() for m in model.metrics}
+
+    return step
+
+
+# ----------------------------------------------------------------------------- eq. 10 fine-tuning
+class FineTuner(keras.Model):
+    """Fine-tunes the classifier view on CE(PGD(x_real), y) + lam * CE(PGD(G(z, y_f)), y_f).
+
+    G is frozen and sampled in inference mode; the classifier is trained in training mode (the
+    authors' code leaves it in inference mode after its first attack -- a defect not copied here).
+    With generator=None (or lam=0) it is plain Madry adversarial training of the classifier.
+    """
+
+    def __init__(self, classifier, generator=None, config: FinetuneConfig = None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            raise ValueError("FineTuner needs a FinetuneConfig.")
+        self.config = config
+        self.classifier = classifier
+        self.generator = generator
+        if generator is not None:  # frozen: only the classifier's variables are ever updated
+            generator.build_by_calling()
+        classifier.build_by_calling()
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", "real_adv_acc", "fake_adv_acc")}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compile(self, optimizer=None, jit_compile=False, **kwargs):
+        optimizer = optimizer or make_finetune_optimizer(self.config)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        optimizer.build(self.classifier.trainable_variables)
+
+    def _attack(self, images, labels):
+        a = self.config.attack
+        if not a.active:
+            return images
+        return pgd(self.classifier, images, labels, eps=a.eps, steps=a.steps,
+                   step_size=self.config.attack_step_size, random_start=a.random_start,
+                   restarts=a.restarts, loss=a.loss, rng=self.rng)
+
+    def train_step(self, data):
+        cfg = self.config
+        images, labels = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
+        if cfg.augment:
+            images = random_crop_flip(images, pad=4, flip=cfg.flip, rng=self.rng)
+        x_real = self._attack(images, labels)
+        use_fake = self.generator is not None and cfg.lam > 0
+        if use_fake:
+            b = tf.shape(images)[0]
+            z = self.rng.normal([b, cfg.z_dim])
+            y_fake = self.rng.uniform([b], 0, cfg.num_classes, dtype=tf.int32)
+            x_fake = self._attack(tf.stop_gradient(self.generator(z, y_fake, training=False)), y_fake)
+        with tf.GradientTape() as tape:
+            real_logits = self.classifier(x_real, training=True)
+            per_example = L.class_ce(real_logits, labels)
+            if use_fake:
+                fake_logits = self.classifier(x_fake, training=True)
+                per_example += cfg.lam * L.class_ce(fake_logits, y_fake)
+            scaled_loss = self.optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+        _apply(self.optimizer, tape, scaled_loss, self.classifier.trainable_variables)
+        self._trackers["loss"].update_state(tf.reduce_mean(per_example))
+        self._trackers["real_adv_acc"].update_state(_accuracy(real_logits, labels))
+        if use_fake:
+            self._trackers["fake_adv_acc"].update_state(_accuracy(fake_logits, y_fake))
+        return {name: m.result() for name, m in self._trackers.items()}
+
+
+def make_finetune_optimizer(config: FinetuneConfig):
+    """Adam(lr) divided by 10 at 1/3, 2/3 and 5/6 of the run (the authors' 20+20+10+10 epochs)."""
+    s = config.steps
+    boundaries = [max(s // 3, 1), max(2 * s // 3, 2), max(5 * s // 6, 3)]
+    boundaries = sorted(set(boundaries))
+    values = [config.lr * 0.1 ** i for i in range(len(boundaries) + 1)]
+    lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    return _adam(lr, 0.9, 0.999, config.mixed_precision, "finetune_adam")

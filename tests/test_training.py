@@ -1,0 +1,297 @@
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from robgan_tf.attacks import pgd
+from robgan_tf.config import AttackConfig, FinetuneConfig, TrainConfig
+from robgan_tf.models import Discriminator, Generator
+from robgan_tf.training import (
+    FineTuner,
+    RobGAN,
+    current_lr,
+    make_distributed_step,
+    make_finetune_optimizer,
+    make_optimizers,
+)
+
+K, Z = 3, 8
+_MIRRORED = []
+
+
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole module.
+
+    Strategies created in one process reuse collective instance keys, so a second
+    MirroredStrategy can collide with the first one's collectives; real programs make one.
+    """
+    if not _MIRRORED:
+        cpus = tf.config.list_logical_devices("CPU")
+        assert len(cpus) >= 2, "conftest.py splits the CPU into two logical devices"
+        _MIRRORED.append(tf.distribute.MirroredStrategy([c.name for c in cpus[:2]]))
+    return _MIRRORED[0]
+
+
+def _data(n=32, batch=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 32, 32, 1)).astype(np.float32)
+    y = rng.integers(0, K, n).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch, drop_remainder=True)
+
+
+def _model(mode="robgan", **cfg_kwargs):
+    attack = cfg_kwargs.pop("attack", AttackConfig(eps=0.05, steps=2, loss="ce" if mode == "advtrain" else "two_head"))
+    cfg = TrainConfig(num_classes=K, mode=mode, z_dim=Z, attack=attack, **cfg_kwargs)
+    g = Generator(K, 32, "tiny", channels=1, z_dim=Z) if mode != "advtrain" else None
+    model = RobGAN(Discriminator(K, 32, "tiny", channels=1), g, cfg)
+    model.compile(*make_optimizers(cfg))
+    return model
+
+
+def _snapshot(model):
+    return [w.numpy().copy() for w in model.trainable_weights]
+
+
+@pytest.mark.parametrize("mode", ["robgan", "gan", "advtrain"])
+def test_each_mode_trains_weights_with_finite_losses(mode):
+    model = _model(mode)
+    d_before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+    hist = model.fit(_data(), steps_per_epoch=3, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in hist.values())
+    changed = [np.abs(w.numpy() - b).max() > 0 for w, b in zip(model.discriminator.trainable_weights, d_before)]
+    if mode == "advtrain":
+        assert set(hist) == {"d_loss", "real_class_acc"}
+        assert sum(changed) == len(changed) - 2  # everything but the unused real/fake head
+    else:
+        assert all(changed)
+        assert {"g_loss", "real_fake_acc", "fake_class_acc"} <= set(hist)
+        assert int(model.g_optimizer.iterations) == 3
+
+
+def test_n_dis_d_updates_then_one_g_update_per_step():
+    model = _model("gan", n_dis=3)
+    assert model.examples_per_step(8) == 24
+    model.fit(_data(batch=24), steps_per_epoch=2, epochs=1, verbose=0)
+    assert int(model.d_optimizer.iterations) == 6 and int(model.g_optimizer.iterations) == 2
+
+
+def test_ema_is_exponential_average_of_generator_weights():
+    model = _model("gan", ema_decay=0.75)
+    w0 = [w.numpy().copy() for w in model.generator.weights]
+    model.fit(_data(), steps_per_epoch=1, epochs=1, verbose=0)
+    w1 = [w.numpy() for w in model.generator.weights]
+    for ema, a, b in zip(model.ema_weights, w0, w1):
+        np.testing.assert_allclose(ema.numpy(), 0.75 * a + 0.25 * b, rtol=1e-5, atol=1e-6)
+    g = model.sampling_generator()
+    assert g is not model.generator
+    z, y = tf.random.normal([2, Z]), tf.constant([0, 2])
+    assert not np.allclose(g(z, y).numpy(), model.generator(z, y).numpy())
+
+
+def test_attack_runs_with_discriminator_in_inference_mode():
+    """The attack must not move BN statistics or SN vectors (D in inference mode)."""
+    model = _model("robgan")
+    x, y = next(iter(_data()))
+    state = [w.numpy().copy() for w in model.discriminator.non_trainable_weights]
+    adv = model.attack(x, y)
+    assert np.abs((adv - x).numpy()).max() <= 0.05 + 1e-6
+    for w, s in zip(model.discriminator.non_trainable_weights, state):
+        np.testing.assert_array_equal(w.numpy(), s)
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(num_classes=K, mode="gan", train_steps=100, n_dis=2, lr_schedule="linear")
+    d_opt, g_opt = make_optimizers(cfg)
+    d_opt.iterations.assign(25)
+    g_opt.iterations.assign(25)  # G's schedule spans 50 of its own steps
+    assert float(current_lr(d_opt)) == pytest.approx(2e-4 * 0.75)
+    assert float(current_lr(g_opt)) == pytest.approx(2e-4 * 0.5)
+    d_opt, _ = make_optimizers(TrainConfig(num_classes=K, mode="gan", lr_schedule="halve", halve_every=10))
+    d_opt.iterations.assign(25)
+    assert float(current_lr(d_opt)) == pytest.approx(2e-4 / 4)
+    ft = make_finetune_optimizer(FinetuneConfig(num_classes=K, steps=60))
+    for step, lr in ((0, 1e-3), (25, 1e-4), (45, 1e-5), (55, 1e-6)):
+        ft.iterations.assign(step)
+        assert float(current_lr(ft)) == pytest.approx(lr)
+
+
+def _train_steps(strategy, batches, init, preset, eps, steps):
+    with strategy.scope():
+        cfg = TrainConfig(num_classes=K, mode="advtrain", attack=AttackConfig(eps=eps, steps=2, loss="ce"))
+        model = RobGAN(Discriminator(K, 32, preset, channels=1), None, cfg)
+        # SGD, not Adam: Adam is invariant to the loss scale, so it would hide exactly the bug this
+        # test is for (a per-replica mean where the global-batch mean belongs).
+        model.compile(keras.optimizers.SGD(0.01))
+        for w, v in zip(model.discriminator.weights, init):  # identical start for both strategies
+            w.assign(v)
+    ds = tf.data.Dataset.from_tensor_slices(batches).batch(8, drop_remainder=True)
+    it = iter(strategy.experimental_distribute_dataset(ds))
+    step = make_distributed_step(model, strategy)
+    for _ in range(steps):
+        step(it)
+    return model
+
+
+def test_two_replicas_match_one_replica_on_the_same_global_batch():
+    """Losses over the GLOBAL batch: 2 replicas compute what 1 device does (SN D, PGD on)."""
+    preset, eps, steps, rtol = "tiny", 0.05, 2, 1e-3
+    cpus = tf.config.list_logical_devices("CPU")
+    ref = Discriminator(K, 32, preset, channels=1)
+    ref.build_by_calling()
+    init = [w.numpy() for w in ref.weights]
+    rng = np.random.default_rng(0)
+    batches = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32), rng.integers(0, K, 16).astype(np.int32))
+    one = _train_steps(tf.distribute.OneDeviceStrategy(cpus[0].name), batches, init, preset, eps, steps)
+    two = _train_steps(mirrored(), batches, init, preset, eps, steps)
+    # The two updates agree to rtol of the update's size (a per-replica mean instead of the global
+    # one would make them differ by 100%).
+    moved = 0.0
+    for a, b, w0 in zip(one.discriminator.weights, two.discriminator.weights, init):
+        update = np.abs(a.numpy() - w0).max()
+        assert np.abs(a.numpy() - b.numpy()).max() <= rtol * update + 1e-6, a.path
+        moved = max(moved, update)
+    assert moved > 1e-3
+    # every replica holds the same SN vectors
+    for w in two.discriminator.non_trainable_weights:
+        local = [t.numpy() for t in two.distribute_strategy.experimental_local_results(w.value)]
+        assert len(local) == 2
+        np.testing.assert_array_equal(local[0], local[1], err_msg=w.path)
+
+
+def test_batchnorm_moving_statistics_identical_on_every_replica():
+    strategy = mirrored()
+    with strategy.scope():
+        cfg = TrainConfig(num_classes=K, mode="advtrain", attack=AttackConfig(eps=0.05, steps=1, loss="ce"))
+        model = RobGAN(Discriminator(K, 32, "reference", channels=1), None, cfg)
+        model.compile(*make_optimizers(cfg))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32)
+    x[8:] *= 0.1  # the second replica's half of each batch has very different statistics
+    ds = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, K, 16).astype(np.int32))).batch(16)
+    make_distributed_step(model, strategy)(iter(strategy.experimental_distribute_dataset(ds)))
+    stats = [w for w in model.discriminator.non_trainable_weights if "moving" in w.path]
+    assert len(stats) == 2 * 8
+    for w in stats:
+        local = [t.numpy() for t in strategy.experimental_local_results(w.value)]
+        np.testing.assert_array_equal(local[0], local[1], err_msg=w.path)
+    first = [w for w in stats if "block1" in w.path and "moving_mean" in w.path][0]
+    assert np.abs(first.numpy()).max() > 0  # it was updated
+
+
+def test_robgan_runs_under_mirrored_strategy_with_finite_losses():
+    strategy = mirrored()
+    with strategy.scope():
+        model = _model("robgan", n_dis=2, ema_decay=0.9)
+    it = iter(strategy.experimental_distribute_dataset(_data(batch=16)))
+    step = make_distributed_step(model, strategy)
+    for _ in range(2):
+        logs = step(it)
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert model.d_optimizer.iterations.numpy() == 4 and model.g_optimizer.iterations.numpy() == 2
+
+
+def test_mixed_precision_step_is_finite_and_loss_scaled():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = _model("robgan", mixed_precision=True)
+    assert isinstance(model.d_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    before = _snapshot(model)
+    hist = model.fit(_data(), steps_per_epoch=3, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in hist.values())
+    # the first step may overflow float16 and be skipped (the loss scale halves); later ones apply
+    assert int(model.d_optimizer.iterations) >= 1 and int(model.g_optimizer.iterations) >= 1
+    assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, model.trainable_weights))
+
+
+def test_jit_compiled_train_step_matches_eager_semantics():
+    model = _model("advtrain", attack=AttackConfig(eps=0.05, steps=2, loss="ce"))
+    model.compile(*make_optimizers(model.config), jit_compile=True)
+    hist = model.fit(_data(), steps_per_epoch=2, epochs=1, verbose=0).history
+    assert np.isfinite(hist["d_loss"][-1])
+
+
+def test_finetuner_updates_classifier_only_in_training_mode():
+    g = Generator(K, 32, "tiny", channels=1, z_dim=Z)
+    d = Discriminator(K, 32, "tiny", channels=1)
+    cfg = FinetuneConfig(num_classes=K, steps=3, z_dim=Z, attack=AttackConfig(eps=0.05, steps=2, loss="ce"),
+                         flip=False)
+    ft = FineTuner(d.classifier(), g, cfg)
+    ft.compile()
+    g_before = [w.numpy().copy() for w in g.weights]
+    u_before = d.dense_cls.u.numpy().copy()
+    c_before = [w.numpy().copy() for w in d.trainable_weights]
+    hist = ft.fit(_data(), steps_per_epoch=3, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in hist.values())
+    for w, b in zip(g.weights, g_before):
+        np.testing.assert_array_equal(w.numpy(), b)
+    assert not np.allclose(d.dense_cls.u.numpy(), u_before)  # training-mode calls update SN
+    assert any(np.abs(w.numpy() - b).max() > 0 for w, b in zip(d.trainable_weights, c_before))
+    assert d.dense_adv.layer.kernel.numpy() is not None
+
+
+def test_advtrain_learns_a_robust_classifier_on_separable_data():
+    rng = np.random.default_rng(0)
+    n = 256
+    y = rng.integers(0, 2, n).astype(np.int32)
+    # class 0: dark images, class 1: bright ones; eps 0.1 cannot bridge the 0.6 gap
+    x = (np.where(y[:, None, None, None] == 1, 0.3, -0.3)
+         + rng.uniform(-0.2, 0.2, (n, 32, 32, 1))).astype(np.float32)
+    cfg = TrainConfig(num_classes=2, mode="advtrain", lr_d=1e-3,
+                      attack=AttackConfig(eps=0.1, steps=3, loss="ce"))
+    model = RobGAN(Discriminator(2, 32, "tiny", channels=1), None, cfg)
+    model.compile(*make_optimizers(cfg))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0).repeat().batch(32, drop_remainder=True)
+    model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
+    xt, yt = x[:128], y[:128]
+    adv = pgd(model.classifier, xt, yt, eps=0.1, steps=10)
+    acc = np.mean(np.argmax(model.classifier(adv).numpy(), 1) == yt)
+    assert acc >= 0.9
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(num_classes=3, mode="wgan")
+    with pytest.raises(ValueError, match="needs an attack"):
+        TrainConfig(num_classes=3, mode="robgan", attack=AttackConfig(eps=0.0))
+    with pytest.raises(ValueError, match="advtrain"):
+        TrainConfig(num_classes=3, mode="advtrain")  # two-head attack without a GAN head
+    with pytest.raises(ValueError, match="eps"):
+        AttackConfig(eps=-1)
+    with pytest.raises(ValueError, match="needs a generator"):
+        RobGAN(Discriminator(3, 32, "tiny"), None, TrainConfig(num_classes=3))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.multiworker
+def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path):
+    ports = [str(_free_port()), str(_free_port())]
+    worker = os.path.join(os.path.dirname(__file__), "mw_worker.py")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    procs = [subprocess.Popen([sys.executable, worker, str(i), *ports, str(tmp_path / f"w{i}.npz")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=240)[0].decode(errors="replace"))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert set(a.files) == set(b.files) and len(a.files) > 10
+    for k in a.files:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert np.isfinite(a["d_loss"])
