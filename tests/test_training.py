@@ -295,3 +295,18 @@ def test_multi_worker_mirrored_two_processes_end_with_identical_weights(tmp_path
     for k in a.files:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
     assert np.isfinite(a["d_loss"])
+
+
+def test_sngan_baseline_projection_hinge_trains():
+    from robgan_tf.losses import LossConfig
+
+    sngan = LossConfig(gan_loss="hinge", d_real_adv=1.0, d_real_cls=0.0, d_fake_adv=1.0, g_adv=1.0, g_cls=0.0)
+    cfg = TrainConfig(num_classes=K, mode="gan", z_dim=Z, loss=sngan)
+    model = RobGAN(Discriminator(K, 32, "tiny", channels=1, head="projection"),
+                   Generator(K, 32, "tiny", channels=1, z_dim=Z), cfg)
+    model.compile(*make_optimizers(cfg))
+    embed_before = model.discriminator.embed.layer.embeddings.numpy().copy()
+    hist = model.fit(_data(), steps_per_epoch=2, epochs=1, verbose=0).history
+    assert np.isfinite(hist["d_loss"][-1]) and np.isfinite(hist["g_loss"][-1])
+    # the projection embedding is trained through the real/fake logit alone
+    assert np.abs(model.discriminator.embed.layer.embeddings.numpy() - embed_before).max() > 0

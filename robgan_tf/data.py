@@ -1,0 +1,445 @@
+"""Datasets: one entry point, `load(name, split, ...)`, for every source, and tf.data pipelines.
+
+Sources hold uint8 NHWC images and int32 labels (an in-memory array, or a disk memmap for large
+sets); the pipelines turn them into float32 images in [-1, 1]. The training pipeline is a pure
+function of the step number (epoch permutations come from a stateless RNG), so resuming at step k
+reproduces the data order exactly with nothing but k in the checkpoint.
+
+Names: digits (embedded default), cifar10, imagenet143, folder, npz. Nothing is downloaded unless
+`download=True` (tensorflow-datasets then fetches CIFAR-10).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+
+import numpy as np
+import tensorflow as tf
+
+DATASETS = ("digits", "cifar10", "imagenet143", "folder", "npz")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Arrays larger than this are read through a memmap instead of being embedded in the graph
+# (tf.data cannot hold a constant over 2 GB).
+_EMBED_LIMIT = 1 << 30
+
+
+class DataError(ValueError):
+    """A dataset could not be loaded: the message names the problem and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    split: str
+    num_classes: int
+    class_names: tuple
+    image_shape: tuple  # (H, W, C)
+    num_examples: int
+    flip_ok: bool  # horizontal flips preserve the class (not for digits)
+
+
+@dataclasses.dataclass
+class Source:
+    images: np.ndarray  # uint8 [N, H, W, C] (possibly a memmap)
+    labels: np.ndarray  # int32 [N]
+    info: DatasetInfo
+
+
+# ----------------------------------------------------------------------------- validation helpers
+def _check_arrays(images, labels, num_classes, where):
+    if images.dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8, got {images.dtype}. Convert with "
+                        "np.clip(x, 0, 255).astype(np.uint8) (images in [0, 255]).")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{where}: images must be [N, H, W, C] with C in (1, 3), got shape {images.shape}.")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}.")
+    if len(labels) != len(images):
+        raise DataError(f"{where}: {len(images)} images but {len(labels)} labels.")
+    if len(labels) == 0:
+        raise DataError(f"{where}: no examples.")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"{where}: labels must lie in [0, {num_classes - 1}], found {lo}..{hi}.")
+    return images, labels.astype(np.int32)
+
+
+def _check_resolution(name, native, resolution):
+    if resolution is not None and int(resolution) != native:
+        raise DataError(f"{name} images are {native}x{native}; resolution {resolution} is not available "
+                        f"from this source. Use --resolution={native}.")
+
+
+# ----------------------------------------------------------------------------- digits
+def _digits(split, resolution):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    resolution = 32 if resolution is None else int(resolution)
+    if resolution not in (32, 64, 128):
+        raise DataError(f"digits is resized to 32, 64 or 128 px, not {resolution}.")
+    d = load_digits()
+    x = (d.images * (255.0 / 16.0)).astype(np.float32)[..., None]  # 8x8, values 0..16
+    y = d.target.astype(np.int32)
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    idx = idx_train if split == "train" else idx_test
+    up = tf.image.resize(x[idx], [resolution, resolution], method="bilinear").numpy()
+    images = np.clip(np.round(up), 0, 255).astype(np.uint8)
+    info = DatasetInfo("digits", split, 10, tuple(str(i) for i in range(10)), images.shape[1:], len(idx), False)
+    return Source(images, y[idx], info)
+
+
+# ----------------------------------------------------------------------------- cifar10
+class RestrictedUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR-10's python batches contain: dicts, lists, bytes and numpy arrays.
+
+    Any other global (os.system, builtins.eval, ...) raises before it can run.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: not part of a CIFAR-10 batch")
+
+
+def restricted_pickle_load(path):
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: not a safe CIFAR-10 pickle ({e}). Re-extract cifar-10-python.tar.gz.") from e
+    except (EOFError, ValueError, TypeError) as e:
+        raise DataError(f"{path}: truncated or corrupt pickle ({e}). Re-extract cifar-10-python.tar.gz.") from e
+
+
+def _cifar_py(root, split):
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for fname in files:
+        path = os.path.join(root, fname)
+        if not os.path.exists(path):
+            raise DataError(f"{path} is missing from the CIFAR-10 python batches. Re-extract cifar-10-python.tar.gz.")
+        batch = restricted_pickle_load(path)
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            raise DataError(f"{path}: expected a dict with b'data' and b'labels'.")
+        data = np.asarray(batch[b"data"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}.")
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _cifar_bin(root, split):
+    files = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    xs, ys = [], []
+    for fname in files:
+        path = os.path.join(root, fname)
+        if not os.path.exists(path):
+            raise DataError(f"{path} is missing from the CIFAR-10 binary batches. Re-extract cifar-10-binary.tar.gz.")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size == 0 or raw.size % 3073:
+            raise DataError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte records "
+                            "(truncated or corrupt). Re-extract cifar-10-binary.tar.gz.")
+        rec = raw.reshape(-1, 3073)
+        ys.append(rec[:, 0].astype(np.int64))
+        xs.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _npz_arrays(path, split):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            expected = {"x_train", "y_train", "x_test", "y_test"}
+            if not expected <= keys or keys - expected - {"class_names"}:
+                raise DataError(f"{path}: expected keys {sorted(expected)} (and optionally class_names), "
+                                f"found {sorted(keys)}.")
+            x, y = z[f"x_{split}"], z[f"y_{split}"]
+            if "class_names" in keys:
+                names = tuple(str(n) for n in z["class_names"])
+            else:  # classes 0..max label over both splits, so train and test agree
+                top = max(int(np.max(z["y_train"], initial=0)), int(np.max(z["y_test"], initial=0)))
+                names = tuple(str(i) for i in range(top + 1))
+    except DataError:
+        raise
+    except ValueError as e:  # object arrays need pickle: refused
+        raise DataError(f"{path}: {e}. Save arrays with plain dtypes (uint8 images, int labels).") from e
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: a truncated or foreign file
+        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e}).") from e
+    return x, y, names
+
+
+def _cifar10(split, resolution, data_dir, download):
+    _check_resolution("cifar10", 32, resolution)
+    candidates = []
+    if data_dir:
+        if not os.path.exists(data_dir):
+            raise DataError(f"--data_dir {data_dir} does not exist.")
+        candidates = [data_dir, os.path.join(data_dir, "cifar-10-batches-py"),
+                      os.path.join(data_dir, "cifar-10-batches-bin")]
+        if os.path.isfile(data_dir) and data_dir.endswith(".npz"):
+            return _npz_arrays(data_dir, split)[:2]
+        for c in candidates:
+            if os.path.exists(os.path.join(c, "data_batch_1")):
+                return _cifar_py(c, split)
+            if os.path.exists(os.path.join(c, "data_batch_1.bin")):
+                return _cifar_bin(c, split)
+        npz = os.path.join(data_dir, "cifar10.npz")
+        if os.path.exists(npz):
+            return _npz_arrays(npz, split)[:2]
+    try:
+        import tensorflow_datasets as tfds
+
+        ds = tfds.load("cifar10", split=split, data_dir=data_dir, download=download, as_supervised=True,
+                       batch_size=-1)
+        x, y = tfds.as_numpy(ds)
+        return x, y
+    except Exception as e:  # tfds raises assorted errors when nothing is prepared offline
+        raise DataError(
+            "CIFAR-10 not found. Point --data_dir at one of: a cifar-10-batches-py/ folder (python batches), "
+            "a cifar-10-batches-bin/ folder (binary batches), an .npz with x_train, y_train, x_test, y_test, "
+            "or a tensorflow-datasets data_dir with cifar10 prepared; or pass --download to let "
+            f"tensorflow-datasets fetch it. (tfds said: {type(e).__name__}: {str(e)[:200]})") from e
+
+
+# ----------------------------------------------------------------------------- image folders
+def _list_class_folders(root):
+    if not os.path.isdir(root):
+        raise DataError(f"{root} is not a directory. --data_dir must hold one sub-folder of images per class.")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders. Put each class's images in its own folder.")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        names = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise DataError(f"class folder {os.path.join(root, c)} holds no PNG/JPEG images.")
+        files += [os.path.join(root, c, f) for f in names]
+        labels += [i] * len(names)
+    return classes, files, np.asarray(labels, np.int32)
+
+
+def _decode_resize(path, resolution, channels, center_crop):
+    """Decodes one image file to uint8 [r, r, channels]; clear error for an undecodable file."""
+    try:
+        img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+        raise DataError(f"cannot decode image {path}: {e.message.splitlines()[0]}. Remove or replace it.") from e
+    if center_crop:
+        h, w = int(img.shape[0]), int(img.shape[1])
+        s = min(h, w)
+        img = tf.image.crop_to_bounding_box(img, (h - s) // 2, (w - s) // 2, s, s)
+    img = tf.image.resize(img, [resolution, resolution], method="bilinear", antialias=True)
+    return np.clip(np.round(img.numpy()), 0, 255).astype(np.uint8)
+
+
+def _cache_path(cache_dir, key):
+    return os.path.join(cache_dir, f"robgan_cache_{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+
+
+def _decode_all(files, resolution, channels, center_crop, cache_dir, key):
+    """Decodes every file once into a uint8 memmap cached on disk (written to a temp name, then renamed)."""
+    shape = (len(files), resolution, resolution, channels)
+    if cache_dir:
+        base = _cache_path(cache_dir, key)
+        meta_path, data_path = base + ".json", base + ".u8"
+        if os.path.exists(meta_path) and os.path.exists(data_path):
+            with open(meta_path) as f:
+                if tuple(json.load(f)["shape"]) == shape:
+                    return np.memmap(data_path, np.uint8, "r", shape=shape)
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = data_path + f".tmp{os.getpid()}"
+        out = np.memmap(tmp, np.uint8, "w+", shape=shape)
+    else:
+        out = np.empty(shape, np.uint8)
+    for i, path in enumerate(files):
+        out[i] = _decode_resize(path, resolution, channels, center_crop)
+        if len(files) > 5000 and i % 5000 == 0:
+            print(f"decoding images: {i}/{len(files)}", flush=True)
+    if cache_dir:
+        out.flush()
+        del out
+        os.replace(tmp, data_path)
+        with open(meta_path + ".tmp", "w") as f:
+            json.dump({"shape": shape, "key": key}, f)
+        os.replace(meta_path + ".tmp", meta_path)
+        return np.memmap(data_path, np.uint8, "r", shape=shape)
+    return out
+
+
+def _folder(split, resolution, data_dir, channels, cache_dir):
+    if not data_dir:
+        raise DataError("dataset 'folder' needs --data_dir: a directory with one sub-folder of images per class "
+                        "(optionally train/ and test/ sub-directories, each laid out that way).")
+    root = os.path.join(data_dir, split) if os.path.isdir(os.path.join(data_dir, split)) else data_dir
+    if resolution is None:
+        raise DataError("dataset 'folder' needs --resolution (32, 64 or 128): its images are resized to it.")
+    classes, files, labels = _list_class_folders(root)
+    key = f"folder|{os.path.abspath(root)}|{resolution}|{channels}|{len(files)}"
+    images = _decode_all(files, int(resolution), channels, False, cache_dir, key)
+    flip = True
+    info = DatasetInfo("folder", split, len(classes), tuple(classes), images.shape[1:], len(files), flip)
+    return Source(images, labels, info)
+
+
+# ----------------------------------------------------------------------------- imagenet143
+IMAGENET143_FIRST, IMAGENET143_LAST = 151, 293
+IMAGENET143_FIRST_WNID, IMAGENET143_LAST_WNID = "n02085620", "n02130308"
+
+
+def _imagenet143_wnids_from_folder(root):
+    wnids = sorted(d for d in os.listdir(root) if d.startswith("n") and os.path.isdir(os.path.join(root, d)))
+    if len(wnids) == 1000:
+        chosen = wnids[IMAGENET143_FIRST:IMAGENET143_LAST + 1]
+    elif len(wnids) == 143:
+        chosen = wnids
+    else:
+        raise DataError(f"{root}: expected the 1000 ImageNet class folders (WNIDs) or exactly the 143 of "
+                        f"ImageNet-143, found {len(wnids)}.")
+    if chosen[0] != IMAGENET143_FIRST_WNID or chosen[-1] != IMAGENET143_LAST_WNID:
+        raise DataError(f"{root}: ImageNet-143 must run from {IMAGENET143_FIRST_WNID} (class 151) to "
+                        f"{IMAGENET143_LAST_WNID} (class 293); found {chosen[0]}..{chosen[-1]}.")
+    return chosen
+
+
+def _imagenet143(split, resolution, data_dir, cache_dir):
+    if resolution not in (64, 128):
+        raise DataError(f"imagenet143 is built at 64 or 128 px, not {resolution}. Use --resolution=64 or 128.")
+    if not data_dir or not os.path.isdir(data_dir):
+        raise DataError("imagenet143 needs --data_dir: an ImageFolder-style directory of WNID-named class folders "
+                        "(train/ and val/ inside, or the class folders directly).")
+    sub = {"train": "train", "test": "val"}[split]
+    root = os.path.join(data_dir, sub) if os.path.isdir(os.path.join(data_dir, sub)) else data_dir
+    wnids = _imagenet143_wnids_from_folder(root)
+    files, labels = [], []
+    for i, w in enumerate(wnids):
+        names = sorted(f for f in os.listdir(os.path.join(root, w)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise DataError(f"class folder {os.path.join(root, w)} holds no JPEG/PNG images.")
+        files += [os.path.join(root, w, f) for f in names]
+        labels += [i] * len(names)
+    key = f"imagenet143|{os.path.abspath(root)}|{resolution}|{len(files)}"
+    images = _decode_all(files, int(resolution), 3, True, cache_dir or os.path.join(data_dir, ".robgan_cache"), key)
+    info = DatasetInfo("imagenet143", split, 143, tuple(wnids), images.shape[1:], len(files), True)
+    return Source(images, np.asarray(labels, np.int32), info)
+
+
+# ----------------------------------------------------------------------------- entry point
+def load(name, split="train", resolution=None, data_dir=None, *, download=False, cache_dir=None, channels=3):
+    """Loads a dataset as a `Source` (uint8 images, int32 labels, `DatasetInfo`). Raises DataError.
+
+    name: digits | cifar10 | imagenet143 | folder | npz.  split: "train" or "test".
+    resolution: None keeps the source's size (digits: 32); folders and ImageNet are resized to it.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+    if name == "digits":
+        src = _digits(split, resolution)
+    elif name == "folder":
+        src = _folder(split, resolution, data_dir, channels, cache_dir)
+    elif name == "imagenet143":
+        src = _imagenet143(split, resolution, data_dir, cache_dir)
+    else:
+        if name == "npz":
+            if not data_dir or not os.path.isfile(data_dir):
+                raise DataError(f"dataset 'npz' needs --data_dir pointing at an .npz file; got {data_dir!r}.")
+            x, y, names = _npz_arrays(data_dir, split)
+        else:
+            x, y = _cifar10(split, resolution, data_dir, download)
+            names = CIFAR10_CLASSES
+        x, y = np.asarray(x), np.asarray(y)
+        if name == "npz":
+            if x.ndim == 4 and x.shape[1] != x.shape[2]:
+                raise DataError(f"{data_dir}: images must be square, got {x.shape[1]}x{x.shape[2]}.")
+            if x.ndim >= 3:
+                _check_resolution("npz", x.shape[1], resolution)
+        x, y = _check_arrays(x, y, len(names), f"{name} ({split})")
+        info = DatasetInfo(name, split, len(names), tuple(names), x.shape[1:], len(y), True)
+        src = Source(x, y, info)
+    src.images, src.labels = _check_arrays(src.images, src.labels, src.info.num_classes, f"{name} ({split})")
+    return src
+
+
+def _float_images(x):
+    return tf.cast(x, tf.float32) / 127.5 - 1.0
+
+
+def _gather_fn(images):
+    """A function indices -> uint8 images, embedding small arrays and reading big ones from disk."""
+    if images.nbytes <= _EMBED_LIMIT:
+        table = tf.constant(np.asarray(images))
+        return lambda idx: tf.gather(table, idx)
+    shape = images.shape[1:]
+
+    def read(idx):
+        order = np.argsort(idx)  # sorted reads are kinder to a memmap
+        out = np.empty((len(idx),) + shape, np.uint8)
+        out[order] = images[np.sort(idx)]
+        return out
+
+    def gather(idx):
+        out = tf.numpy_function(read, [idx], tf.uint8)
+        return tf.ensure_shape(out, [None, *shape])
+
+    return gather
+
+
+def train_dataset(source, batch_size, *, seed=0, start_step=0, dequantize=False):
+    """Infinite batches of (float32 images in [-1, 1], int32 labels), a pure function of the step.
+
+    Batch k comes from epoch k // (N // batch_size) of a permutation drawn with a stateless RNG from
+    (seed, epoch); the remainder of each epoch is dropped, so every batch is full (static shapes).
+    Resuming at step k with the same seed replays exactly the batches an uninterrupted run would see.
+    """
+    n = len(source.labels)
+    if batch_size > n:
+        raise DataError(f"batch size {batch_size} exceeds the {n} examples of {source.info.name}.")
+    steps_per_epoch = n // batch_size
+    gather = _gather_fn(source.images)
+    labels = tf.constant(source.labels)
+
+    def batch(step):
+        epoch, i = step // steps_per_epoch, step % steps_per_epoch
+        perm = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        x = _float_images(gather(idx))
+        if dequantize:
+            x = x + tf.random.stateless_uniform(tf.shape(x), seed=tf.stack([tf.cast(seed, tf.int64) + 1, step]),
+                                                maxval=1.0 / 128.0)
+        return x, tf.gather(labels, idx)
+
+    ds = tf.data.Dataset.range(int(start_step), 2**62).map(batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                                          deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(source, batch_size, num_examples=None):
+    """The first num_examples (default all) in order, batched; the last batch may be smaller."""
+    n = len(source.labels) if num_examples is None else min(int(num_examples), len(source.labels))
+    gather = _gather_fn(source.images[:n] if n < len(source.labels) else source.images)
+    labels = tf.constant(source.labels[:n])
+
+    def batch(start):
+        idx = tf.range(start, tf.minimum(start + batch_size, n))
+        return _float_images(gather(tf.cast(idx, tf.int32))), tf.gather(labels, idx)
+
+    return tf.data.Dataset.range(0, n, batch_size).map(batch).prefetch(tf.data.AUTOTUNE)
+
+
+__all__ = ["load", "train_dataset", "eval_dataset", "DataError", "DatasetInfo", "Source", "DATASETS",
+           "RestrictedUnpickler", "restricted_pickle_load"]

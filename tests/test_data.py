@@ -1,0 +1,232 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from robgan_tf import data
+from robgan_tf.data import DataError
+
+
+def _cifar_like(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def _write_py_batches(root, protocol=2):
+    os.makedirs(root)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        x, y = _cifar_like(4, i)
+        batch = {b"data": x.transpose(0, 3, 1, 2).reshape(4, 3072), b"labels": [int(v) for v in y],
+                 b"batch_label": b"batch", b"filenames": [b"a.png"] * 4}
+        with open(os.path.join(root, name), "wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+
+
+def _write_bin_batches(root):
+    os.makedirs(root)
+    for i, name in enumerate([f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]):
+        x, y = _cifar_like(3, i)
+        rec = np.concatenate([y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(3, 3072)], 1)
+        rec.tofile(os.path.join(root, name))
+
+
+def _png(path, value, size=(12, 9)):
+    img = np.full((*size, 3), value, np.uint8)
+    tf.io.write_file(path, tf.io.encode_png(img))
+
+
+def test_digits_default_metadata_range_and_split():
+    train, test = data.load("digits"), data.load("digits", "test")
+    assert train.info.num_classes == 10 and train.info.image_shape == (32, 32, 1)
+    assert train.info.num_examples + test.info.num_examples == 1797
+    assert not train.info.flip_ok
+    x, y = next(iter(data.train_dataset(train, 16)))
+    assert x.dtype == tf.float32 and y.dtype == tf.int32 and x.shape == (16, 32, 32, 1)
+    assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+    # the split is deterministic and disjoint
+    again = data.load("digits", "test")
+    np.testing.assert_array_equal(again.images, test.images)
+    train_keys = {im.tobytes() for im in train.images}
+    assert sum(im.tobytes() in train_keys for im in test.images) < 5  # sklearn digits has a few duplicates
+
+
+def test_train_dataset_is_a_pure_function_of_seed_and_step():
+    src = data.load("digits")
+    a = [b[1].numpy() for b in data.train_dataset(src, 32, seed=3).take(50)]
+    b = [b[1].numpy() for b in data.train_dataset(src, 32, seed=3, start_step=30).take(20)]
+    for u, v in zip(a[30:], b):
+        np.testing.assert_array_equal(u, v)
+    c = [b[1].numpy() for b in data.train_dataset(src, 32, seed=4).take(5)]
+    assert any(not np.array_equal(u, v) for u, v in zip(a, c))
+    # one epoch visits every example at most once
+    epoch = np.concatenate([b for b in a[: len(src.labels) // 32]])
+    assert len(epoch) == (len(src.labels) // 32) * 32
+
+
+def test_dequantisation_noise_is_below_one_level():
+    src = data.load("digits")
+    plain = next(iter(data.train_dataset(src, 8, seed=0)))[0].numpy()
+    noisy = next(iter(data.train_dataset(src, 8, seed=0, dequantize=True)))[0].numpy()
+    d = noisy - plain
+    assert d.min() >= 0 and d.max() < 1.0 / 128 and d.std() > 1e-3
+
+
+def test_eval_dataset_keeps_order_and_last_partial_batch():
+    src = data.load("digits", "test")
+    ys = np.concatenate([y.numpy() for _, y in data.eval_dataset(src, 64)])
+    np.testing.assert_array_equal(ys, src.labels)
+    assert sum(1 for _ in data.eval_dataset(src, 64, num_examples=70)) == 2
+
+
+def test_cifar_python_batches_with_restricted_unpickler(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    _write_py_batches(str(root))
+    src = data.load("cifar10", "train", data_dir=str(tmp_path))
+    x0, y0 = _cifar_like(4, 0)
+    np.testing.assert_array_equal(src.images[:4], x0)
+    np.testing.assert_array_equal(src.labels[:4], y0)
+    assert src.info.num_examples == 20 and src.info.class_names[0] == "airplane"
+    test = data.load("cifar10", "test", data_dir=str(root))
+    np.testing.assert_array_equal(test.images, _cifar_like(4, 5)[0])
+
+
+def test_malicious_pickle_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    root = tmp_path / "cifar-10-batches-py"
+    _write_py_batches(str(root))
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f, protocol=2)
+    with pytest.raises(DataError, match="refusing to load global"):
+        data.load("cifar10", data_dir=str(tmp_path))
+    assert not marker.exists()
+
+
+def test_cifar_binary_batches_and_truncation(tmp_path):
+    root = tmp_path / "cifar-10-batches-bin"
+    _write_bin_batches(str(root))
+    src = data.load("cifar10", "train", data_dir=str(tmp_path))
+    x0, y0 = _cifar_like(3, 0)
+    np.testing.assert_array_equal(src.images[:3], x0)
+    np.testing.assert_array_equal(src.labels[:3], y0)
+    with open(root / "data_batch_2.bin", "ab") as f:
+        f.write(b"\x00" * 10)
+    with pytest.raises(DataError, match="3073-byte records"):
+        data.load("cifar10", data_dir=str(tmp_path))
+
+
+def test_npz_source_and_its_errors(tmp_path):
+    x, y = _cifar_like(6, 0)
+    good = tmp_path / "good.npz"
+    np.savez(good, x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    src = data.load("npz", "test", data_dir=str(good))
+    np.testing.assert_array_equal(src.images, x[:2])
+    assert src.info.num_classes == int(y.max()) + 1
+    cifar = data.load("cifar10", data_dir=str(good))
+    assert cifar.info.num_classes == 10
+    bad_keys = tmp_path / "keys.npz"
+    np.savez(bad_keys, images=x, labels=y)
+    with pytest.raises(DataError, match="expected keys"):
+        data.load("npz", data_dir=str(bad_keys))
+    bad_dtype = tmp_path / "dtype.npz"
+    np.savez(bad_dtype, x_train=x.astype(np.float32), y_train=y, x_test=x, y_test=y)
+    with pytest.raises(DataError, match="uint8"):
+        data.load("npz", data_dir=str(bad_dtype))
+    pickled = tmp_path / "obj.npz"
+    np.savez(pickled, x_train=np.array([object()] * 2, dtype=object), y_train=y, x_test=x, y_test=y)
+    with pytest.raises(DataError, match="plain dtypes|Object arrays|pickle"):
+        data.load("npz", data_dir=str(pickled))
+    truncated = tmp_path / "trunc.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(DataError, match="not a readable"):
+        data.load("npz", data_dir=str(truncated))
+    with pytest.raises(DataError, match="resolution 64"):
+        data.load("npz", resolution=64, data_dir=str(good))
+
+
+def test_labels_out_of_range_are_rejected(tmp_path):
+    x, y = _cifar_like(4, 0)
+    y[2] = 10
+    path = tmp_path / "c.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 9\], found .*10"):
+        data.load("cifar10", data_dir=str(path))
+    y[2] = -1
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y, class_names=np.array(list("abcdefghij")))
+    with pytest.raises(DataError, match="labels must lie"):
+        data.load("npz", data_dir=str(path))
+
+
+def test_folder_source_resizes_labels_and_caches(tmp_path):
+    root = tmp_path / "imgs"
+    for c, v in (("cat", 10), ("dog", 200)):
+        os.makedirs(root / c)
+        for i in range(2):
+            _png(str(root / c / f"{i}.png"), v)
+    cache = tmp_path / "cache"
+    src = data.load("folder", resolution=32, data_dir=str(root), cache_dir=str(cache))
+    assert src.info.class_names == ("cat", "dog") and src.info.image_shape == (32, 32, 3)
+    np.testing.assert_array_equal(src.labels, [0, 0, 1, 1])
+    assert int(src.images[0].max()) == 10 and int(src.images[3].min()) == 200
+    assert len(list(cache.glob("*.u8"))) == 1
+    again = data.load("folder", resolution=32, data_dir=str(root), cache_dir=str(cache))
+    np.testing.assert_array_equal(again.images, src.images)
+    os.makedirs(root / "empty")
+    with pytest.raises(DataError, match="holds no PNG/JPEG"):
+        data.load("folder", resolution=32, data_dir=str(root))
+    os.rmdir(root / "empty")
+    (root / "dog" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="cannot decode image .*broken.png"):
+        data.load("folder", resolution=32, data_dir=str(root))
+
+
+def test_imagenet143_folder_maps_wnids_and_center_crops(tmp_path):
+    # 1000 WNID-named folders in sorted order; classes 151..293 are the 143 dogs and cats
+    wnids = ([f"n0100{i:04d}" for i in range(151)] + [data.IMAGENET143_FIRST_WNID]
+             + [f"n0209{k:04d}" for k in range(141)] + [data.IMAGENET143_LAST_WNID]
+             + [f"n0300{i:04d}" for i in range(706)])
+    assert wnids == sorted(wnids) and len(wnids) == 1000
+    assert wnids[151] == data.IMAGENET143_FIRST_WNID and wnids[293] == data.IMAGENET143_LAST_WNID
+    root = tmp_path / "train"
+    for w in wnids:
+        os.makedirs(root / w)
+    for k, w in enumerate(wnids[151:294]):
+        img = np.zeros((10, 20, 3), np.uint8)
+        img[:, 5:15] = 255 if k == 0 else 100  # the centre square; the sides are black
+        tf.io.write_file(str(root / w / "a.png"), tf.io.encode_png(img))
+    src = data.load("imagenet143", "train", resolution=64, data_dir=str(tmp_path))
+    assert src.info.num_classes == 143 and src.info.class_names[0] == "n02085620"
+    assert src.labels[0] == 0 and src.labels[-1] == 142
+    assert src.images.shape == (143, 64, 64, 3)
+    assert src.images[0].min() >= 250 and src.images[1].max() <= 101  # crop removed the black sides
+    with pytest.raises(DataError, match="64 or 128"):
+        data.load("imagenet143", resolution=32, data_dir=str(tmp_path))
+
+
+def test_bad_names_and_paths():
+    with pytest.raises(DataError, match="unknown dataset"):
+        data.load("mnist")
+    with pytest.raises(DataError, match="does not exist"):
+        data.load("cifar10", data_dir="/nonexistent/path")
+    with pytest.raises(DataError, match="resolution 64"):
+        data.load("cifar10", resolution=64)
+    with pytest.raises(DataError, match="needs --data_dir"):
+        data.load("folder", resolution=32)
+    with pytest.raises(DataError, match="batch size"):
+        data.train_dataset(data.load("digits", "test"), 1000)
+
+
+def test_real_cifar10_when_present():
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10.npz")
+    if not os.path.exists(path):
+        pytest.skip("the shared CIFAR-10 copy is only on development machines")
+    src = data.load("cifar10", "train", data_dir=path)
+    assert src.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert src.images[0, 0, :3].tolist() == [[59, 62, 63], [43, 46, 45], [50, 48, 43]]
+    np.testing.assert_allclose(src.images.mean((0, 1, 2)) / 255, [0.4914, 0.4822, 0.4465], atol=1e-4)
