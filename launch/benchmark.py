@@ -1,0 +1,134 @@
+"""Time Rob-GAN training iterations of any configuration on synthetic data.
+
+The authors' CIFAR configuration (REFERENCE.md section 2: their 12.3 M generator, their 1.06 M BatchNorm
+discriminator, batch 64, 32x32, 5-step PGD, one D and one G step, split loss):
+
+    python launch/benchmark.py --arch=reference --n_dis=1 --batch_size=64 --attack_steps=5
+
+Prints the median / min / max seconds per iteration, images per second, and the split between the attack,
+the D update and the G update (each timed alone); --json_out writes them.
+"""
+import json
+import os
+import statistics
+import time
+
+from absl import app, flags
+
+import common  # noqa: F401
+
+flags.DEFINE_enum("arch", "reference", ["sngan", "reference", "tiny"], "Width preset.")
+flags.DEFINE_integer("resolution", 32, "Image size.")
+flags.DEFINE_integer("channels", 3, "Image channels.")
+flags.DEFINE_integer("num_classes", 10, "Classes.")
+flags.DEFINE_integer("batch_size", 64, "Batch size of one D update.")
+flags.DEFINE_integer("n_dis", 1, "D updates per G update.")
+flags.DEFINE_integer("attack_steps", 5, "PGD steps on the real batch.")
+flags.DEFINE_float("attack_eps", 0.0625, "PGD radius ([-1, 1] units).")
+flags.DEFINE_float("attack_step_size", 0.0078, "PGD step (the authors' fixed 0.0078).")
+flags.DEFINE_enum("mode", "robgan", ["robgan", "gan", "advtrain"], "What one iteration trains.")
+flags.DEFINE_integer("iterations", 10, "Timed iterations.")
+flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, allocation).")
+flags.DEFINE_integer("component_iterations", 3, "Timed repetitions of each component for the split.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
+flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
+flags.DEFINE_string("json_out", "", "Write the results here as JSON.")
+FLAGS = flags.FLAGS
+
+
+def _time(fn, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main(argv):
+    common.quiet_logging()
+    import keras
+    import tensorflow as tf
+
+    if FLAGS.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    if FLAGS.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_float16" if FLAGS.mixed_precision else "float32")
+    from robgan_tf.config import AttackConfig, TrainConfig
+    from robgan_tf.models import Discriminator, Generator, count_params
+    from robgan_tf.training import RobGAN, make_optimizers
+
+    if FLAGS.iterations < 1 or FLAGS.warmup < 0 or FLAGS.batch_size < 1 or FLAGS.n_dis < 1:
+        common.fail("--iterations, --batch_size and --n_dis must be >= 1 and --warmup >= 0.")
+    k, r, c = FLAGS.num_classes, FLAGS.resolution, FLAGS.channels
+    cfg = TrainConfig(num_classes=k, mode=FLAGS.mode, n_dis=FLAGS.n_dis, mixed_precision=FLAGS.mixed_precision,
+                      attack=AttackConfig(eps=FLAGS.attack_eps, steps=FLAGS.attack_steps,
+                                          step_size=FLAGS.attack_step_size,
+                                          loss="ce" if FLAGS.mode == "advtrain" else "two_head"))
+    try:
+        d = Discriminator(k, r, FLAGS.arch, channels=c)
+        g = Generator(k, r, FLAGS.arch, channels=c) if FLAGS.mode != "advtrain" else None
+    except ValueError as e:
+        common.fail(str(e))
+    model = RobGAN(d, g, cfg)
+    model.compile(*make_optimizers(cfg))
+    n = FLAGS.batch_size * FLAGS.n_dis
+    x = tf.random.uniform([n, r, r, c], -1, 1)
+    y = tf.random.uniform([n], 0, k, tf.int32)
+    xb, yb = x[:FLAGS.batch_size], y[:FLAGS.batch_size]
+    jit = FLAGS.jit_compile
+    step = tf.function(model.train_step, jit_compile=jit)
+    attack = tf.function(model.attack, jit_compile=jit)
+    d_step = tf.function(model.d_step, jit_compile=jit)
+    g_step = tf.function(lambda: model.g_step(FLAGS.batch_size), jit_compile=jit)
+
+    def sync(out):  # wait for the device: read one value back
+        for v in tf.nest.flatten(out)[:1]:
+            v.numpy() if hasattr(v, "numpy") else None
+
+    t0 = time.perf_counter()
+    for _ in range(FLAGS.warmup):
+        sync(step((x, y)))
+    warm = time.perf_counter() - t0
+    times = _time(lambda: sync(step((x, y))), FLAGS.iterations)
+    split = {}
+    if FLAGS.component_iterations > 0:
+        if cfg.uses_attack:
+            sync(attack(xb, yb))
+            split["attack"] = statistics.median(_time(lambda: sync(attack(xb, yb)), FLAGS.component_iterations))
+        sync(d_step(xb, yb))
+        split["d_update"] = statistics.median(
+            _time(lambda: (d_step(xb, yb), sync(model.d_optimizer.iterations)), FLAGS.component_iterations))
+        if g is not None:
+            g_step()
+            split["g_update"] = statistics.median(
+                _time(lambda: (g_step(), sync(model.g_optimizer.iterations)), FLAGS.component_iterations))
+    med = statistics.median(times)
+    result = {
+        "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
+                                               "attack_steps", "attack_eps", "attack_step_size", "mode",
+                                               "jit_compile", "mixed_precision", "intra_op_threads",
+                                               "inter_op_threads")},
+        "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},
+        "median_s_per_iter": med, "min_s_per_iter": min(times), "max_s_per_iter": max(times),
+        "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,
+        "component_median_s": split,
+        "attack_share": (FLAGS.n_dis * split["attack"] * 1.0 / med) if "attack" in split else 0.0,
+        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
+    }
+    print(f"{FLAGS.arch} {r}px batch {FLAGS.batch_size} n_dis {FLAGS.n_dis} attack {FLAGS.attack_steps} steps, "
+          f"jit={jit} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter (min {min(times):.3f}, "
+          f"max {max(times):.3f}), {n / med:.1f} images/s")
+    print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in split.items()))
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {FLAGS.json_out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

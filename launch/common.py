@@ -1,0 +1,78 @@
+"""Shared flag handling for the launch scripts: every ExperimentConfig field is a flag.
+
+Flags, defaults and help text come from robgan_tf.experiment.ExperimentConfig (the single source of
+truth). When --logdir already holds a run, its config.json is the base and only the flags given on
+the command line override it -- so rerunning a command resumes the same run.
+"""
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from robgan_tf.experiment import ExperimentConfig  # noqa: E402
+
+FLAGS = flags.FLAGS
+_FIELDS = dataclasses.fields(ExperimentConfig)
+
+
+def define_experiment_flags():
+    for f in _FIELDS:
+        help_text = f.metadata.get("help", f.name)
+        choices = f.metadata.get("choices")
+        if f.type in (bool, "bool"):
+            flags.DEFINE_bool(f.name, f.default, help_text)
+        elif f.type in (int, "int"):
+            flags.DEFINE_integer(f.name, f.default, help_text)
+        elif f.type in (float, "float"):
+            flags.DEFINE_float(f.name, f.default, help_text)
+        elif choices:
+            flags.DEFINE_enum(f.name, f.default, list(choices), help_text)
+        else:
+            flags.DEFINE_string(f.name, f.default, help_text)
+
+
+def config_from_flags():
+    """ExperimentConfig from the run's config.json (if any) overridden by explicitly given flags."""
+    quiet_logging()
+    values = {f.name: FLAGS[f.name].value for f in _FIELDS}
+    saved = os.path.join(FLAGS.logdir, "config.json")
+    if os.path.exists(saved):
+        with open(saved) as fh:
+            base = json.load(fh)
+        for f in _FIELDS:
+            if not FLAGS[f.name].present and f.name in base:
+                values[f.name] = base[f.name]
+    cfg = ExperimentConfig(**values)
+    try:
+        cfg.validate()
+        cfg.check_compatible(saved)
+    except ValueError as e:
+        fail(str(e))
+    return cfg
+
+
+def quiet_logging():
+    """absl logs TF's INFO chatter (SavedModel writing, ...) by default; keep warnings and our progress."""
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def fail(message):
+    """Exit with status 2 and a one-line error, before any work starts."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def guarded(fn):
+    """Runs fn(); data and config errors become a clear message and exit status 2."""
+    from robgan_tf.data import DataError
+
+    try:
+        return fn()
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(str(e))

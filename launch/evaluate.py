@@ -1,0 +1,96 @@
+"""Accuracy under l_inf PGD for an exported classifier or a run, as a table and JSON.
+
+    python launch/evaluate.py --model=runs/c10/export/classifier --protocol=both --json_out=eval.json
+    python launch/evaluate.py --model=runs/c10          # a run's logdir: its (fine-tuned) classifier
+"""
+import json
+import os
+
+from absl import app, flags
+
+import common  # noqa: F401  (quiet TF logging)
+from robgan_tf import data as data_lib
+from robgan_tf import evaluation
+from robgan_tf.experiment import PAPER_EPS, DEFAULT_EPS
+
+flags.DEFINE_string("model", None, "An exported classifier SavedModel directory, or a run's --logdir.")
+flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
+flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
+flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
+flags.DEFINE_string("eps", "", "Comma-separated eps in [-1, 1] units; default: the paper's grid for the dataset.")
+flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both"], "Attack protocol (see robgan_tf.evaluation).")
+flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
+flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
+flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
+flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
+flags.mark_flag_as_required("model")
+FLAGS = flags.FLAGS
+
+
+def _load_model(path):
+    """(classifier callable, defaults dict) for a SavedModel dir or a run's logdir."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        import tensorflow as tf
+
+        manifest = os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")
+        defaults = {}
+        if os.path.exists(manifest):
+            with open(manifest) as f:
+                m = json.load(f)
+            defaults = {"dataset": m.get("dataset"), "data_dir": m.get("training_flags", {}).get("data_dir", ""),
+                        "resolution": m.get("resolution")}
+        loaded = tf.saved_model.load(path)
+        signature = loaded.signatures["serving_default"]
+        signature._robgan_keepalive = loaded  # the signature alone does not keep the variables alive
+        return signature, defaults
+    config = os.path.join(path, "config.json")
+    if not os.path.exists(config):
+        common.fail(f"--model={path} is neither a SavedModel directory (saved_model.pb) nor a run (config.json).")
+    from robgan_tf import runner
+    from robgan_tf.experiment import ExperimentConfig
+
+    with open(config) as f:
+        cfg = ExperimentConfig.from_dict(json.load(f))
+    runner.setup_runtime(cfg)
+    run = runner.Run(cfg, need_train_data=False)
+    return runner.load_final_classifier(run), {"dataset": cfg.dataset, "data_dir": cfg.data_dir,
+                                                "resolution": cfg.resolution}
+
+
+def main(argv):
+    common.quiet_logging()
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {argv[1:]}")
+    if not os.path.exists(FLAGS.model):
+        common.fail(f"--model={FLAGS.model} does not exist.")
+
+    def go():
+        classifier, defaults = _load_model(FLAGS.model)
+        dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
+        data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
+        source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
+        if FLAGS.eps:
+            try:
+                grid = [float(e) for e in FLAGS.eps.split(",")]
+            except ValueError:
+                common.fail(f"--eps must be comma-separated numbers, got {FLAGS.eps!r}")
+        else:
+            grid = PAPER_EPS.get(dataset, DEFAULT_EPS)
+        if any(e < 0 for e in grid):
+            common.fail("--eps values must be >= 0.")
+        protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
+        result = evaluation.robustness_table(
+            classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
+            batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
+            save_examples=FLAGS.save_examples or None)
+        print(evaluation.markdown_table(result))
+        print("sanity:", json.dumps(result["sanity"]))
+        if FLAGS.json_out:
+            evaluation.write_json(result, FLAGS.json_out)
+            print(f"wrote {FLAGS.json_out}")
+
+    common.guarded(go)
+
+
+if __name__ == "__main__":
+    app.run(main)

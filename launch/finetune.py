@@ -1,0 +1,25 @@
+"""Fine-tune a trained run's classifier with eq. 10 (real + lambda * fake, both PGD-attacked).
+
+    python launch/finetune.py --logdir=runs/c10 --finetune_steps=20000 --finetune_lambda=0.3
+"""
+from absl import app
+
+import common
+from robgan_tf import runner
+
+common.define_experiment_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {argv[1:]}")
+    cfg = common.config_from_flags()
+    if cfg.finetune_steps <= 0:
+        common.fail("--finetune_steps must be > 0 to fine-tune.")
+    runner.setup_runtime(cfg)
+    run = common.guarded(lambda: runner.Run(cfg))
+    runner.finetune(run)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,22 @@
+"""train -> fine-tune -> evaluate -> export in one command, into one --logdir.
+
+With no flags: the whole pipeline on the embedded digits dataset (about 10 minutes on a 2-core CPU).
+"""
+from absl import app
+
+import common
+from robgan_tf import runner
+
+common.define_experiment_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {argv[1:]}")
+    cfg = common.config_from_flags()
+    runner.setup_runtime(cfg)
+    common.guarded(lambda: runner.pipeline(cfg))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,63 @@
+"""Write a sample grid PNG (one row per class, shared z per column) from a run or an exported generator.
+
+    python launch/sample.py --model=runs/c10 --out=grid.png
+    python launch/sample.py --model=runs/c10/export/generator --out=grid.png
+"""
+import json
+import os
+
+from absl import app, flags
+
+import common
+from robgan_tf import runner
+
+flags.DEFINE_string("model", None, "A run's --logdir, or an exported generator SavedModel directory.")
+flags.DEFINE_string("out", "samples.png", "Output PNG path.")
+flags.DEFINE_integer("cols", 8, "Samples per class row.")
+flags.DEFINE_integer("seed", 1234, "Seed of the fixed z vectors.")
+flags.mark_flag_as_required("model")
+FLAGS = flags.FLAGS
+
+
+def _generator(path):
+    """(callable(z, labels, training) -> images, num_classes, z_dim)."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        import tensorflow as tf
+
+        manifest = os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")
+        if not os.path.exists(manifest):
+            common.fail(f"{manifest} is missing; it tells the number of classes and z_dim.")
+        with open(manifest) as f:
+            m = json.load(f)
+        loaded = tf.saved_model.load(path)  # keep a reference: the signature alone lets the variables go
+        sig = loaded.signatures["serving_default"]
+        return (lambda z, labels, training=False: sig(z=z, labels=labels)["images"]), m["num_classes"], m["z_dim"]
+    config = os.path.join(path, "config.json")
+    if not os.path.exists(config):
+        common.fail(f"--model={path} is neither a generator SavedModel nor a run directory.")
+    from robgan_tf.experiment import ExperimentConfig
+
+    with open(config) as f:
+        cfg = ExperimentConfig.from_dict(json.load(f))
+    if cfg.mode == "advtrain":
+        common.fail(f"{path} was trained with --mode=advtrain: it has no generator.")
+    runner.setup_runtime(cfg)
+    run = runner.Run(cfg, need_train_data=False)
+    if not run.restore():
+        common.fail(f"no checkpoint in {path}/checkpoints: train first.")
+    return run.sampling_generator(), run.num_classes, cfg.z_dim
+
+
+def main(argv):
+    common.quiet_logging()
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {argv[1:]}")
+    if not os.path.exists(FLAGS.model):
+        common.fail(f"--model={FLAGS.model} does not exist.")
+    generator, num_classes, z_dim = _generator(FLAGS.model)
+    runner.write_png(FLAGS.out, runner.sample_grid(generator, num_classes, z_dim, cols=FLAGS.cols, seed=FLAGS.seed))
+    print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

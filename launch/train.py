@@ -1,0 +1,23 @@
+"""Train Rob-GAN (or the gan / advtrain baselines). Rerunning the same command resumes.
+
+    python launch/train.py --dataset=cifar10 --data_dir=/data/cifar10.npz --arch=sngan --logdir=runs/c10
+"""
+from absl import app
+
+import common
+from robgan_tf import runner
+
+common.define_experiment_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    cfg = common.config_from_flags()
+    runner.setup_runtime(cfg)
+    run = common.guarded(lambda: runner.Run(cfg))
+    runner.train(run)
+
+
+if __name__ == "__main__":
+    app.run(main)

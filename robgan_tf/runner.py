@@ -1,0 +1,428 @@
+"""Runs experiments: strategy and runtime setup, the training and fine-tuning loops with checkpoints,
+TensorBoard logging and non-finite-loss stops, and the train -> fine-tune -> evaluate -> export pipeline.
+
+A run directory (`--logdir`) holds:
+  config.json            the full settings (a rerun with incompatible settings is refused)
+  checkpoints/           G, D, EMA weights, both optimizers, RNG state and the iteration counter
+  finetune_checkpoints/  the classifier and its optimizer during eq. 10 fine-tuning
+  train/, finetune/, eval/   TensorBoard event files (scalars, sample grids, the evaluation table)
+  eval/robustness.json   the robustness table;  samples.png   a sample grid;  export/   SavedModels
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from robgan_tf import data as data_lib
+from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.models import Discriminator, Generator
+from robgan_tf.training import FineTuner, RobGAN, current_lr, make_distributed_step, make_optimizers
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; nothing was written over the last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------- runtime
+def setup_runtime(cfg: ExperimentConfig):
+    """Logical CPU devices, determinism, precision policy and seeds; call before any TF op runs."""
+    if cfg.cpu_replicas > 1:
+        cpus = tf.config.list_physical_devices("CPU")
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * cfg.cpu_replicas)
+        except RuntimeError:  # already initialised (e.g. by a caller): keep what exists
+            pass
+        if len(tf.config.list_logical_devices("CPU")) < cfg.cpu_replicas:
+            raise RuntimeError(f"--cpu_replicas={cfg.cpu_replicas}: TensorFlow was initialised before the CPU "
+                               "could be split; set it before running any TensorFlow op.")
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+
+
+def make_strategy(cfg: ExperimentConfig):
+    if cfg.strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    if cfg.strategy == "mirrored" or (cfg.strategy == "auto" and (len(gpus) > 1 or cfg.cpu_replicas > 1)):
+        devices = [d.name for d in gpus] if gpus else [d.name for d in cpus[:cfg.cpu_replicas]]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                     and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _write_dir(logdir, strategy, sub):
+    """Non-chief workers write checkpoints to a private scratch folder (TF's multi-worker pattern)."""
+    if is_chief(strategy):
+        return os.path.join(logdir, sub)
+    return os.path.join(logdir, "workers", f"{strategy.cluster_resolver.task_id}", sub)
+
+
+def model_variables(model):
+    """Every variable of a Keras model (trainable, BN statistics, SN vectors) keyed by position.
+
+    tf.train.Checkpoint does not traverse Keras 3's layer lists, so handing it the model would save
+    only the variables that sit directly on it (and, through the optimizer, the trainable ones) --
+    silently dropping BN statistics and SN vectors. Positional keys also survive Keras' automatic
+    layer renaming ("discriminator_1") when several models are built in one process.
+    """
+    return {f"v{i:04d}": w for i, w in enumerate(model.weights)}
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- building a run
+class Run:
+    """Everything one run needs: config, strategy, data and models (built in the strategy scope)."""
+
+    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True):
+        self.cfg = cfg.validate()
+        os.makedirs(cfg.logdir, exist_ok=True)
+        cfg.check_compatible(os.path.join(cfg.logdir, "config.json"))
+        self.strategy = strategy or make_strategy(cfg)
+        # Load (and so validate) the data before any model is built.
+        res = cfg.resolution or None
+        self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
+        self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
+                             if need_train_data else None)
+        info = self.test_source.info
+        self.info = info
+        self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
+        self.resolution = info.image_shape[0]
+        if self.resolution != cfg.image_resolution and cfg.resolution:
+            raise ValueError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
+        with self.strategy.scope():
+            self.discriminator = Discriminator(self.num_classes, self.resolution, cfg.arch, channels=self.channels)
+            self.generator = (Generator(self.num_classes, self.resolution, cfg.arch, channels=self.channels,
+                                        z_dim=cfg.z_dim) if cfg.mode != "advtrain" else None)
+            self.train_config = cfg.train_config(self.num_classes)
+            self.model = RobGAN(self.discriminator, self.generator, self.train_config)
+            self.model.compile(*make_optimizers(self.train_config))
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+            objects = dict(discriminator=model_variables(self.discriminator), d_optimizer=self.model.d_optimizer,
+                           rng=self.model.rng, step=self.step)
+            if self.generator is not None:
+                objects.update(generator=model_variables(self.generator), g_optimizer=self.model.g_optimizer)
+            if self.model.ema_weights:
+                objects["ema"] = {f"w{i}": w for i, w in enumerate(self.model.ema_weights)}
+            self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, _write_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+        if is_chief(self.strategy):
+            cfg.save(os.path.join(cfg.logdir, "config.json"))
+
+    def restore(self):
+        """Restores the latest training checkpoint; returns its path or None."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+    def sampling_generator(self):
+        return self.model.sampling_generator() if self.generator is not None else None
+
+
+# ----------------------------------------------------------------------------- sample grids
+def grid_classes(num_classes, rows=10):
+    """All classes when K <= rows, else a fixed spread of `rows` classes."""
+    if num_classes <= rows:
+        return np.arange(num_classes)
+    return np.linspace(0, num_classes - 1, rows).round().astype(np.int64)
+
+
+def sample_grid(generator, num_classes, z_dim, cols=8, seed=1234):
+    """uint8 image grid: one row per class, the same fixed z vectors in every row."""
+    classes = grid_classes(num_classes)
+    z = tf.random.stateless_normal([cols, z_dim], seed=[seed, 0])
+    z = tf.tile(z, [len(classes), 1])
+    labels = tf.repeat(tf.constant(classes, tf.int32), cols)
+    images = generator(z, labels, training=False)
+    images = tf.cast(tf.clip_by_value((images + 1.0) * 127.5, 0, 255), tf.uint8).numpy()
+    n, h, w, c = images.shape
+    grid = images.reshape(len(classes), cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(len(classes) * h, cols * w, c)
+    return grid
+
+
+def write_png(path, image_u8):
+    tmp = path + ".tmp"
+    tf.io.write_file(tmp, tf.io.encode_png(image_u8))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- loops
+def _finite(logs):
+    return all(math.isfinite(float(v)) for v in logs.values())
+
+
+def _weights_finite(variables):
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
+
+
+def _distributed_iterator(strategy, dataset):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        opts = tf.data.Options()
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(opts)
+    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+def _progress(prefix, step, total, logs, rate, t_left):
+    parts = " ".join(f"{k}={float(v):.3f}" for k, v in logs.items())
+    eta = time.strftime("%H:%M:%S", time.gmtime(max(t_left, 0)))
+    _log(f"[{prefix}] {step}/{total} {parts} | {rate:.2f} it/s | ETA {eta}")
+
+
+def _record_config(cfg, writer):
+    with writer.as_default():
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
+        tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
+
+
+def train(run: Run, stop_after=None):
+    """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics.
+
+    stop_after: stop (without saving) once this iteration is reached -- used by tests to simulate a
+    crash at a known point.
+    """
+    cfg, strategy, model = run.cfg, run.strategy, run.model
+    latest = run.restore()
+    start = int(run.step.numpy())
+    total = cfg.iterations
+    if latest:
+        _log(f"[train] resuming from {latest} at iteration {start}")
+    if start >= total:
+        _log(f"[train] already at iteration {start} of {total}; nothing to do")
+        return {}
+    per_step = model.examples_per_step(cfg.batch_size)
+    ds = data_lib.train_dataset(run.train_source, per_step, seed=cfg.seed, start_step=start)
+    iterator = _distributed_iterator(strategy, ds)
+    step_fn = make_distributed_step(model, strategy, jit_compile=cfg.jit_compile)
+    chief = is_chief(strategy)
+    writer = tf.summary.create_file_writer(os.path.join(cfg.logdir, "train")) if chief else tf.summary.create_noop_writer()
+    if start == 0:
+        _record_config(cfg, writer)
+    logs, t0, last_t, last_step = {}, time.time(), time.time(), start
+    for it in range(start + 1, total + 1):
+        logs = step_fn(iterator)
+        run.step.assign(it)
+        if not _finite(logs):
+            bad = {k: float(v) for k, v in logs.items()}
+            raise TrainingDiverged(
+                f"non-finite loss at iteration {it} ({bad}); the last good checkpoint is "
+                f"{run.manager.latest_checkpoint or 'none (no checkpoint written yet)'}. Lower the learning rates "
+                "or check the data, then rerun to resume from it.")
+        if it % cfg.log_every == 0 or it == total:
+            now = time.time()
+            rate = (it - last_step) / max(now - last_t, 1e-9)
+            _progress("train", it, total, logs, rate, (total - it) / max(rate, 1e-9))
+            with writer.as_default(step=it):
+                for k, v in logs.items():
+                    tf.summary.scalar(k, float(v))
+                tf.summary.scalar("lr_d", float(current_lr(model.d_optimizer)))
+                if model.g_optimizer is not None:
+                    tf.summary.scalar("lr_g", float(current_lr(model.g_optimizer)))
+                tf.summary.scalar("iterations_per_second", rate)
+            for m in model.metrics:
+                m.reset_state()
+            last_t, last_step = now, it
+        if chief and run.generator is not None and (it % cfg.sample_every == 0 or it == total):
+            with writer.as_default(step=it):
+                grid = sample_grid(run.sampling_generator(), run.num_classes, cfg.z_dim)
+                tf.summary.image("samples", grid[None], step=it)
+        if it % cfg.checkpoint_every == 0 or it == total:
+            variables = run.discriminator.weights + (run.generator.weights if run.generator is not None else [])
+            if not _weights_finite(variables):
+                raise TrainingDiverged(f"non-finite weights at iteration {it}; not saved. The last good "
+                                       f"checkpoint is {run.manager.latest_checkpoint}.")
+            run.manager.save(checkpoint_number=it)
+        if stop_after is not None and it >= stop_after:
+            break
+    writer.flush()
+    _log(f"[train] done: {total} iterations in {time.time() - t0:.0f}s")
+    return {k: float(v) for k, v in logs.items()}
+
+
+class FinetuneRun:
+    """Eq. 10 fine-tuning state: the classifier view of D, frozen G, optimizer, checkpoint."""
+
+    def __init__(self, run: Run):
+        cfg = run.cfg
+        self.run = run
+        self.config = cfg.finetune_config(run.num_classes, run.test_source.info.flip_ok)
+        with run.strategy.scope():
+            self.classifier = run.discriminator.classifier()
+            self.tuner = FineTuner(self.classifier, run.sampling_generator(), self.config)
+            self.tuner.compile()
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="finetune_step")
+            self.checkpoint = tf.train.Checkpoint(discriminator=model_variables(run.discriminator),
+                                                  optimizer=self.tuner.optimizer,
+                                                  rng=self.tuner.rng, step=self.step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, _write_dir(cfg.logdir, run.strategy, "finetune_checkpoints"),
+            max_to_keep=cfg.keep_checkpoints)
+
+    def restore(self):
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+
+def robust_accuracy(classifier, source, eps, steps, n=256, batch=128):
+    """Accuracy under class-CE PGD (step eps/5, no random start) on the first n test examples."""
+    from robgan_tf.evaluation import accuracy_under_attack
+
+    return accuracy_under_attack(classifier, source, eps=eps, steps=steps, step_size=eps / 5 if eps else None,
+                                 num_examples=n, batch_size=batch)
+
+
+def finetune(run: Run, stop_after=None):
+    """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the tuner."""
+    cfg = run.cfg
+    ft = FinetuneRun(run)
+    if cfg.finetune_steps == 0:
+        return ft
+    latest = ft.restore()
+    if not latest:  # start from the trained discriminator
+        if not run.restore():
+            raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first.")
+    start, total = int(ft.step.numpy()), cfg.finetune_steps
+    if start >= total:
+        _log(f"[finetune] already at step {start} of {total}; nothing to do")
+        return ft
+    if latest:
+        _log(f"[finetune] resuming from {latest} at step {start}")
+    ds = data_lib.train_dataset(run.train_source, cfg.batch_size, seed=cfg.seed + 17, start_step=start)
+    iterator = _distributed_iterator(run.strategy, ds)
+    step_fn = make_distributed_step(ft.tuner, run.strategy, jit_compile=cfg.jit_compile)
+    chief = is_chief(run.strategy)
+    writer = (tf.summary.create_file_writer(os.path.join(cfg.logdir, "finetune")) if chief
+              else tf.summary.create_noop_writer())
+    last_t, last_step = time.time(), start
+    for s in range(start + 1, total + 1):
+        logs = step_fn(iterator)
+        ft.step.assign(s)
+        if not _finite(logs):
+            raise TrainingDiverged(f"non-finite fine-tuning loss at step {s}; the last good checkpoint is "
+                                   f"{ft.manager.latest_checkpoint or 'none'}.")
+        if s % cfg.log_every == 0 or s == total:
+            now = time.time()
+            rate = (s - last_step) / max(now - last_t, 1e-9)
+            _progress("finetune", s, total, logs, rate, (total - s) / max(rate, 1e-9))
+            with writer.as_default(step=s):
+                for k, v in logs.items():
+                    tf.summary.scalar(k, float(v))
+                tf.summary.scalar("lr", float(current_lr(ft.tuner.optimizer)))
+                if chief and (s % (cfg.log_every * 4) == 0 or s == total):
+                    eps = ft.config.attack.eps
+                    tf.summary.scalar("test_clean_accuracy", robust_accuracy(ft.classifier, run.test_source, 0.0, 0))
+                    tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}",
+                                      robust_accuracy(ft.classifier, run.test_source, eps, 10))
+            for m in ft.tuner.metrics:
+                m.reset_state()
+            last_t, last_step = now, s
+        if s % cfg.checkpoint_every == 0 or s == total:
+            if not _weights_finite(run.discriminator.weights):
+                raise TrainingDiverged(f"non-finite weights at fine-tuning step {s}; not saved.")
+            ft.manager.save(checkpoint_number=s)
+        if stop_after is not None and s >= stop_after:
+            break
+    writer.flush()
+    return ft
+
+
+def load_final_classifier(run: Run):
+    """Restores the training checkpoint (G, EMA, D) and then, when fine-tuning ran, the fine-tuned D.
+
+    Returns the classifier view of D.
+    """
+    if not run.restore():
+        raise FileNotFoundError(f"no checkpoint in {run.cfg.logdir}/checkpoints: train first.")
+    ft = FinetuneRun(run)
+    if run.cfg.finetune_steps:
+        ft.restore()
+    return ft.classifier
+
+
+def evaluate_run(run: Run, classifier=None, protocols=("paper",), json_out=None):
+    """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard."""
+    from robgan_tf import evaluation
+
+    cfg = run.cfg
+    classifier = classifier or load_final_classifier(run)
+    result = evaluation.robustness_table(
+        classifier, run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
+        num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
+    out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
+    evaluation.write_json(result, out)
+    if is_chief(run.strategy):
+        writer = tf.summary.create_file_writer(os.path.join(cfg.logdir, "eval"))
+        with writer.as_default(step=int(run.step.numpy())):
+            tf.summary.text("robustness", evaluation.markdown_table(result))
+            for r in result["results"]:
+                tf.summary.scalar(f"{r['protocol']}/accuracy_eps{r['eps']:g}", r["accuracy"])
+        writer.flush()
+    return result
+
+
+def generator_label_accuracy(generator, classifier, num_classes, z_dim, n_per_class=50, seed=7):
+    """Fraction of generated images the classifier assigns to the label they were generated for."""
+    labels = tf.repeat(tf.range(num_classes, dtype=tf.int32), n_per_class)
+    z = tf.random.stateless_normal([len(labels), z_dim], seed=[seed, 1])
+    correct = []
+    for i in range(0, len(labels), 256):
+        images = generator(z[i:i + 256], labels[i:i + 256], training=False)
+        pred = tf.argmax(classifier(images, training=False), -1, output_type=tf.int32)
+        correct.append((pred == labels[i:i + 256]).numpy())
+    return float(np.concatenate(correct).mean())
+
+
+def pipeline(cfg: ExperimentConfig):
+    """train -> fine-tune -> evaluate -> export into cfg.logdir; prints where everything went."""
+    from robgan_tf import evaluation, export
+
+    run = Run(cfg)
+    t0 = time.time()
+    train(run)
+    classifier = finetune(run).classifier if cfg.finetune_steps else load_final_classifier(run)
+    result = evaluate_run(run, classifier)
+    paths = export.export_run(run, classifier)
+    summary = {}
+    sample_path = None
+    if run.generator is not None:
+        g = run.sampling_generator()
+        sample_path = os.path.join(cfg.logdir, "samples.png")
+        write_png(sample_path, sample_grid(g, run.num_classes, cfg.z_dim))
+        summary["generator_label_accuracy"] = generator_label_accuracy(g, classifier, run.num_classes, cfg.z_dim)
+    summary["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(cfg.logdir, "eval", "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    _log("\n" + evaluation.markdown_table(result))
+    if "generator_label_accuracy" in summary:
+        _log(f"\nExported classifier labels {summary['generator_label_accuracy']:.1%} of the generator's images "
+             "as the class they were generated for.")
+    _log("\nExports:")
+    for k, v in paths.items():
+        _log(f"  {k}: {v}")
+    if sample_path:
+        _log(f"Sample grid: {sample_path}")
+    _log(f"TensorBoard: tensorboard --logdir {cfg.logdir}")
+    return result, paths, summary

@@ -1,0 +1,206 @@
+"""The launch scripts end to end, as a user runs them (subprocesses), on digits with tiny settings."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
+        "--eval_examples=48", "--z_dim=16"]
+
+
+def _run(script, *args, check=True, timeout=300):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _scalar_tags(event_dir):
+    tags = set()
+    for name in os.listdir(event_dir):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(event_dir, name)):
+            for v in event.summary.value:
+                tags.add(v.tag)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("pipe"))
+    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_steps=4", "--finetune_steps=2", *TINY)
+    return logdir, proc.stdout
+
+
+def test_pipeline_writes_every_artifact(pipeline_run):
+    logdir, stdout = pipeline_run
+    for rel in ("config.json", "checkpoints/checkpoint", "finetune_checkpoints/checkpoint", "eval/robustness.json",
+                "export/generator/saved_model.pb", "export/classifier/saved_model.pb", "export/manifest.json",
+                "samples.png"):
+        assert os.path.exists(os.path.join(logdir, rel)), rel
+    result = json.load(open(os.path.join(logdir, "eval", "robustness.json")))
+    assert [r["eps"] for r in result["results"]] == [0.0, 0.02, 0.04, 0.08]
+    for r in result["results"]:
+        assert set(r) == {"protocol", "eps", "eps_01", "accuracy", "num_examples"}
+        assert r["eps_01"] == r["eps"] / 2 and r["num_examples"] == 48 and 0 <= r["accuracy"] <= 1
+    assert result["dataset"] == "digits" and result["split"] == "test" and "paper" in result["attacks"]
+    manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
+    assert manifest["class_names"] == [str(i) for i in range(10)]
+    assert manifest["resolution"] == 32 and manifest["channels"] == 1 and manifest["image_range"] == [-1.0, 1.0]
+    assert manifest["training_flags"]["train_steps"] == 4 and len(manifest["git_commit"]) > 0
+    # progress, the table and the paths reach the user
+    assert "[train] 4/4" in stdout and "it/s" in stdout and "ETA" in stdout
+    assert "| paper |" in stdout and "export/classifier" in stdout and "samples.png" in stdout
+    # TensorBoard: every loss/accuracy, learning rates, speed, sample grids, fine-tuning robustness, the table
+    train_tags = _scalar_tags(os.path.join(logdir, "train"))
+    assert {"d_loss", "g_loss", "real_fake_acc", "real_class_acc", "fake_class_acc", "lr_d", "lr_g",
+            "iterations_per_second", "samples", "config"} <= train_tags
+    ft_tags = _scalar_tags(os.path.join(logdir, "finetune"))
+    assert "test_clean_accuracy" in ft_tags and any(t.startswith("test_robust_accuracy") for t in ft_tags)
+    assert "robustness" in _scalar_tags(os.path.join(logdir, "eval"))
+    png = tf.io.decode_png(tf.io.read_file(os.path.join(logdir, "samples.png")))
+    assert png.shape == (10 * 32, 8 * 32, 1)  # one row per class, 8 samples each
+
+
+def test_exports_serve_without_robgan_tf(pipeline_run):
+    logdir, _ = pipeline_run
+    from robgan_tf import runner
+    from robgan_tf.experiment import ExperimentConfig
+
+    cfg = ExperimentConfig.from_dict(json.load(open(os.path.join(logdir, "config.json"))))
+    run = runner.Run(cfg, need_train_data=False)
+    classifier = runner.load_final_classifier(run)
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
+    z = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
+    labels = np.array([0, 4, 9], np.int32)
+    expected_logits = classifier(x, training=False).numpy()
+    expected_images = run.sampling_generator()(z, labels, training=False).numpy()
+    np.savez(os.path.join(logdir, "inputs.npz"), x=x, z=z, labels=labels)
+    script = f"""
+import sys, json
+sys.modules["robgan_tf"] = None  # any import of the package now fails
+import numpy as np, tensorflow as tf
+d = np.load({os.path.join(logdir, 'inputs.npz')!r})
+clf_model = tf.saved_model.load({os.path.join(logdir, 'export', 'classifier')!r})
+gen_model = tf.saved_model.load({os.path.join(logdir, 'export', 'generator')!r})
+clf, gen = clf_model.signatures["serving_default"], gen_model.signatures["serving_default"]
+x = tf.constant(d["x"])
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = clf(images=x)
+    loss = tf.reduce_sum(out["logits"][:, 0])
+grad = tape.gradient(loss, x)
+img = gen(z=tf.constant(d["z"]), labels=tf.constant(d["labels"]))["images"]
+np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), probs=out["probabilities"].numpy(),
+         grad=grad.numpy(), images=img.numpy())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.load(os.path.join(logdir, "outputs.npz"))
+    np.testing.assert_allclose(out["logits"], expected_logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["probs"].sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out["images"], expected_images, rtol=1e-4, atol=1e-5)
+    assert np.abs(out["grad"]).max() > 0  # differentiable after loading: attacks can run on it
+
+
+def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
+    logdir, _ = pipeline_run
+    out = tmp_path / "eval.json"
+    proc = _run("evaluate.py", f"--model={logdir}/export/classifier", "--eps=0,0.05", "--num_examples=32",
+                f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
+    result = json.load(open(out))
+    assert [r["eps"] for r in result["results"]] == [0.0, 0.05] and result["results"][0]["num_examples"] == 32
+    ex = np.load(tmp_path / "ex.npz")
+    assert ex["x"].shape == (32, 32, 32, 1) and np.abs(ex["paper_eps0.05"] - ex["x"]).max() <= 0.05 + 1e-6
+    assert "| paper |" in proc.stdout
+    _run("sample.py", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3")
+    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "g.png"))).shape == (320, 96, 1)
+
+
+def _final_weights(logdir):
+    reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
+    names = [n for n in reader.get_variable_to_shape_map() if "generator" in n or "discriminator" in n]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
+    args = ["--train_steps=10", "--deterministic", "--finetune_steps=0", *TINY]
+    straight = tmp_path / "straight"
+    _run("train.py", f"--logdir={straight}", *args)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={killed}", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "[train] 5/10" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
+    assert latest is not None and int(latest.rsplit("-", 1)[1]) in (2, 4)
+    tf.train.load_checkpoint(latest)  # loadable
+    resumed = _run("train.py", f"--logdir={killed}", *args)
+    assert "resuming from" in resumed.stdout and "[train] 10/10" in resumed.stdout
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert len(a) > 20 and a.keys() == b.keys()
+    for n in a:
+        np.testing.assert_array_equal(a[n], b[n], err_msg=n)
+
+
+def test_two_cpu_replicas_mirrored(tmp_path):
+    proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=2", "--cpu_replicas=2", "--strategy=mirrored",
+                *TINY)
+    assert "[train] 2/2" in proc.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-2")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset=mnist"], "dataset"),
+    (["--attack_eps=-0.1"], "attack_eps must be >= 0"),
+    (["--train_steps=0"], "train_steps must be > 0"),
+    (["--arch=reference", "--resolution=64"], "no 64px architecture"),
+    (["--mode=robgan", "--attack_steps=0"], "needs an attack"),
+    (["--dataset=cifar10", "--data_dir=/no/such/dir"], "does not exist"),
+])
+def test_bad_flags_fail_before_work(tmp_path, args, message):
+    proc = _run("train.py", f"--logdir={tmp_path / 'run'}", *args, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_logdir_with_incompatible_run_is_refused(pipeline_run):
+    logdir, _ = pipeline_run
+    proc = _run("train.py", f"--logdir={logdir}", "--mode=gan", check=False, timeout=120)
+    assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr and "--mode" in proc.stderr
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
+    from robgan_tf import runner
+    from robgan_tf.experiment import ExperimentConfig
+
+    cfg = ExperimentConfig(logdir=str(tmp_path), train_steps=2, batch_size=16, attack_steps=1, checkpoint_every=1,
+                           log_every=1, sample_every=100, z_dim=16)
+    run = runner.Run(cfg)
+    runner.train(run)
+    good = run.manager.latest_checkpoint
+    # poison D after the checkpoint (train() would restore the good weights first: skip that once)
+    w = run.discriminator.dense_cls.layer.kernel
+    w.assign(tf.fill(w.shape, float("nan")))
+    run.restore = lambda: None
+    cfg.train_steps = 4
+    with pytest.raises(runner.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)):
+        runner.train(run)
+    assert run.manager.latest_checkpoint == good
+    reader = tf.train.load_checkpoint(good)
+    assert all(np.isfinite(reader.get_tensor(n)).all() for n in reader.get_variable_to_shape_map()
+               if reader.get_variable_to_dtype_map()[n].is_floating)
