@@ -13,6 +13,7 @@ setup(
         "absl-py",
         "numpy",
         "scikit-learn",
+        "matplotlib",
         "tensorflow-datasets",
         "tensorboard",
     ],

@@ -34,6 +34,8 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
 flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
+flags.DEFINE_bool("flops", False, "Also count forward FLOPs of G and D (TF profiler) and estimate FLOPs per "
+                  "iteration: B * (4 G_fwd + (2 * attack_steps + 8) * D_fwd) with backward ~ 2x forward.")
 flags.DEFINE_string("json_out", "", "Write the results here as JSON.")
 FLAGS = flags.FLAGS
 
@@ -45,6 +47,17 @@ def _time(fn, n):
         fn()
         times.append(time.perf_counter() - t)
     return times
+
+
+def forward_flops(fn, specs):
+    """FLOPs of one call of fn on inputs of the given TensorSpecs (TF profiler on the traced graph)."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return int(model_analyzer.profile(graph, options=opts).total_float_ops)
 
 
 def main(argv):
@@ -84,7 +97,10 @@ def main(argv):
     step = tf.function(model.train_step, jit_compile=jit)
     attack = tf.function(model.attack, jit_compile=jit)
     d_step = tf.function(model.d_step, jit_compile=jit)
-    g_step = tf.function(lambda: model.g_step(FLAGS.batch_size), jit_compile=jit)
+    def g_only():
+        model.g_step(FLAGS.batch_size)
+
+    g_step = tf.function(g_only, jit_compile=jit)
 
     def sync(out):  # wait for the device: read one value back
         for v in tf.nest.flatten(out)[:1]:
@@ -107,6 +123,17 @@ def main(argv):
             g_step()
             split["g_update"] = statistics.median(
                 _time(lambda: (g_step(), sync(model.g_optimizer.iterations)), FLAGS.component_iterations))
+    flops = {}
+    if FLAGS.flops:
+        d_fwd = forward_flops(lambda im: d(im, training=False), [tf.TensorSpec([1, r, r, c], tf.float32)])
+        flops["d_forward_per_example"] = d_fwd
+        g_fwd = 0
+        if g is not None:
+            g_fwd = forward_flops(lambda z, lab: g(z, lab, training=False),
+                                  [tf.TensorSpec([1, g.z_dim], tf.float32), tf.TensorSpec([1], tf.int32)])
+            flops["g_forward_per_example"] = g_fwd
+        s = FLAGS.attack_steps if cfg.uses_attack else 0
+        flops["per_iteration_estimate"] = FLAGS.batch_size * FLAGS.n_dis * ((2 * s + 8) * d_fwd + 4 * g_fwd)
     med = statistics.median(times)
     result = {
         "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
@@ -116,7 +143,7 @@ def main(argv):
         "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},
         "median_s_per_iter": med, "min_s_per_iter": min(times), "max_s_per_iter": max(times),
         "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,
-        "component_median_s": split,
+        "component_median_s": split, "flops": flops,
         "attack_share": (FLAGS.n_dis * split["attack"] * 1.0 / med) if "attack" in split else 0.0,
         "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
     }
@@ -124,6 +151,9 @@ def main(argv):
           f"jit={jit} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter (min {min(times):.3f}, "
           f"max {max(times):.3f}), {n / med:.1f} images/s")
     print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in split.items()))
+    if flops:
+        print("FLOPs: " + ", ".join(f"{k}={v / 1e9:.3f} G" for k, v in flops.items())
+              + f"; achieved {flops['per_iteration_estimate'] / med / 1e9:.1f} GFLOP/s")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump(result, f, indent=2)

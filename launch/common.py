@@ -62,6 +62,15 @@ def quiet_logging():
         logging.set_verbosity(logging.WARNING)
 
 
+def start_model_script(argv, model_path):
+    """Common start of the scripts that read a --model: quiet logs, no stray arguments, the path exists."""
+    quiet_logging()
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    if not os.path.exists(model_path):
+        fail(f"--model={model_path} does not exist.")
+
+
 def fail(message):
     """Exit with status 2 and a one-line error, before any work starts."""
     print(f"error: {message}", file=sys.stderr, flush=True)

@@ -22,6 +22,10 @@ flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both"], "Attack prot
 flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
+flags.DEFINE_enum("analysis", "none", ["none", "gap"],
+                  "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
+                  "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
+flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
@@ -58,11 +62,7 @@ def _load_model(path):
 
 
 def main(argv):
-    common.quiet_logging()
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {argv[1:]}")
-    if not os.path.exists(FLAGS.model):
-        common.fail(f"--model={FLAGS.model} does not exist.")
+    common.start_model_script(argv, FLAGS.model)
 
     def go():
         classifier, defaults = _load_model(FLAGS.model)
@@ -78,6 +78,18 @@ def main(argv):
             grid = PAPER_EPS.get(dataset, DEFAULT_EPS)
         if any(e < 0 for e in grid):
             common.fail("--eps values must be >= 0.")
+        if FLAGS.analysis == "gap":
+            train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
+            gap = evaluation.gap_analysis(classifier, train, source, eps_grid=grid,
+                                          num_examples=FLAGS.num_examples or 1000, batch_size=FLAGS.batch_size)
+            evaluation.plot_gap(gap, FLAGS.plot_out)
+            for e, a, b in zip(gap["eps"], gap["train_accuracy"], gap["test_accuracy"]):
+                print(f"eps {e:g}: train {100 * a:.2f}%  test {100 * b:.2f}%  gap {100 * (a - b):+.2f}")
+            print(f"LLV mean: train {gap['llv_mean']['train']:.4g}  test {gap['llv_mean']['test']:.4g}")
+            print(f"wrote {FLAGS.plot_out}")
+            if FLAGS.json_out:
+                evaluation.write_json(gap, FLAGS.json_out)
+            return
         protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
         result = evaluation.robustness_table(
             classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,

@@ -49,11 +49,7 @@ def _generator(path):
 
 
 def main(argv):
-    common.quiet_logging()
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {argv[1:]}")
-    if not os.path.exists(FLAGS.model):
-        common.fail(f"--model={FLAGS.model} does not exist.")
+    common.start_model_script(argv, FLAGS.model)
     generator, num_classes, z_dim = _generator(FLAGS.model)
     runner.write_png(FLAGS.out, runner.sample_grid(generator, num_classes, z_dim, cols=FLAGS.cols, seed=FLAGS.seed))
     print(f"wrote {FLAGS.out}")

@@ -67,7 +67,7 @@ def _project(x_adv, x, eps):
     return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), -1.0, 1.0)
 
 
-def _one_run(model, x, labels, eps, steps, step_size, random_start, loss, targeted, rng):
+def _one_run(model, x, labels, eps, steps, step_size, random_start, loss, targeted, rng, need_loss):
     if random_start:
         noise = (rng.uniform(tf.shape(x), -eps, eps) if rng is not None
                  else tf.random.uniform(tf.shape(x), -eps, eps))
@@ -84,7 +84,8 @@ def _one_run(model, x, labels, eps, steps, step_size, random_start, loss, target
 
     _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv),
                              maximum_iterations=steps)
-    final_loss = per_example_loss(classifier_outputs(model, x_adv), labels, loss, targeted)
+    # The final loss costs one more forward pass; only restarts and return_loss need it.
+    final_loss = per_example_loss(classifier_outputs(model, x_adv), labels, loss, targeted) if need_loss else None
     return tf.stop_gradient(x_adv), final_loss
 
 
@@ -132,7 +133,7 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
         best, best_loss = None, None
         for _ in range(int(restarts)):
             x_adv, adv_loss = _one_run(classifier, x, labels, eps, steps, step_size, random_start, loss,
-                                       targeted, rng)
+                                       targeted, rng, need_loss=restarts > 1 or return_loss)
             if best is None:
                 best, best_loss = x_adv, adv_loss
             else:

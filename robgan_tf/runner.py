@@ -184,10 +184,25 @@ def _distributed_iterator(strategy, dataset):
     return iter(strategy.experimental_distribute_dataset(dataset))
 
 
-def _progress(prefix, step, total, logs, rate, t_left):
-    parts = " ".join(f"{k}={float(v):.3f}" for k, v in logs.items())
-    eta = time.strftime("%H:%M:%S", time.gmtime(max(t_left, 0)))
-    _log(f"[{prefix}] {step}/{total} {parts} | {rate:.2f} it/s | ETA {eta}")
+class _Progress:
+    """Prints and logs (step, metrics, it/s, ETA) every log_every steps and resets the metrics."""
+
+    def __init__(self, prefix, total, start, writer, metrics):
+        self.prefix, self.total, self.writer, self.metrics = prefix, total, writer, metrics
+        self.last_t, self.last_step = time.time(), start
+
+    def __call__(self, step, logs, **scalars):
+        now = time.time()
+        rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
+        parts = " ".join(f"{k}={float(v):.3f}" for k, v in logs.items())
+        eta = time.strftime("%H:%M:%S", time.gmtime(max((self.total - step) / max(rate, 1e-9), 0)))
+        _log(f"[{self.prefix}] {step}/{self.total} {parts} | {rate:.2f} it/s | ETA {eta}")
+        with self.writer.as_default(step=step):
+            for k, v in {**logs, **scalars, "iterations_per_second": rate}.items():
+                tf.summary.scalar(k, float(v))
+        for m in self.metrics:
+            m.reset_state()
+        self.last_t, self.last_step = now, step
 
 
 def _record_config(cfg, writer):
@@ -196,12 +211,8 @@ def _record_config(cfg, writer):
         tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
 
 
-def train(run: Run, stop_after=None):
-    """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics.
-
-    stop_after: stop (without saving) once this iteration is reached -- used by tests to simulate a
-    crash at a known point.
-    """
+def train(run: Run):
+    """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics."""
     cfg, strategy, model = run.cfg, run.strategy, run.model
     latest = run.restore()
     start = int(run.step.numpy())
@@ -219,7 +230,8 @@ def train(run: Run, stop_after=None):
     writer = tf.summary.create_file_writer(os.path.join(cfg.logdir, "train")) if chief else tf.summary.create_noop_writer()
     if start == 0:
         _record_config(cfg, writer)
-    logs, t0, last_t, last_step = {}, time.time(), time.time(), start
+    logs, t0 = {}, time.time()
+    progress = _Progress("train", total, start, writer, model.metrics)
     for it in range(start + 1, total + 1):
         logs = step_fn(iterator)
         run.step.assign(it)
@@ -230,31 +242,22 @@ def train(run: Run, stop_after=None):
                 f"{run.manager.latest_checkpoint or 'none (no checkpoint written yet)'}. Lower the learning rates "
                 "or check the data, then rerun to resume from it.")
         if it % cfg.log_every == 0 or it == total:
-            now = time.time()
-            rate = (it - last_step) / max(now - last_t, 1e-9)
-            _progress("train", it, total, logs, rate, (total - it) / max(rate, 1e-9))
+            lrs = {"lr_d": current_lr(model.d_optimizer)}
+            if model.g_optimizer is not None:
+                lrs["lr_g"] = current_lr(model.g_optimizer)
+            progress(it, logs, **lrs)
+        if chief and (it % cfg.sample_every == 0 or it == total):
             with writer.as_default(step=it):
-                for k, v in logs.items():
-                    tf.summary.scalar(k, float(v))
-                tf.summary.scalar("lr_d", float(current_lr(model.d_optimizer)))
-                if model.g_optimizer is not None:
-                    tf.summary.scalar("lr_g", float(current_lr(model.g_optimizer)))
-                tf.summary.scalar("iterations_per_second", rate)
-            for m in model.metrics:
-                m.reset_state()
-            last_t, last_step = now, it
-        if chief and run.generator is not None and (it % cfg.sample_every == 0 or it == total):
-            with writer.as_default(step=it):
-                grid = sample_grid(run.sampling_generator(), run.num_classes, cfg.z_dim)
-                tf.summary.image("samples", grid[None], step=it)
+                if run.generator is not None:
+                    grid = sample_grid(run.sampling_generator(), run.num_classes, cfg.z_dim)
+                    tf.summary.image("samples", grid[None], step=it)
+                log_gap(model.classifier, run, cfg.attack_eps, it)
         if it % cfg.checkpoint_every == 0 or it == total:
             variables = run.discriminator.weights + (run.generator.weights if run.generator is not None else [])
             if not _weights_finite(variables):
                 raise TrainingDiverged(f"non-finite weights at iteration {it}; not saved. The last good "
                                        f"checkpoint is {run.manager.latest_checkpoint}.")
             run.manager.save(checkpoint_number=it)
-        if stop_after is not None and it >= stop_after:
-            break
     writer.flush()
     _log(f"[train] done: {total} iterations in {time.time() - t0:.0f}s")
     return {k: float(v) for k, v in logs.items()}
@@ -294,7 +297,19 @@ def robust_accuracy(classifier, source, eps, steps, n=256, batch=128):
                                  num_examples=n, batch_size=batch)
 
 
-def finetune(run: Run, stop_after=None):
+def log_gap(classifier, run, eps, step, n=256):
+    """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
+    train vs test, on n examples of each split."""
+    from robgan_tf.evaluation import gap_analysis
+
+    gap = gap_analysis(classifier, run.train_source, run.test_source, eps_grid=(eps,), num_examples=n, steps=10)
+    tf.summary.scalar("gap/train_robust_accuracy", gap["train_accuracy"][0], step=step)
+    tf.summary.scalar("gap/test_robust_accuracy", gap["test_accuracy"][0], step=step)
+    tf.summary.scalar("gap/train_llv_mean", gap["llv_mean"]["train"], step=step)
+    tf.summary.scalar("gap/test_llv_mean", gap["llv_mean"]["test"], step=step)
+
+
+def finetune(run: Run):
     """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the tuner."""
     cfg = run.cfg
     ft = FinetuneRun(run)
@@ -316,7 +331,7 @@ def finetune(run: Run, stop_after=None):
     chief = is_chief(run.strategy)
     writer = (tf.summary.create_file_writer(os.path.join(cfg.logdir, "finetune")) if chief
               else tf.summary.create_noop_writer())
-    last_t, last_step = time.time(), start
+    progress = _Progress("finetune", total, start, writer, ft.tuner.metrics)
     for s in range(start + 1, total + 1):
         logs = step_fn(iterator)
         ft.step.assign(s)
@@ -324,27 +339,18 @@ def finetune(run: Run, stop_after=None):
             raise TrainingDiverged(f"non-finite fine-tuning loss at step {s}; the last good checkpoint is "
                                    f"{ft.manager.latest_checkpoint or 'none'}.")
         if s % cfg.log_every == 0 or s == total:
-            now = time.time()
-            rate = (s - last_step) / max(now - last_t, 1e-9)
-            _progress("finetune", s, total, logs, rate, (total - s) / max(rate, 1e-9))
-            with writer.as_default(step=s):
-                for k, v in logs.items():
-                    tf.summary.scalar(k, float(v))
-                tf.summary.scalar("lr", float(current_lr(ft.tuner.optimizer)))
-                if chief and (s % (cfg.log_every * 4) == 0 or s == total):
-                    eps = ft.config.attack.eps
+            progress(s, logs, lr=current_lr(ft.tuner.optimizer))
+            if chief and (s % (cfg.log_every * 4) == 0 or s == total):
+                eps = ft.config.attack.eps
+                with writer.as_default(step=s):
                     tf.summary.scalar("test_clean_accuracy", robust_accuracy(ft.classifier, run.test_source, 0.0, 0))
                     tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}",
                                       robust_accuracy(ft.classifier, run.test_source, eps, 10))
-            for m in ft.tuner.metrics:
-                m.reset_state()
-            last_t, last_step = now, s
+                    log_gap(ft.classifier, run, eps, s)
         if s % cfg.checkpoint_every == 0 or s == total:
             if not _weights_finite(run.discriminator.weights):
                 raise TrainingDiverged(f"non-finite weights at fine-tuning step {s}; not saved.")
             ft.manager.save(checkpoint_number=s)
-        if stop_after is not None and s >= stop_after:
-            break
     writer.flush()
     return ft
 
@@ -383,21 +389,9 @@ def evaluate_run(run: Run, classifier=None, protocols=("paper",), json_out=None)
     return result
 
 
-def generator_label_accuracy(generator, classifier, num_classes, z_dim, n_per_class=50, seed=7):
-    """Fraction of generated images the classifier assigns to the label they were generated for."""
-    labels = tf.repeat(tf.range(num_classes, dtype=tf.int32), n_per_class)
-    z = tf.random.stateless_normal([len(labels), z_dim], seed=[seed, 1])
-    correct = []
-    for i in range(0, len(labels), 256):
-        images = generator(z[i:i + 256], labels[i:i + 256], training=False)
-        pred = tf.argmax(classifier(images, training=False), -1, output_type=tf.int32)
-        correct.append((pred == labels[i:i + 256]).numpy())
-    return float(np.concatenate(correct).mean())
-
-
 def pipeline(cfg: ExperimentConfig):
     """train -> fine-tune -> evaluate -> export into cfg.logdir; prints where everything went."""
-    from robgan_tf import evaluation, export
+    from robgan_tf import evaluation, export, quality
 
     run = Run(cfg)
     t0 = time.time()
@@ -411,7 +405,9 @@ def pipeline(cfg: ExperimentConfig):
         g = run.sampling_generator()
         sample_path = os.path.join(cfg.logdir, "samples.png")
         write_png(sample_path, sample_grid(g, run.num_classes, cfg.z_dim))
-        summary["generator_label_accuracy"] = generator_label_accuracy(g, classifier, run.num_classes, cfg.z_dim)
+        per_class = quality.per_class_label_accuracy(g, classifier, run.num_classes, cfg.z_dim, n_per_class=50)
+        summary["generator_label_accuracy"] = float(np.mean(per_class))
+        summary["generator_label_accuracy_per_class"] = per_class
     summary["seconds"] = round(time.time() - t0, 1)
     with open(os.path.join(cfg.logdir, "eval", "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -65,6 +65,8 @@ def test_pipeline_writes_every_artifact(pipeline_run):
             "iterations_per_second", "samples", "config"} <= train_tags
     ft_tags = _scalar_tags(os.path.join(logdir, "finetune"))
     assert "test_clean_accuracy" in ft_tags and any(t.startswith("test_robust_accuracy") for t in ft_tags)
+    gap_tags = {"gap/train_robust_accuracy", "gap/test_robust_accuracy", "gap/train_llv_mean", "gap/test_llv_mean"}
+    assert gap_tags <= train_tags and gap_tags <= ft_tags
     assert "robustness" in _scalar_tags(os.path.join(logdir, "eval"))
     png = tf.io.decode_png(tf.io.read_file(os.path.join(logdir, "samples.png")))
     assert png.shape == (10 * 32, 8 * 32, 1)  # one row per class, 8 samples each
@@ -122,6 +124,11 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     ex = np.load(tmp_path / "ex.npz")
     assert ex["x"].shape == (32, 32, 32, 1) and np.abs(ex["paper_eps0.05"] - ex["x"]).max() <= 0.05 + 1e-6
     assert "| paper |" in proc.stdout
+    _run("evaluate.py", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
+         f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
+    gap = json.load(open(tmp_path / "gap.json"))
+    assert len(gap["train_accuracy"]) == len(gap["test_accuracy"]) == 2 and len(gap["llv"]["test"]) == 32
+    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[0] > 100
     _run("sample.py", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3")
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "g.png"))).shape == (320, 96, 1)
 

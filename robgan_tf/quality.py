@@ -1,0 +1,160 @@
+"""Generator quality: Inception Score and FID with a named backend, and label fidelity.
+
+Backends (every result carries its backend's label):
+- "classifier": the probabilities and pooled features of a classifier trained by this package on the
+  same dataset. Works offline anywhere; NOT comparable with published numbers.
+- "keras_inception_v3": keras.applications.InceptionV3 with ImageNet weights from a LOCAL .h5 file
+  (nothing is downloaded). A proxy: published TF numbers use the 2015 Inception graph, whose
+  weights differ.
+The 2015-12-05 TF Inception graph (the backend comparable with SN-GAN's numbers) is not implemented yet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from robgan_tf import data as data_lib
+from robgan_tf.evaluation import feature_statistics, frechet_distance, inception_score
+
+KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+KERAS_INCEPTION_SOURCE = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                          + KERAS_INCEPTION_FILE)
+
+
+def sha256_of(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def quantize(images):
+    """[-1, 1] float images -> the uint8 values an image file would hold (round to nearest)."""
+    return tf.cast(tf.round(tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
+def inception_preprocess(images, size=299):
+    """Quantise to uint8, grey -> RGB, bilinear resize to size x size, scale to [-1, 1] (Keras' Inception)."""
+    x = tf.cast(quantize(images), tf.float32)
+    if x.shape[-1] == 1:
+        x = tf.tile(x, [1, 1, 1, 3])
+    x = tf.image.resize(x, [size, size], method="bilinear")
+    return x / 127.5 - 1.0
+
+
+class ClassifierBackend:
+    """IS/FID with a classifier trained by this package (its softmax and its pooled D features)."""
+
+    name = "classifier"
+    label = "classifier (trained by robgan_tf on this dataset; not comparable with published numbers)"
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def probabilities(self, images):
+        return tf.nn.softmax(tf.cast(self.classifier(images, training=False), tf.float32)).numpy()
+
+    def features(self, images):
+        d = getattr(self.classifier, "discriminator", None)
+        if d is None:  # any other classifier: its logits are the features
+            return tf.cast(self.classifier(images, training=False), tf.float32).numpy()
+        return d.features(images, training=False).numpy()
+
+
+class KerasInceptionBackend:
+    """keras.applications.InceptionV3 from a local weights file (sha256 reported, checked if given)."""
+
+    name = "keras_inception_v3"
+    label = "keras_inception_v3 (proxy: not comparable with TF-Inception-2015 numbers)"
+
+    def __init__(self, weights_path, expected_sha256=None):
+        if not weights_path or not os.path.isfile(weights_path):
+            raise FileNotFoundError(
+                f"Inception weights not found at {weights_path!r}. This backend needs the Keras ImageNet weights "
+                f"file {KERAS_INCEPTION_FILE} (with the classification top), available from {KERAS_INCEPTION_SOURCE}; "
+                "download it on a machine with internet and pass its path. Nothing is downloaded here.")
+        self.sha256 = sha256_of(weights_path)
+        if expected_sha256 and self.sha256 != expected_sha256.lower():
+            raise ValueError(f"{weights_path} has sha256 {self.sha256}, expected {expected_sha256}: a different "
+                             "or corrupted file.")
+        import keras
+
+        base = keras.applications.InceptionV3(weights=weights_path, include_top=True)
+        pool = base.get_layer("avg_pool").output
+        self.model = keras.Model(base.input, [base.output, pool])
+
+    def _run(self, images):
+        probs, pool = self.model(inception_preprocess(images), training=False)
+        return probs.numpy(), pool.numpy()
+
+    def probabilities(self, images):
+        return self._run(images)[0]
+
+    def features(self, images):
+        return self._run(images)[1]
+
+
+def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100, seed=0):
+    """Generator samples with uniformly drawn labels, in inference mode."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, num_samples, batch_size):
+        b = min(batch_size, num_samples - start)
+        z = rng.standard_normal((b, z_dim)).astype(np.float32)
+        labels = rng.integers(0, num_classes, b).astype(np.int32)
+        yield generator(z, labels, training=False)
+
+
+def score_generator(backend, generator, num_classes, z_dim, num_samples=5000, splits=10, batch_size=100, seed=0):
+    """Inception Score (mean, std over splits) of generated images under `backend`."""
+    probs = np.concatenate([backend.probabilities(x)
+                            for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed)])
+    mean, std = inception_score(probs, splits)
+    return {"inception_score": mean, "inception_score_std": std, "num_samples": num_samples, "splits": splits,
+            "backend": backend.name, "backend_label": backend.label}
+
+
+def real_statistics(backend, source, cache_path=None, batch_size=100):
+    """Feature mean/covariance of a dataset split, cached as .npz with metadata describing them."""
+    meta = {"backend": backend.name, "dataset": source.info.name, "split": source.info.split,
+            "num_examples": source.info.num_examples, "image_shape": list(source.info.image_shape),
+            "weights_sha256": getattr(backend, "sha256", None)}
+    if cache_path and os.path.exists(cache_path):
+        with np.load(cache_path, allow_pickle=False) as z:
+            if json.loads(str(z["meta"])) == meta:
+                return z["mu"], z["sigma"]
+    feats = np.concatenate([backend.features(x) for x, _ in data_lib.eval_dataset(source, batch_size)])
+    mu, sigma = feature_statistics(feats)
+    if cache_path:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        tmp = cache_path + ".tmp.npz"
+        np.savez(tmp, mu=mu, sigma=sigma, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, cache_path)
+    return mu, sigma
+
+
+def fid_generator(backend, generator, source, num_classes, z_dim, num_samples=5000, cache_path=None,
+                  batch_size=100, seed=0):
+    """FID between generated images and the (train) split's cached statistics."""
+    mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size)
+    feats = np.concatenate([backend.features(x) for x in
+                            generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed)])
+    mu_g, sigma_g = feature_statistics(feats)
+    return {"fid": frechet_distance(mu_r, sigma_r, mu_g, sigma_g), "num_samples": num_samples,
+            "reference": f"{source.info.name}/{source.info.split}", "backend": backend.name,
+            "backend_label": backend.label}
+
+
+def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_class=100, seed=0):
+    """Per-class fraction of generated images that `classifier` assigns to their conditioning label."""
+    out = []
+    for k in range(num_classes):
+        z = tf.random.stateless_normal([n_per_class, z_dim], seed=[seed, k])
+        labels = tf.fill([n_per_class], k)
+        pred = tf.argmax(classifier(generator(z, labels, training=False), training=False), -1, output_type=tf.int32)
+        out.append(float(tf.reduce_mean(tf.cast(pred == k, tf.float32))))
+    return out

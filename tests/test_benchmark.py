@@ -1,0 +1,26 @@
+"""The benchmark script runs and writes valid JSON (speed itself is measured by the script, not here)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_tiny_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), "--arch=tiny", "--batch_size=8",
+         "--attack_steps=2", "--iterations=2", "--warmup=1", "--component_iterations=1", "--flops",
+         f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["iterations"] == 2
+    assert result["min_s_per_iter"] <= result["median_s_per_iter"] <= result["max_s_per_iter"]
+    assert result["images_per_s"] > 0
+    assert set(result["component_median_s"]) == {"attack", "d_update", "g_update"}
+    assert result["params"]["generator"] > 0 and result["params"]["discriminator"] > 0
+    f = result["flops"]
+    assert f["per_iteration_estimate"] == 8 * ((2 * 2 + 8) * f["d_forward_per_example"]
+                                               + 4 * f["g_forward_per_example"])
+    assert "median" in proc.stdout
