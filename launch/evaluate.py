@@ -26,6 +26,13 @@ flags.DEFINE_enum("analysis", "none", ["none", "gap"],
                   "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
                   "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
 flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
+flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3"],
+                  "Also score a run's generator (--model must be a run directory): Inception Score and FID against "
+                  "the train split, with this backend, plus the per-class label accuracy of generated images.")
+flags.DEFINE_string("inception_weights", "", "Local path of inception_v3_weights_tf_dim_ordering_tf_kernels.h5 "
+                    "for --quality=keras_inception_v3 (nothing is downloaded).")
+flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given).")
+flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
@@ -57,8 +64,32 @@ def _load_model(path):
         cfg = ExperimentConfig.from_dict(json.load(f))
     runner.setup_runtime(cfg)
     run = runner.Run(cfg, need_train_data=False)
-    return runner.load_final_classifier(run), {"dataset": cfg.dataset, "data_dir": cfg.data_dir,
-                                                "resolution": cfg.resolution}
+    classifier = runner.load_final_classifier(run)
+    return classifier, {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
+                        "run": run}
+
+
+def _generator_quality(classifier, defaults, dataset, data_dir):
+    from robgan_tf import quality
+
+    run = defaults.get("run")
+    if run is None or run.generator is None:
+        common.fail("--quality needs --model to be the directory of a run that has a generator.")
+    if FLAGS.quality == "classifier":
+        backend = quality.ClassifierBackend(classifier)
+    else:
+        backend = quality.KerasInceptionBackend(FLAGS.inception_weights, FLAGS.inception_sha256 or None)
+    g, k, z_dim = run.sampling_generator(), run.num_classes, run.cfg.z_dim
+    train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
+    cache = os.path.join(run.cfg.logdir, "eval", f"fid_stats_{backend.name}_{dataset}_train.npz")
+    out = {**quality.score_generator(backend, g, k, z_dim, FLAGS.num_samples),
+           "fid": quality.fid_generator(backend, g, train, k, z_dim, FLAGS.num_samples, cache)["fid"],
+           "fid_reference": f"{dataset}/train (statistics cached in {cache})",
+           "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}
+    print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
+          f"FID {out['fid']:.3f} ({FLAGS.num_samples} samples); label accuracy of generated images "
+          f"{sum(out['label_accuracy_per_class']) / k:.1%}")
+    return out
 
 
 def main(argv):
@@ -97,6 +128,8 @@ def main(argv):
             save_examples=FLAGS.save_examples or None)
         print(evaluation.markdown_table(result))
         print("sanity:", json.dumps(result["sanity"]))
+        if FLAGS.quality != "none":
+            result["generator_quality"] = _generator_quality(classifier, defaults, dataset, data_dir)
         if FLAGS.json_out:
             evaluation.write_json(result, FLAGS.json_out)
             print(f"wrote {FLAGS.json_out}")

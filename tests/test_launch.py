@@ -124,6 +124,11 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     ex = np.load(tmp_path / "ex.npz")
     assert ex["x"].shape == (32, 32, 32, 1) and np.abs(ex["paper_eps0.05"] - ex["x"]).max() <= 0.05 + 1e-6
     assert "| paper |" in proc.stdout
+    q = _run("evaluate.py", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=classifier",
+             "--num_samples=200", f"--json_out={tmp_path / 'q.json'}")
+    gq = json.load(open(tmp_path / "q.json"))["generator_quality"]
+    assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
+    assert gq["backend"] == "classifier" and "not comparable" in q.stdout
     _run("evaluate.py", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
          f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
     gap = json.load(open(tmp_path / "gap.json"))
