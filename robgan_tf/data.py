@@ -19,6 +19,8 @@ import pickle
 import numpy as np
 import tensorflow as tf
 
+from robgan_tf import transforms
+
 DATASETS = ("digits", "cifar10", "imagenet143", "folder", "npz")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -419,8 +421,7 @@ def train_dataset(source, batch_size, *, seed=0, start_step=0, dequantize=False)
         idx = perm[i * batch_size:(i + 1) * batch_size]
         x = _float_images(gather(idx))
         if dequantize:
-            x = x + tf.random.stateless_uniform(tf.shape(x), seed=tf.stack([tf.cast(seed, tf.int64) + 1, step]),
-                                                maxval=1.0 / 128.0)
+            x = transforms.dequantize(x, tf.stack([tf.cast(seed, tf.int64) + 1, step]))
         return x, tf.gather(labels, idx)
 
     ds = tf.data.Dataset.range(int(start_step), 2**62).map(batch, num_parallel_calls=tf.data.AUTOTUNE,

@@ -32,9 +32,10 @@ def random_crop_flip(images, pad=4, flip=True, rng=None):
     return images
 
 
-def dequantize(images, rng=None):
+def dequantize(images, seed):
     """SN-GAN's dequantisation: add U(0, 1/128) noise to 8-bit images scaled to [-1, 1].
 
     One 8-bit level is 2/255 ~= 1/128 in [-1, 1] units, so the noise fills the gap between levels.
+    `seed` is a stateless seed (shape [2] int tensor): the same seed gives the same noise.
     """
-    return images + _uniform(rng, tf.shape(images), 0.0, 1.0 / 128.0)
+    return images + tf.random.stateless_uniform(tf.shape(images), seed=seed, maxval=1.0 / 128.0)
