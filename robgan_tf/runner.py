@@ -397,6 +397,8 @@ def pipeline(cfg: ExperimentConfig):
     t0 = time.time()
     train(run)
     classifier = finetune(run).classifier if cfg.finetune_steps else load_final_classifier(run)
+    if not is_chief(run.strategy):  # evaluation, exports and samples are the chief's
+        return None, {}, {}
     result = evaluate_run(run, classifier)
     paths = export.export_run(run, classifier)
     summary = {}

@@ -216,3 +216,39 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
     reader = tf.train.load_checkpoint(good)
     assert all(np.isfinite(reader.get_tensor(n)).all() for n in reader.get_variable_to_shape_map()
                if reader.get_variable_to_dtype_map()[n].is_floating)
+
+
+def test_multi_worker_training_with_train_script(tmp_path):
+    """Two train.py processes on 127.0.0.1 (TF_CONFIG): the chief writes the run, the other worker scratch."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    logdir = tmp_path / "mw"
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={logdir}", "--train_steps=2",
+             "--strategy=multi_worker", *TINY], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        outs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    assert tf.train.latest_checkpoint(str(logdir / "checkpoints")).endswith("-2")
+    assert tf.train.latest_checkpoint(str(logdir / "workers" / "1" / "checkpoints")).endswith("-2")
+    assert (logdir / "config.json").exists() and (logdir / "train").exists()
+    a = tf.train.load_checkpoint(str(logdir / "checkpoints"))
+    b = tf.train.load_checkpoint(str(logdir / "workers" / "1" / "checkpoints"))
+    for name in a.get_variable_to_shape_map():
+        if name.startswith(("discriminator/", "generator/")):
+            np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
