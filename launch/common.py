@@ -77,11 +77,23 @@ def fail(message):
     sys.exit(2)
 
 
+def start_experiment_script(argv):
+    """Common start of the scripts driven by experiment flags: no stray arguments, config, runtime."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    cfg = config_from_flags()
+    from robgan_tf import runner
+
+    runner.setup_runtime(cfg)
+    return cfg
+
+
 def guarded(fn):
-    """Runs fn(); data and config errors become a clear message and exit status 2."""
+    """Runs fn(); data, config, missing-checkpoint and divergence errors become one clear line and exit 2."""
     from robgan_tf.data import DataError
+    from robgan_tf.runner import TrainingDiverged
 
     try:
         return fn()
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError, TrainingDiverged) as e:
         fail(str(e))

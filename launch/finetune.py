@@ -11,14 +11,11 @@ common.define_experiment_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {argv[1:]}")
-    cfg = common.config_from_flags()
+    cfg = common.start_experiment_script(argv)
     if cfg.finetune_steps <= 0:
         common.fail("--finetune_steps must be > 0 to fine-tune.")
-    runner.setup_runtime(cfg)
     run = common.guarded(lambda: runner.Run(cfg))
-    runner.finetune(run)
+    common.guarded(lambda: runner.finetune(run))
 
 
 if __name__ == "__main__":

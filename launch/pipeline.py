@@ -11,10 +11,7 @@ common.define_experiment_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {argv[1:]}")
-    cfg = common.config_from_flags()
-    runner.setup_runtime(cfg)
+    cfg = common.start_experiment_script(argv)
     common.guarded(lambda: runner.pipeline(cfg))
 
 

@@ -11,12 +11,9 @@ common.define_experiment_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
-    cfg = common.config_from_flags()
-    runner.setup_runtime(cfg)
+    cfg = common.start_experiment_script(argv)
     run = common.guarded(lambda: runner.Run(cfg))
-    runner.train(run)
+    common.guarded(lambda: runner.train(run))
 
 
 if __name__ == "__main__":

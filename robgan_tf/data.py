@@ -126,38 +126,38 @@ def restricted_pickle_load(path):
         raise DataError(f"{path}: truncated or corrupt pickle ({e}). Re-extract cifar-10-python.tar.gz.") from e
 
 
-def _cifar_py(root, split):
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+def _py_batch(path):
+    batch = restricted_pickle_load(path)
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path}: expected a dict with b'data' and b'labels'.")
+    data = np.asarray(batch[b"data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}.")
+    return data, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def _bin_batch(path):
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise DataError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte records "
+                        "(truncated or corrupt). Re-extract cifar-10-binary.tar.gz.")
+    rec = raw.reshape(-1, 3073)
+    return rec[:, 1:], rec[:, 0].astype(np.int64)
+
+
+def _cifar_batches(root, split, layout):
+    """Reads CIFAR-10's five train batches or its test batch; layout is "py" or "bin"."""
+    suffix, archive, read = {"py": ("", "cifar-10-python.tar.gz", _py_batch),
+                             "bin": (".bin", "cifar-10-binary.tar.gz", _bin_batch)}[layout]
+    files = [f"data_batch_{i}{suffix}" for i in range(1, 6)] if split == "train" else [f"test_batch{suffix}"]
     xs, ys = [], []
     for fname in files:
         path = os.path.join(root, fname)
         if not os.path.exists(path):
-            raise DataError(f"{path} is missing from the CIFAR-10 python batches. Re-extract cifar-10-python.tar.gz.")
-        batch = restricted_pickle_load(path)
-        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-            raise DataError(f"{path}: expected a dict with b'data' and b'labels'.")
-        data = np.asarray(batch[b"data"])
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}.")
-        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def _cifar_bin(root, split):
-    files = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
-    xs, ys = [], []
-    for fname in files:
-        path = os.path.join(root, fname)
-        if not os.path.exists(path):
-            raise DataError(f"{path} is missing from the CIFAR-10 binary batches. Re-extract cifar-10-binary.tar.gz.")
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size == 0 or raw.size % 3073:
-            raise DataError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte records "
-                            "(truncated or corrupt). Re-extract cifar-10-binary.tar.gz.")
-        rec = raw.reshape(-1, 3073)
-        ys.append(rec[:, 0].astype(np.int64))
-        xs.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            raise DataError(f"{path} is missing from the CIFAR-10 {layout} batches. Re-extract {archive}.")
+        flat, labels = read(path)
+        xs.append(flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # stored channel-major
+        ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -196,9 +196,9 @@ def _cifar10(split, resolution, data_dir, download):
             return _npz_arrays(data_dir, split)[:2]
         for c in candidates:
             if os.path.exists(os.path.join(c, "data_batch_1")):
-                return _cifar_py(c, split)
+                return _cifar_batches(c, split, "py")
             if os.path.exists(os.path.join(c, "data_batch_1.bin")):
-                return _cifar_bin(c, split)
+                return _cifar_batches(c, split, "bin")
         npz = os.path.join(data_dir, "cifar10.npz")
         if os.path.exists(npz):
             return _npz_arrays(npz, split)[:2]
