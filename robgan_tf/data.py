@@ -224,6 +224,11 @@ def _list_class_folders(root):
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise DataError(f"{root} has no class sub-folders. Put each class's images in its own folder.")
+    return (classes, *_image_files(root, classes))
+
+
+def _image_files(root, classes):
+    """(files, labels) for the given class sub-folders, label = position in `classes`."""
     files, labels = [], []
     for i, c in enumerate(classes):
         names = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -231,7 +236,7 @@ def _list_class_folders(root):
             raise DataError(f"class folder {os.path.join(root, c)} holds no PNG/JPEG images.")
         files += [os.path.join(root, c, f) for f in names]
         labels += [i] * len(names)
-    return classes, files, np.asarray(labels, np.int32)
+    return files, np.asarray(labels, np.int32)
 
 
 def _decode_resize(path, resolution, channels, center_crop):
@@ -326,17 +331,11 @@ def _imagenet143(split, resolution, data_dir, cache_dir):
     sub = {"train": "train", "test": "val"}[split]
     root = os.path.join(data_dir, sub) if os.path.isdir(os.path.join(data_dir, sub)) else data_dir
     wnids = _imagenet143_wnids_from_folder(root)
-    files, labels = [], []
-    for i, w in enumerate(wnids):
-        names = sorted(f for f in os.listdir(os.path.join(root, w)) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not names:
-            raise DataError(f"class folder {os.path.join(root, w)} holds no JPEG/PNG images.")
-        files += [os.path.join(root, w, f) for f in names]
-        labels += [i] * len(names)
+    files, labels = _image_files(root, wnids)
     key = f"imagenet143|{os.path.abspath(root)}|{resolution}|{len(files)}"
     images = _decode_all(files, int(resolution), 3, True, cache_dir or os.path.join(data_dir, ".robgan_cache"), key)
     info = DatasetInfo("imagenet143", split, 143, tuple(wnids), images.shape[1:], len(files), True)
-    return Source(images, np.asarray(labels, np.int32), info)
+    return Source(images, labels, info)
 
 
 # ----------------------------------------------------------------------------- entry point
