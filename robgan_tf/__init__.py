@@ -1,10 +1,18 @@
 """robgan_tf: Rob-GAN (Liu & Hsieh, CVPR 2019) for TensorFlow 2 / Keras 3.
 
 Modules, each with one job:
-  layers    spectral norm, conditional BN, SN-GAN ResNet blocks
-  models    Generator, Discriminator (AC-GAN or projection head), classifier view, width presets
-  attacks   l_inf PGD (FGSM = 1 step) on any classifier
-  losses    GAN / classification losses as small pure functions (eq. 8 and 9)
-  training  RobGAN keras.Model (robgan | gan | advtrain modes) and the eq. 10 FineTuner
+  layers      spectral norm, conditional BN, replica-consistent BN, SN-GAN ResNet blocks
+  models      Generator, Discriminator (AC-GAN or projection head), classifier view, width presets
+  attacks     l_inf PGD (FGSM = 1 step) on any classifier
+  losses      GAN / classification losses as small pure functions (eq. 8 and 9)
+  config      TrainConfig / AttackConfig / FinetuneConfig dataclasses
+  training    RobGAN keras.Model (robgan | gan | advtrain modes) and the eq. 10 FineTuner
+  transforms  in-graph crop/flip and dequantisation
+  data        every dataset through one load(), step-indexed tf.data pipelines
+  evaluation  robustness tables, IS/FID maths, the generalization-gap analysis
+  quality     Inception Score / FID with labelled backends
+  experiment  ExperimentConfig: every flag of the launch scripts
+  runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline
+  export      SavedModels servable without robgan_tf
 """
 __version__ = "0.1.0"
