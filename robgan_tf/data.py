@@ -322,19 +322,75 @@ def _imagenet143_wnids_from_folder(root):
     return chosen
 
 
+def _is_imagefolder(root):
+    return os.path.isdir(root) and any(d.startswith("n") and d[1:].isdigit() and os.path.isdir(os.path.join(root, d))
+                                       for d in os.listdir(root))
+
+
+def _imagenet143_tfds(split, resolution, data_dir, cache_dir):
+    """ImageNet-143 from tensorflow-datasets' imagenet2012 prepared in data_dir (labels in sorted-WNID order).
+
+    Returns (uint8 images, labels 0..142, the 143 WNIDs); decoded once into an .npz cache. The first pass
+    holds the subset in memory (about 2x 2.2 GB at 64 px for the ~180k training images, 2x 8.8 GB at 128 px).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    names = builder.info.features["label"].names  # packaged with tensorflow-datasets, no download
+    if names[IMAGENET143_FIRST] != IMAGENET143_FIRST_WNID or names[IMAGENET143_LAST] != IMAGENET143_LAST_WNID:
+        raise DataError("tensorflow-datasets' imagenet2012 labels are not in the expected sorted-WNID order "
+                        f"(class 151 is {names[IMAGENET143_FIRST]}, expected {IMAGENET143_FIRST_WNID}).")
+    wnids = tuple(names[IMAGENET143_FIRST:IMAGENET143_LAST + 1])
+    tfds_split = {"train": "train", "test": "validation"}[split]
+    base = _cache_path(cache_dir or os.path.join(data_dir, ".robgan_cache"),
+                       f"imagenet143-tfds|{os.path.abspath(data_dir)}|{split}|{resolution}")
+    if os.path.exists(base + ".npz"):
+        with np.load(base + ".npz", allow_pickle=False) as z:
+            return z["images"], z["labels"], wnids
+    try:  # preparing from the ILSVRC2012 tars takes hours, so it is the user's explicit step (see below)
+        ds = builder.as_dataset(split=tfds_split, as_supervised=True)
+    except Exception as e:  # not prepared
+        raise DataError(
+            f"imagenet143: {data_dir} holds neither WNID class folders nor a prepared tensorflow-datasets "
+            "imagenet2012. Either extract ILSVRC2012 into train/ and val/ folders of WNID-named class folders, or "
+            "put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in DATA_DIR/downloads/manual and run "
+            "tfds.builder('imagenet2012', data_dir=DATA_DIR).download_and_prepare() once. "
+            f"({type(e).__name__}: {str(e)[:200]})") from e
+    images, labels = [], []
+    for image, label in ds.filter(lambda im, lab: (lab >= IMAGENET143_FIRST) & (lab <= IMAGENET143_LAST)):
+        h, w = int(image.shape[0]), int(image.shape[1])
+        side = min(h, w)
+        crop = tf.image.crop_to_bounding_box(image, (h - side) // 2, (w - side) // 2, side, side)
+        img = tf.image.resize(crop, [resolution, resolution], method="bilinear", antialias=True)
+        images.append(np.clip(np.round(img.numpy()), 0, 255).astype(np.uint8))
+        labels.append(int(label) - IMAGENET143_FIRST)
+    if not images:
+        raise DataError(f"imagenet2012 {tfds_split} in {data_dir} has no images of classes 151..293.")
+    images, labels = np.stack(images), np.asarray(labels, np.int32)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    np.savez(base + ".tmp.npz", images=images, labels=labels)
+    os.replace(base + ".tmp.npz", base + ".npz")
+    return images, labels, wnids
+
+
 def _imagenet143(split, resolution, data_dir, cache_dir):
     if resolution not in (64, 128):
         raise DataError(f"imagenet143 is built at 64 or 128 px, not {resolution}. Use --resolution=64 or 128.")
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError("imagenet143 needs --data_dir: an ImageFolder-style directory of WNID-named class folders "
-                        "(train/ and val/ inside, or the class folders directly).")
+                        "(train/ and val/ inside, or the class folders directly), or a tensorflow-datasets "
+                        "data_dir with imagenet2012 prepared.")
     sub = {"train": "train", "test": "val"}[split]
     root = os.path.join(data_dir, sub) if os.path.isdir(os.path.join(data_dir, sub)) else data_dir
-    wnids = _imagenet143_wnids_from_folder(root)
-    files, labels = _image_files(root, wnids)
-    key = f"imagenet143|{os.path.abspath(root)}|{resolution}|{len(files)}"
-    images = _decode_all(files, int(resolution), 3, True, cache_dir or os.path.join(data_dir, ".robgan_cache"), key)
-    info = DatasetInfo("imagenet143", split, 143, tuple(wnids), images.shape[1:], len(files), True)
+    if _is_imagefolder(root):
+        wnids = _imagenet143_wnids_from_folder(root)
+        files, labels = _image_files(root, wnids)
+        key = f"imagenet143|{os.path.abspath(root)}|{resolution}|{len(files)}"
+        images = _decode_all(files, int(resolution), 3, True, cache_dir or os.path.join(data_dir, ".robgan_cache"),
+                             key)
+    else:
+        images, labels, wnids = _imagenet143_tfds(split, int(resolution), data_dir, cache_dir)
+    info = DatasetInfo("imagenet143", split, 143, tuple(wnids), images.shape[1:], len(labels), True)
     return Source(images, labels, info)
 
 

@@ -230,3 +230,32 @@ def test_real_cifar10_when_present():
     assert src.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert src.images[0, 0, :3].tolist() == [[59, 62, 63], [43, 46, 45], [50, 48, 43]]
     np.testing.assert_allclose(src.images.mean((0, 1, 2)) / 255, [0.4914, 0.4822, 0.4465], atol=1e-4)
+
+
+def test_imagenet143_from_tensorflow_datasets_imagenet2012(tmp_path):
+    """The tfds source, with tfds' mock standing in for prepared imagenet2012 records."""
+    import tensorflow_datasets as tfds
+
+    labels = np.array([150, 151, 200, 293, 294, 999])
+    images = np.zeros((6, 10, 20, 3), np.uint8)
+    images[:, :, 5:15] = (labels[:, None, None, None] % 256).astype(np.uint8)  # centre square; black sides
+
+    def records(builder, **kwargs):
+        assert kwargs["split"] == "validation"  # our test split is ImageNet's validation set
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=records):
+        src = data.load("imagenet143", "test", resolution=64, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(src.labels, [0, 49, 142])  # 151, 200, 293 relabelled; the rest dropped
+    assert src.info.num_classes == 143 and src.info.class_names[0] == "n02085620"
+    assert src.info.class_names[-1] == "n02130308" and src.images.shape == (3, 64, 64, 3)
+    for img, lab in zip(src.images, (151, 200, 293)):
+        assert img.min() == img.max() == lab % 256  # the crop kept only the centre square
+    # cached: a second load needs no tfds at all
+    again = data.load("imagenet143", "test", resolution=64, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.images, src.images)
+
+
+def test_imagenet143_without_any_source_names_both_fixes(tmp_path):
+    with pytest.raises(DataError, match="WNID class folders nor a prepared tensorflow-datasets"):
+        data.load("imagenet143", resolution=64, data_dir=str(tmp_path))
