@@ -26,12 +26,16 @@ flags.DEFINE_enum("analysis", "none", ["none", "gap"],
                   "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
                   "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
 flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
-flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3"],
+flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3", "tf_inception_2015"],
                   "Also score a run's generator (--model must be a run directory): Inception Score and FID against "
-                  "the train split, with this backend, plus the per-class label accuracy of generated images.")
-flags.DEFINE_string("inception_weights", "", "Local path of inception_v3_weights_tf_dim_ordering_tf_kernels.h5 "
-                    "for --quality=keras_inception_v3 (nothing is downloaded).")
-flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given).")
+                  "the train split, with this backend, plus the per-class label accuracy of generated images. "
+                  "tf_inception_2015 gives the numbers comparable with published ones; classifier works offline "
+                  "but is not comparable; keras_inception_v3 is a proxy.")
+flags.DEFINE_string("inception_weights", "", "Local weights for the Inception backends (nothing is downloaded): "
+                    "classify_image_graph_def.pb or inception-2015-12-05.tgz for --quality=tf_inception_2015; "
+                    "inception_v3_weights_tf_dim_ordering_tf_kernels.h5 for --quality=keras_inception_v3.")
+flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given; the "
+                    "sha256 actually read is always recorded in the JSON).")
 flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 flags.mark_flag_as_required("model")
@@ -69,20 +73,26 @@ def _load_model(path):
                         "run": run}
 
 
-def _generator_quality(classifier, defaults, dataset, data_dir):
+def _quality_backend(classifier, defaults):
+    """The --quality backend, built before any attack runs so a bad weights file fails at once."""
     from robgan_tf import quality
 
     run = defaults.get("run")
     if run is None or run.generator is None:
         common.fail("--quality needs --model to be the directory of a run that has a generator.")
-    if FLAGS.quality == "classifier":
-        backend = quality.ClassifierBackend(classifier)
-    else:
-        backend = quality.KerasInceptionBackend(FLAGS.inception_weights, FLAGS.inception_sha256 or None)
+    return quality.make_backend(FLAGS.quality, classifier, FLAGS.inception_weights or None,
+                                FLAGS.inception_sha256 or None)
+
+
+def _generator_quality(backend, classifier, defaults, dataset, data_dir):
+    from robgan_tf import quality
+
+    run = defaults["run"]
     g, k, z_dim = run.sampling_generator(), run.num_classes, run.cfg.z_dim
     train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
     cache = os.path.join(run.cfg.logdir, "eval", f"fid_stats_{backend.name}_{dataset}_train.npz")
     out = {**quality.score_generator(backend, g, k, z_dim, FLAGS.num_samples),
+           "weights_sha256": getattr(backend, "sha256", None),
            "fid": quality.fid_generator(backend, g, train, k, z_dim, FLAGS.num_samples, cache)["fid"],
            "fid_reference": f"{dataset}/train (statistics cached in {cache})",
            "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}
@@ -100,6 +110,7 @@ def main(argv):
         dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
         data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
         source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
+        backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
         if FLAGS.eps:
             try:
                 grid = [float(e) for e in FLAGS.eps.split(",")]
@@ -129,7 +140,7 @@ def main(argv):
         print(evaluation.markdown_table(result))
         print("sanity:", json.dumps(result["sanity"]))
         if FLAGS.quality != "none":
-            result["generator_quality"] = _generator_quality(classifier, defaults, dataset, data_dir)
+            result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
         if FLAGS.json_out:
             evaluation.write_json(result, FLAGS.json_out)
             print(f"wrote {FLAGS.json_out}")

@@ -11,6 +11,7 @@ Modules, each with one job:
   data        every dataset through one load(), step-indexed tf.data pipelines
   evaluation  robustness tables, IS/FID maths, the generalization-gap analysis
   quality     Inception Score / FID with labelled backends
+  inception2015  the 2015-12-05 TF Inception graph (local file), upgraded to run in TF 2
   experiment  ExperimentConfig: every flag of the launch scripts
   runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline
   export      SavedModels servable without robgan_tf

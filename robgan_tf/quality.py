@@ -6,7 +6,8 @@ Backends (every result carries its backend's label):
 - "keras_inception_v3": keras.applications.InceptionV3 with ImageNet weights from a LOCAL .h5 file
   (nothing is downloaded). A proxy: published TF numbers use the 2015 Inception graph, whose
   weights differ.
-The 2015-12-05 TF Inception graph (the backend comparable with SN-GAN's numbers) is not implemented yet.
+- "tf_inception_2015": the 2015-12-05 TF Inception graph from a LOCAL file, run as the original IS and FID
+  code ran it (robgan_tf.inception2015): the numbers comparable with SN-GAN's and the paper's.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
+from robgan_tf import inception2015
 from robgan_tf.evaluation import feature_statistics, frechet_distance, inception_score
 
 KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
@@ -66,6 +68,18 @@ class ClassifierBackend:
         return d.features(images, training=False).numpy()
 
 
+def _local_weights(path, what, source, expected_sha256):
+    """sha256 of a local weights file; clear errors when it is missing or is not the expected file."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Inception weights not found at {path!r}. This backend needs {what}, available from {source}; "
+            "download it on a machine with internet and pass its path. Nothing is downloaded here.")
+    digest = sha256_of(path)
+    if expected_sha256 and digest != expected_sha256.strip().lower():
+        raise ValueError(f"{path} has sha256 {digest}, expected {expected_sha256}: a different or corrupted file.")
+    return digest
+
+
 class KerasInceptionBackend:
     """keras.applications.InceptionV3 from a local weights file (sha256 reported, checked if given)."""
 
@@ -73,15 +87,8 @@ class KerasInceptionBackend:
     label = "keras_inception_v3 (proxy: not comparable with TF-Inception-2015 numbers)"
 
     def __init__(self, weights_path, expected_sha256=None):
-        if not weights_path or not os.path.isfile(weights_path):
-            raise FileNotFoundError(
-                f"Inception weights not found at {weights_path!r}. This backend needs the Keras ImageNet weights "
-                f"file {KERAS_INCEPTION_FILE} (with the classification top), available from {KERAS_INCEPTION_SOURCE}; "
-                "download it on a machine with internet and pass its path. Nothing is downloaded here.")
-        self.sha256 = sha256_of(weights_path)
-        if expected_sha256 and self.sha256 != expected_sha256.lower():
-            raise ValueError(f"{weights_path} has sha256 {self.sha256}, expected {expected_sha256}: a different "
-                             "or corrupted file.")
+        self.sha256 = _local_weights(weights_path, f"the Keras ImageNet weights file {KERAS_INCEPTION_FILE} (with "
+                                     "the classification top)", KERAS_INCEPTION_SOURCE, expected_sha256)
         import keras
 
         base = keras.applications.InceptionV3(weights=weights_path, include_top=True)
@@ -97,6 +104,60 @@ class KerasInceptionBackend:
 
     def features(self, images):
         return self._run(images)[1]
+
+
+def tf_inception_input(images):
+    """[-1, 1] images -> what the 2015 graph is fed: uint8 values as float32 0..255, RGB (grey tiled)."""
+    x = tf.cast(quantize(images), tf.float32)
+    return tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x
+
+
+class TFInception2015Backend:
+    """The 2015-12-05 Inception graph from a local file (see robgan_tf.inception2015 for the exact protocol).
+
+    robgan_tf does not pin the file's sha256 (none could be verified offline when this was written): the
+    structure is checked instead (input, 299x299 resize, pool_3, 2048x1008 softmax weights), the sha256 is
+    reported and recorded with every cached statistic, and `expected_sha256` enforces one you trust.
+    """
+
+    name = "tf_inception_2015"
+    label = ("tf_inception_2015 (the 2015-12-05 TF Inception graph as the original IS/FID code ran it: "
+             "comparable with published numbers at the same sample counts)")
+
+    def __init__(self, graph_path, expected_sha256=None, batch_size=50):
+        self.sha256 = _local_weights(
+            graph_path, f"{inception2015.GRAPH_FILE} or the archive {inception2015.ARCHIVE_FILE} holding it "
+            "(robgan_tf pins no sha256 for it; pass the one of a copy you trust to have it checked)",
+            inception2015.SOURCE_URL, expected_sha256)
+        graph_def = inception2015.read_graph_def(graph_path)
+        inception2015.check_structure(graph_def, graph_path)
+        self.net = inception2015.Inception2015(graph_def)
+        self.batch_size = batch_size
+
+    def _run(self, images):
+        x = tf_inception_input(images)
+        feats, probs = zip(*(self.net(x[i:i + self.batch_size]) for i in range(0, int(x.shape[0]), self.batch_size)))
+        return np.concatenate([p.numpy() for p in probs]), np.concatenate([f.numpy() for f in feats])
+
+    def probabilities(self, images):
+        return self._run(images)[0]
+
+    def features(self, images):
+        return self._run(images)[1]
+
+
+BACKENDS = ("classifier", "keras_inception_v3", "tf_inception_2015")
+
+
+def make_backend(name, classifier=None, weights_path=None, expected_sha256=None):
+    """A backend by name: `classifier` needs `classifier`; the Inception backends need a local `weights_path`."""
+    if name == "classifier":
+        return ClassifierBackend(classifier)
+    if name == "keras_inception_v3":
+        return KerasInceptionBackend(weights_path, expected_sha256)
+    if name == "tf_inception_2015":
+        return TFInception2015Backend(weights_path, expected_sha256)
+    raise ValueError(f"unknown quality backend {name!r}; choose one of {BACKENDS}")
 
 
 def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100, seed=0):

@@ -1,4 +1,5 @@
 """The launch scripts end to end, as a user runs them (subprocesses), on digits with tiny settings."""
+import hashlib
 import json
 import os
 import signal
@@ -8,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from inception_standin import standin_graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
@@ -129,6 +132,20 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     gq = json.load(open(tmp_path / "q.json"))["generator_quality"]
     assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
     assert gq["backend"] == "classifier" and "not comparable" in q.stdout
+    # the 2015 Inception backend from a local graph (a stand-in with the real interface), its sha256 recorded
+    graph = tmp_path / "classify_image_graph_def.pb"
+    graph.write_bytes(standin_graph()[0].SerializeToString())
+    q = _run("evaluate.py", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=tf_inception_2015",
+             f"--inception_weights={graph}", "--num_samples=100", f"--json_out={tmp_path / 'q15.json'}")
+    gq = json.load(open(tmp_path / "q15.json"))["generator_quality"]
+    assert gq["backend"] == "tf_inception_2015" and gq["weights_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
+    assert 1.0 <= gq["inception_score"] <= 1008 and gq["fid"] >= 0 and "comparable with published" in q.stdout
+    assert os.path.exists(os.path.join(logdir, "eval", "fid_stats_tf_inception_2015_digits_train.npz"))
+    # a missing weights file stops before any attack runs, naming the file and where to get it
+    bad = _run("evaluate.py", f"--model={logdir}", "--quality=tf_inception_2015", f"--json_out={tmp_path / 'x.json'}",
+               f"--inception_weights={tmp_path / 'nope.pb'}", check=False)
+    assert bad.returncode == 2 and "inception-2015-12-05.tgz" in bad.stderr and "| paper |" not in bad.stdout
+    assert not os.path.exists(tmp_path / "x.json")
     _run("evaluate.py", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
          f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
     gap = json.load(open(tmp_path / "gap.json"))

@@ -11,6 +11,11 @@ from robgan_tf.data import DatasetInfo, Source
 def test_quantize_and_inception_preprocess_known_values():
     x = tf.constant([-1.0, 1.0, 0.0, 1.5, -0.5])
     np.testing.assert_array_equal(quality.quantize(x).numpy(), [0, 255, 128, 255, 64])
+    # real data arrive as uint8 / 127.5 - 1: quantising gives back exactly the stored bytes
+    u = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(quality.quantize(tf.cast(u, tf.float32) / 127.5 - 1.0).numpy(), u)
+    np.testing.assert_array_equal(quality.tf_inception_input(tf.cast(u, tf.float32)[None, :, None, None] / 127.5 - 1.0)
+                                  .numpy(), np.repeat(u.astype(np.float32)[None, :, None, None], 3, axis=-1))
     grey = tf.fill([2, 8, 8, 1], 0.0)  # quantises to 128
     out = quality.inception_preprocess(grey)
     assert out.shape == (2, 299, 299, 3)
@@ -64,3 +69,28 @@ def test_keras_inception_backend_needs_a_local_file_and_checks_sha256(tmp_path):
     fake.write_bytes(b"not weights")
     with pytest.raises(ValueError, match="sha256"):
         quality.KerasInceptionBackend(str(fake), expected_sha256="0" * 64)
+
+
+def test_keras_inception_backend_loads_a_legacy_h5_file(tmp_path):
+    """The real file is a legacy Keras .h5; one written from a randomly initialised InceptionV3 stands in."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(0)
+    source = keras.applications.InceptionV3(weights=None, include_top=True)
+    path = tmp_path / quality.KERAS_INCEPTION_FILE
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    backend = quality.KerasInceptionBackend(str(path), expected_sha256=quality.sha256_of(str(path)))
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    pooled = keras.Model(source.input, source.get_layer("avg_pool").output)
+    ref = pooled(quality.inception_preprocess(images)).numpy()
+    np.testing.assert_allclose(backend.features(images), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backend.probabilities(images), source(quality.inception_preprocess(images)).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    keras.utils.set_random_seed(1)  # a differently initialised network is far from it: the weights were loaded
+    other = keras.applications.InceptionV3(weights=None, include_top=True)
+    other_pooled = keras.Model(other.input, other.get_layer("avg_pool").output)
+    diff = np.abs(other_pooled(quality.inception_preprocess(images)).numpy() - ref).max()
+    assert diff > 0.1 * np.abs(ref).max()
