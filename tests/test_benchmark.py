@@ -24,3 +24,19 @@ def test_benchmark_tiny_writes_json(tmp_path):
     assert f["per_iteration_estimate"] == 8 * ((2 * 2 + 8) * f["d_forward_per_example"]
                                                + 4 * f["g_forward_per_example"])
     assert "median" in proc.stdout
+
+
+def test_quality_benchmark_writes_consistent_json(tmp_path):
+    out = tmp_path / "q.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "benchmark_quality.py"), "--backend=classifier", "--arch=tiny",
+         "--batch_size=8", "--batches=2", f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["batches"] == 2 and r["min_s_per_batch"] <= r["median_s_per_batch"] <= r["max_s_per_batch"]
+    assert abs(r["images_per_s"] - 8 / r["median_s_per_batch"]) < 1e-9
+    assert abs(r["minutes_per_50k_images"] - 50000 / r["images_per_s"] / 60) < 1e-9
+    missing = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "benchmark_quality.py"), "--backend=tf_inception_2015",
+         f"--inception_weights={tmp_path / 'none.pb'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "classify_image_graph_def.pb" in missing.stderr
