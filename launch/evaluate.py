@@ -2,6 +2,8 @@
 
     python launch/evaluate.py --model=runs/c10/export/classifier --protocol=both --json_out=eval.json
     python launch/evaluate.py --model=runs/c10          # a run's logdir: its (fine-tuned) classifier
+    python launch/evaluate.py --model=runs/c10 --quality=tf_inception_2015 --inception_weights=inception-2015-12-05.tgz
+                                                        # also IS / FID of its generator (local weights)
 """
 import json
 import os
