@@ -93,10 +93,8 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     g, k, z_dim = run.sampling_generator(), run.num_classes, run.cfg.z_dim
     train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
     cache = os.path.join(run.cfg.logdir, "eval", f"fid_stats_{backend.name}_{dataset}_train.npz")
-    out = {**quality.score_generator(backend, g, k, z_dim, FLAGS.num_samples),
-           "weights_sha256": getattr(backend, "sha256", None),
-           "fid": quality.fid_generator(backend, g, train, k, z_dim, FLAGS.num_samples, cache)["fid"],
-           "fid_reference": f"{dataset}/train (statistics cached in {cache})",
+    out = {**quality.generator_metrics(backend, g, k, z_dim, train, FLAGS.num_samples, cache_path=cache),
+           "fid_statistics_cache": cache,
            "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}
     print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
           f"FID {out['fid']:.3f} ({FLAGS.num_samples} samples); label accuracy of generated images "

@@ -67,6 +67,9 @@ class ClassifierBackend:
             return tf.cast(self.classifier(images, training=False), tf.float32).numpy()
         return d.features(images, training=False).numpy()
 
+    def outputs(self, images):
+        return self.probabilities(images), self.features(images)
+
 
 def _local_weights(path, what, source, expected_sha256):
     """sha256 of a local weights file; clear errors when it is missing or is not the expected file."""
@@ -95,15 +98,16 @@ class KerasInceptionBackend:
         pool = base.get_layer("avg_pool").output
         self.model = keras.Model(base.input, [base.output, pool])
 
-    def _run(self, images):
+    def outputs(self, images):
+        """(probabilities, features) of one forward pass."""
         probs, pool = self.model(inception_preprocess(images), training=False)
         return probs.numpy(), pool.numpy()
 
     def probabilities(self, images):
-        return self._run(images)[0]
+        return self.outputs(images)[0]
 
     def features(self, images):
-        return self._run(images)[1]
+        return self.outputs(images)[1]
 
 
 def tf_inception_input(images):
@@ -134,16 +138,17 @@ class TFInception2015Backend:
         self.net = inception2015.Inception2015(graph_def)
         self.batch_size = batch_size
 
-    def _run(self, images):
+    def outputs(self, images):
+        """(probabilities, features) of one forward pass."""
         x = tf_inception_input(images)
         feats, probs = zip(*(self.net(x[i:i + self.batch_size]) for i in range(0, int(x.shape[0]), self.batch_size)))
         return np.concatenate([p.numpy() for p in probs]), np.concatenate([f.numpy() for f in feats])
 
     def probabilities(self, images):
-        return self._run(images)[0]
+        return self.outputs(images)[0]
 
     def features(self, images):
-        return self._run(images)[1]
+        return self.outputs(images)[1]
 
 
 BACKENDS = ("classifier", "keras_inception_v3", "tf_inception_2015")
@@ -170,15 +175,6 @@ def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100
         yield generator(z, labels, training=False)
 
 
-def score_generator(backend, generator, num_classes, z_dim, num_samples=5000, splits=10, batch_size=100, seed=0):
-    """Inception Score (mean, std over splits) of generated images under `backend`."""
-    probs = np.concatenate([backend.probabilities(x)
-                            for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed)])
-    mean, std = inception_score(probs, splits)
-    return {"inception_score": mean, "inception_score_std": std, "num_samples": num_samples, "splits": splits,
-            "backend": backend.name, "backend_label": backend.label}
-
-
 def real_statistics(backend, source, cache_path=None, batch_size=100):
     """Feature mean/covariance of a dataset split, cached as .npz with metadata describing them."""
     meta = {"backend": backend.name, "dataset": source.info.name, "split": source.info.split,
@@ -198,16 +194,25 @@ def real_statistics(backend, source, cache_path=None, batch_size=100):
     return mu, sigma
 
 
-def fid_generator(backend, generator, source, num_classes, z_dim, num_samples=5000, cache_path=None,
-                  batch_size=100, seed=0):
-    """FID between generated images and the (train) split's cached statistics."""
-    mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size)
-    feats = np.concatenate([backend.features(x) for x in
-                            generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed)])
-    mu_g, sigma_g = feature_statistics(feats)
-    return {"fid": frechet_distance(mu_r, sigma_r, mu_g, sigma_g), "num_samples": num_samples,
-            "reference": f"{source.info.name}/{source.info.split}", "backend": backend.name,
-            "backend_label": backend.label}
+def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_samples=5000, splits=10,
+                      cache_path=None, batch_size=100, seed=0):
+    """Inception Score (mean, std over splits) of generated images under `backend` and, when `source` (the
+    train split) is given, their FID against its cached statistics -- both from one pass over the samples."""
+    probs, feats = [], []
+    for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed):
+        p, f = backend.outputs(x)
+        probs.append(p)
+        feats.append(f)
+    mean, std = inception_score(np.concatenate(probs), splits)
+    out = {"inception_score": mean, "inception_score_std": std, "num_samples": num_samples, "splits": splits,
+           "backend": backend.name, "backend_label": backend.label,
+           "weights_sha256": getattr(backend, "sha256", None)}
+    if source is not None:
+        mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size)
+        mu_g, sigma_g = feature_statistics(np.concatenate(feats))
+        out["fid"] = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+        out["fid_reference"] = f"{source.info.name}/{source.info.split} ({source.info.num_examples} images)"
+    return out
 
 
 def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_class=100, seed=0):

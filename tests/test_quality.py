@@ -37,9 +37,9 @@ def _reader(images, training=False):
 
 def test_classifier_backend_inception_score_and_label_accuracy():
     backend = quality.ClassifierBackend(_reader)
-    result = quality.score_generator(backend, _LabelPainter(), 10, 4, num_samples=2000, splits=10)
+    result = quality.generator_metrics(backend, _LabelPainter(), 10, 4, num_samples=2000, splits=10)
     assert 9.5 < result["inception_score"] <= 10.0 + 1e-6  # one-hot and (nearly) uniform labels: IS ~ K
-    assert "not comparable" in result["backend_label"]
+    assert "not comparable" in result["backend_label"] and "fid" not in result
     acc = quality.per_class_label_accuracy(_LabelPainter(), _reader, 10, 4, n_per_class=5)
     assert acc == [1.0] * 10
 
@@ -58,8 +58,14 @@ def test_real_statistics_are_cached_with_metadata(tmp_path):
     src.images[:] = 0  # a cache hit does not recompute
     mu2, _ = quality.real_statistics(backend, src, cache)
     np.testing.assert_array_equal(mu, mu2)
-    # the same generator as the data gives FID ~ 0 against itself
-    assert quality.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
+    # FID of generated images: against the cached statistics, equal to the closed form on the same features
+    painter = _LabelPainter()
+    out = quality.generator_metrics(backend, lambda z, y, training=False: painter(z, y)[:, :4, :4] * 2,
+                                    10, 4, source=src, num_samples=300, cache_path=cache, batch_size=64, seed=3)
+    gen = np.concatenate([backend.features(x * 2) for x in quality.generated_batches(painter, 10, 4, 300, 64, 3)])
+    np.testing.assert_allclose(out["fid"], quality.frechet_distance(mu, sigma, gen.mean(0), np.cov(gen, rowvar=False)),
+                               rtol=1e-6)
+    assert out["fid"] > 1.0 and out["fid_reference"] == "tiny/train (40 images)"
 
 
 def test_keras_inception_backend_needs_a_local_file_and_checks_sha256(tmp_path):
