@@ -157,6 +157,8 @@ BACKENDS = ("classifier", "keras_inception_v3", "tf_inception_2015")
 def make_backend(name, classifier=None, weights_path=None, expected_sha256=None):
     """A backend by name: `classifier` needs `classifier`; the Inception backends need a local `weights_path`."""
     if name == "classifier":
+        if classifier is None:
+            raise ValueError("the classifier backend needs a classifier (a run's, or an exported SavedModel's)")
         return ClassifierBackend(classifier)
     if name == "keras_inception_v3":
         return KerasInceptionBackend(weights_path, expected_sha256)

@@ -86,5 +86,7 @@ def test_missing_wrong_and_corrupt_files_are_named(standin, tmp_path):
     other.write_bytes(g.SerializeToString())
     with pytest.raises(inception2015.InceptionGraphError, match="pool_3"):
         quality.TFInception2015Backend(str(other))
+    with pytest.raises(ValueError, match="needs a classifier"):
+        quality.make_backend("classifier")
     with pytest.raises(ValueError, match="unknown quality backend"):
         quality.make_backend("inception_v4")
