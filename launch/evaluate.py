@@ -29,7 +29,8 @@ flags.DEFINE_enum("analysis", "none", ["none", "gap"],
                   "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
 flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
 flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3", "tf_inception_2015"],
-                  "Also score a run's generator (--model must be a run directory): Inception Score and FID against "
+                  "Also score the generator (of the run, or the export/generator beside an exported classifier): "
+                  "Inception Score and FID against "
                   "the train split, with this backend, plus the per-class label accuracy of generated images. "
                   "tf_inception_2015 gives the numbers comparable with published ones; classifier works offline "
                   "but is not comparable; keras_inception_v3 is a proxy.")
@@ -39,6 +40,9 @@ flags.DEFINE_string("inception_weights", "", "Local weights for the Inception ba
 flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given; the "
                     "sha256 actually read is always recorded in the JSON).")
 flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
+flags.DEFINE_string("fid_stats", "", "Cache of the train split's feature statistics for --quality (.npz, reused "
+                    "when its metadata match); default: RUN/eval/ or the export directory, "
+                    "fid_stats_<backend>_<dataset>_train.npz.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
@@ -56,6 +60,11 @@ def _load_model(path):
                 m = json.load(f)
             defaults = {"dataset": m.get("dataset"), "data_dir": m.get("training_flags", {}).get("data_dir", ""),
                         "resolution": m.get("resolution")}
+            defaults.update(num_classes=m.get("num_classes"), z_dim=m.get("z_dim"),
+                            stats_dir=os.path.dirname(os.path.abspath(manifest)))
+            g_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generator")
+            if m.get("z_dim") and os.path.exists(os.path.join(g_path, "saved_model.pb")):
+                defaults["generator"] = _exported_generator(g_path)
         loaded = tf.saved_model.load(path)
         signature = loaded.signatures["serving_default"]
         signature._robgan_keepalive = loaded  # the signature alone does not keep the variables alive
@@ -72,16 +81,33 @@ def _load_model(path):
     run = runner.Run(cfg, need_train_data=False)
     classifier = runner.load_final_classifier(run)
     return classifier, {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
-                        "run": run}
+                        "generator": run.sampling_generator() if run.generator is not None else None,
+                        "num_classes": run.num_classes, "z_dim": cfg.z_dim,
+                        "stats_dir": os.path.join(cfg.logdir, "eval")}
+
+
+def _exported_generator(path):
+    """The exported generator SavedModel as a generator(z, labels, training=False) -> images callable."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+
+    def generate(z, labels, training=False):
+        del training  # the export is in inference mode
+        return signature(z=tf.convert_to_tensor(z, tf.float32), labels=tf.convert_to_tensor(labels, tf.int32))["images"]
+
+    generate.keepalive = loaded
+    return generate
 
 
 def _quality_backend(classifier, defaults):
     """The --quality backend, built before any attack runs so a bad weights file fails at once."""
     from robgan_tf import quality
 
-    run = defaults.get("run")
-    if run is None or run.generator is None:
-        common.fail("--quality needs --model to be the directory of a run that has a generator.")
+    if defaults.get("generator") is None:
+        common.fail("--quality needs a generator: --model must be a run directory with one, or an exported "
+                    "classifier whose export directory also holds generator/ and manifest.json.")
     return quality.make_backend(FLAGS.quality, classifier, FLAGS.inception_weights or None,
                                 FLAGS.inception_sha256 or None)
 
@@ -89,10 +115,9 @@ def _quality_backend(classifier, defaults):
 def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     from robgan_tf import quality
 
-    run = defaults["run"]
-    g, k, z_dim = run.sampling_generator(), run.num_classes, run.cfg.z_dim
+    g, k, z_dim = defaults["generator"], defaults["num_classes"], defaults["z_dim"]
     train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
-    cache = os.path.join(run.cfg.logdir, "eval", f"fid_stats_{backend.name}_{dataset}_train.npz")
+    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{dataset}_train.npz")
     out = {**quality.generator_metrics(backend, g, k, z_dim, train, FLAGS.num_samples, cache_path=cache),
            "fid_statistics_cache": cache,
            "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}

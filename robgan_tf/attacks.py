@@ -30,6 +30,11 @@ def _class_logits(out):
     return out[1] if isinstance(out, (tuple, list)) else out
 
 
+def class_logits(model, images):
+    """float32 class logits of any classifier form: Keras model, D (two heads), SavedModel signature, callable."""
+    return _class_logits(classifier_outputs(model, images))
+
+
 def per_example_loss(outputs, labels, loss="ce", targeted=False):
     """The attack objective per example (the attacker ascends it).
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
-from robgan_tf.attacks import classifier_outputs, pgd
+from robgan_tf.attacks import class_logits, pgd
 
 PROTOCOLS = {
     "paper": [dict(loss="ce", steps=20, step_fraction=0.2, random_start=False, restarts=1)],
@@ -27,34 +27,29 @@ PROTOCOLS = {
 }
 
 
-def _logits(classifier, x):
-    out = classifier_outputs(classifier, x)
-    return out[1] if isinstance(out, (tuple, list)) else out
-
-
 def _attack_batch(classifier, x, y, eps, spec):
     """Per-example 'still correct' after one attack spec (bool [B])."""
     steps = spec["steps"]
     step = eps * spec["step_fraction"] if spec["step_fraction"] else None
     if spec.get("targets"):
-        logits = _logits(classifier, x)
+        logits = class_logits(classifier, x)
         masked = logits - 1e9 * tf.one_hot(y, tf.shape(logits)[-1])
         targets = tf.math.top_k(masked, k=spec["targets"]).indices
         ok = tf.ones_like(y, tf.bool)
         for t in range(spec["targets"]):
             adv = pgd(classifier, x, targets[:, t], eps=eps, steps=steps, step_size=step, loss=spec["loss"],
                       targeted=True)
-            ok &= tf.argmax(_logits(classifier, adv), -1, output_type=tf.int32) == y
+            ok &= tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32) == y
         return ok
     adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step, random_start=spec["random_start"],
               restarts=spec["restarts"], loss=spec["loss"])
-    return tf.argmax(_logits(classifier, adv), -1, output_type=tf.int32) == y
+    return tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32) == y
 
 
 def correct_under_protocol(classifier, x, y, eps, protocol, keep_adv=False):
     """(correct [B] bool, worst adversarial images or None): worst case over the protocol's attacks."""
     y = tf.cast(y, tf.int32)
-    clean_ok = tf.argmax(_logits(classifier, x), -1, output_type=tf.int32) == y
+    clean_ok = tf.argmax(class_logits(classifier, x), -1, output_type=tf.int32) == y
     if eps == 0:
         return clean_ok, (x if keep_adv else None)
     ok = clean_ok
@@ -87,7 +82,7 @@ def accuracy_under_attack(classifier, source, *, eps, steps, step_size=None, num
     if key not in _COMPILED:
         def correct(x, y):
             adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step_size) if eps and steps else x
-            pred = tf.argmax(_logits(classifier, adv), -1, output_type=tf.int32)
+            pred = tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32)
             return tf.reduce_sum(tf.cast(pred == y, tf.int32))
 
         _COMPILED[key] = (classifier, tf.function(correct, reduce_retracing=True))
@@ -205,7 +200,7 @@ def local_lipschitz(classifier, images, labels):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int32), logits=_logits(classifier, x)))
+            labels=tf.cast(labels, tf.int32), logits=class_logits(classifier, x)))
     grad = tape.gradient(total, x)
     return tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
 

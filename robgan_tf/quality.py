@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import inception2015
+from robgan_tf.attacks import class_logits
 from robgan_tf.evaluation import feature_statistics, frechet_distance, inception_score
 
 KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
@@ -59,12 +60,12 @@ class ClassifierBackend:
         self.classifier = classifier
 
     def probabilities(self, images):
-        return tf.nn.softmax(tf.cast(self.classifier(images, training=False), tf.float32)).numpy()
+        return tf.nn.softmax(class_logits(self.classifier, images)).numpy()
 
     def features(self, images):
         d = getattr(self.classifier, "discriminator", None)
-        if d is None:  # any other classifier: its logits are the features
-            return tf.cast(self.classifier(images, training=False), tf.float32).numpy()
+        if d is None:  # any other classifier (an exported one, ...): its logits are the features
+            return class_logits(self.classifier, images).numpy()
         return d.features(images, training=False).numpy()
 
     def outputs(self, images):
@@ -223,6 +224,6 @@ def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_cl
     for k in range(num_classes):
         z = tf.random.stateless_normal([n_per_class, z_dim], seed=[seed, k])
         labels = tf.fill([n_per_class], k)
-        pred = tf.argmax(classifier(generator(z, labels, training=False), training=False), -1, output_type=tf.int32)
+        pred = tf.argmax(class_logits(classifier, generator(z, labels, training=False)), -1, output_type=tf.int32)
         out.append(float(tf.reduce_mean(tf.cast(pred == k, tf.float32))))
     return out
