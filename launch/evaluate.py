@@ -20,7 +20,8 @@ flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trai
 flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
 flags.DEFINE_string("eps", "", "Comma-separated eps in [-1, 1] units; default: the paper's grid for the dataset.")
-flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both"], "Attack protocol (see robgan_tf.evaluation).")
+flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both", "none"],
+                  "Attack protocol (see robgan_tf.evaluation); none: no robustness table (e.g. only --quality).")
 flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
@@ -130,6 +131,11 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
 def main(argv):
     common.start_model_script(argv, FLAGS.model)
 
+    if FLAGS.protocol == "none" and FLAGS.quality == "none" and FLAGS.analysis == "none":
+        common.fail("--protocol=none with --quality=none leaves nothing to evaluate; set one of them.")
+    if FLAGS.protocol == "none" and FLAGS.save_examples:
+        common.fail("--save_examples needs an attack protocol (--protocol=paper, strong or both).")
+
     def go():
         classifier, defaults = _load_model(FLAGS.model)
         dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
@@ -157,13 +163,16 @@ def main(argv):
             if FLAGS.json_out:
                 evaluation.write_json(gap, FLAGS.json_out)
             return
-        protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
-        result = evaluation.robustness_table(
-            classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
-            batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
-            save_examples=FLAGS.save_examples or None)
-        print(evaluation.markdown_table(result))
-        print("sanity:", json.dumps(result["sanity"]))
+        if FLAGS.protocol == "none":
+            result = {"model": os.path.abspath(FLAGS.model), "dataset": dataset}
+        else:
+            protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
+            result = evaluation.robustness_table(
+                classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
+                batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
+                save_examples=FLAGS.save_examples or None)
+            print(evaluation.markdown_table(result))
+            print("sanity:", json.dumps(result["sanity"]))
         if FLAGS.quality != "none":
             result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
         if FLAGS.json_out:

@@ -133,12 +133,13 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
     assert gq["backend"] == "classifier" and "not comparable" in q.stdout
     # the same from the exports alone (generator/ beside the classifier): the same IS and label accuracy
-    _run("evaluate.py", f"--model={logdir}/export/classifier", "--eps=0", "--num_examples=16", "--quality=classifier",
+    _run("evaluate.py", f"--model={logdir}/export/classifier", "--protocol=none", "--quality=classifier",
          "--num_samples=200", f"--fid_stats={tmp_path / 'stats.npz'}", f"--json_out={tmp_path / 'qx.json'}")
     gx = json.load(open(tmp_path / "qx.json"))["generator_quality"]
     assert gx["inception_score"] == pytest.approx(gq["inception_score"], rel=1e-4)
     assert gx["label_accuracy_per_class"] == gq["label_accuracy_per_class"]
     assert os.path.exists(tmp_path / "stats.npz") and gx["fid_statistics_cache"] == str(tmp_path / "stats.npz")
+    assert "results" not in json.load(open(tmp_path / "qx.json"))  # --protocol=none: no attack ran
     # the 2015 Inception backend from a local graph (a stand-in with the real interface), its sha256 recorded
     graph = tmp_path / "classify_image_graph_def.pb"
     graph.write_bytes(standin_graph()[0].SerializeToString())
@@ -153,6 +154,8 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
                f"--inception_weights={tmp_path / 'nope.pb'}", check=False)
     assert bad.returncode == 2 and "inception-2015-12-05.tgz" in bad.stderr and "| paper |" not in bad.stdout
     assert not os.path.exists(tmp_path / "x.json")
+    nothing = _run("evaluate.py", f"--model={logdir}", "--protocol=none", check=False)
+    assert nothing.returncode == 2 and "nothing to evaluate" in nothing.stderr
     _run("evaluate.py", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
          f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
     gap = json.load(open(tmp_path / "gap.json"))
