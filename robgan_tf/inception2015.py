@@ -15,8 +15,8 @@ inside a function. `upgrade_graph_def` rewrites each such node into the same ari
 """
 from __future__ import annotations
 
-import io
 import tarfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -41,13 +41,17 @@ class InceptionGraphError(ValueError):
 
 def read_graph_def(path):
     """GraphDef from `classify_image_graph_def.pb` or from the `inception-2015-12-05.tgz` holding it."""
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:  # read the one member in memory; nothing is extracted to disk
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.split("/")[-1] == GRAPH_FILE]
-            if not members:
-                raise InceptionGraphError(f"{path} is an archive without {GRAPH_FILE}; expected {ARCHIVE_FILE} "
-                                          f"from {SOURCE_URL}.")
-            raw = tar.extractfile(members[0]).read()
+    if path.endswith((".tgz", ".tar.gz", ".tar")) or tarfile.is_tarfile(path):
+        try:
+            with tarfile.open(path) as tar:  # read the one member in memory; nothing is extracted to disk
+                members = [m for m in tar.getmembers() if m.isfile() and m.name.split("/")[-1] == GRAPH_FILE]
+                raw = tar.extractfile(members[0]).read() if members else None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise InceptionGraphError(f"{path} is a damaged archive ({e}); download {ARCHIVE_FILE} again from "
+                                      f"{SOURCE_URL}.") from None
+        if raw is None:
+            raise InceptionGraphError(f"{path} is an archive without {GRAPH_FILE}; expected {ARCHIVE_FILE} "
+                                      f"from {SOURCE_URL}.")
     else:
         with open(path, "rb") as f:
             raw = f.read()

@@ -47,6 +47,15 @@ def test_grey_images_are_tiled_to_rgb_and_archives_are_read_in_place(standin, tm
     grey = np.random.default_rng(2).uniform(-1, 1, (3, 16, 16, 1)).astype(np.float32)
     np.testing.assert_allclose(backend.features(grey), reference(grey, params)[0], rtol=1e-4, atol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == [inception2015.ARCHIVE_FILE]  # nothing extracted
+    truncated = tmp_path / "truncated.tgz"
+    truncated.write_bytes(archive.read_bytes()[:5000])
+    with pytest.raises(inception2015.InceptionGraphError, match="damaged archive.*download"):
+        quality.TFInception2015Backend(str(truncated))
+    empty = tmp_path / "empty.tgz"
+    with tarfile.open(empty, "w:gz") as tar:
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(inception2015.InceptionGraphError, match="archive without classify_image_graph_def.pb"):
+        quality.TFInception2015Backend(str(empty))
 
 
 def test_upgrade_rewrites_global_normalization_only():
