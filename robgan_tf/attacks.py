@@ -103,9 +103,10 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
         signature returning {"logits": ...}). Called with training=False when it accepts it.
       images: float tensor [B, H, W, C] in [-1, 1]. The perturbation is computed in float32.
       labels: int [B]; the true labels (or the target labels when targeted=True).
-      eps: l_inf radius, in the same [-1, 1] units as the images (8/255 on [0, 1] = 0.0627 here).
+      eps: l_inf radius, in the same [-1, 1] units as the images (8/255 on [0, 1] = 0.0627 here). A Python
+        number, or a scalar tensor (then one tf.function trace serves every radius; it is not range-checked).
       steps: number of gradient steps; steps=1 with the default step size is FGSM.
-      step_size: per-step size; None means 2.5 * eps / steps (eps for a single step).
+      step_size: per-step size (number or scalar tensor); None means 2.5 * eps / steps (eps for a single step).
       random_start: start from a uniform point in the ball instead of the clean image.
       restarts: independent random starts; per example the result with the highest loss is kept.
       loss: "ce", "margin" or "two_head" (see `per_example_loss`).
@@ -117,9 +118,9 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
       Adversarial images (a tensor, no gradient), always inside the eps-ball around `images` and
       inside [-1, 1]; with return_loss, (images, per-example loss).
     """
-    eps = float(eps)
+    eps = tf.cast(eps, tf.float32) if tf.is_tensor(eps) else float(eps)
     steps = int(steps)
-    if eps < 0:
+    if not tf.is_tensor(eps) and eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}.")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
@@ -129,9 +130,12 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
         raise ValueError("restarts > 1 repeats the same deterministic attack; set random_start=True.")
     if loss not in LOSSES:
         raise ValueError(f"Unknown attack loss {loss!r}; choose one of {LOSSES}.")
-    step_size = default_step_size(eps, max(steps, 1)) if step_size is None else float(step_size)
+    if step_size is None:
+        step_size = default_step_size(eps, max(steps, 1))
+    else:
+        step_size = tf.cast(step_size, tf.float32) if tf.is_tensor(step_size) else float(step_size)
     x = tf.stop_gradient(tf.cast(images, tf.float32))
-    if eps == 0 or steps == 0:
+    if steps == 0 or (not tf.is_tensor(eps) and eps == 0):
         best = x
         best_loss = per_example_loss(classifier_outputs(classifier, x), labels, loss, targeted) if return_loss else None
     else:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
-from robgan_tf.attacks import class_logits, pgd
+from robgan_tf.attacks import class_logits, default_step_size, pgd
 
 PROTOCOLS = {
     "paper": [dict(loss="ce", steps=20, step_fraction=0.2, random_start=False, restarts=1)],
@@ -78,18 +78,21 @@ def _compiled(classifier, eps, protocol, keep_adv):
 
 def accuracy_under_attack(classifier, source, *, eps, steps, step_size=None, num_examples=None, batch_size=128):
     """Accuracy under one CE PGD attack (no random start) on the first num_examples of `source`."""
-    key = (id(classifier), "single", float(eps), int(steps), step_size)
-    if key not in _COMPILED:
-        def correct(x, y):
-            adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step_size) if eps and steps else x
+    steps = int(steps) if eps else 0
+    key = (id(classifier), "single", steps)
+    if key not in _COMPILED:  # eps and the step are tensors: one trace serves the whole eps grid
+        def correct(x, y, eps, step_size):
+            adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step_size) if steps else x
             pred = tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32)
             return tf.reduce_sum(tf.cast(pred == y, tf.int32))
 
         _COMPILED[key] = (classifier, tf.function(correct, reduce_retracing=True))
     correct = _COMPILED[key][1]
+    step = (default_step_size(eps, steps) if step_size is None else step_size) if steps else 0.0
+    eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step, tf.float32)
     hits, n = 0, 0
     for x, y in data_lib.eval_dataset(source, batch_size, num_examples):
-        hits += int(correct(x, y))
+        hits += int(correct(x, y, eps_t, step_t))
         n += int(tf.shape(y)[0])
     return hits / max(n, 1)
 

@@ -28,6 +28,17 @@ def _linear_case(seed=0):
     return Linear(w), w, x
 
 
+def test_tensor_eps_gives_the_closed_form_for_every_radius_from_one_trace():
+    model, w, x = _linear_case()
+    labels = np.ones(6, np.int32)
+    fn = tf.function(lambda x, eps, step: pgd(model, x, labels, eps=eps, steps=5, step_size=step))
+    for eps in (0.0, 0.02, 0.05):
+        adv = fn(tf.constant(x), tf.constant(eps), tf.constant(eps / 2)).numpy()
+        np.testing.assert_allclose(adv, np.clip(x - eps * np.sign(w)[None], -1, 1), atol=1e-6)
+        np.testing.assert_allclose(adv, pgd(model, x, labels, eps=eps, steps=5, step_size=eps / 2).numpy(), atol=1e-6)
+    assert fn.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.parametrize("steps", [1, 7])
 def test_pgd_on_linear_model_reaches_closed_form_worst_case(steps):
     model, w, x = _linear_case()
