@@ -50,7 +50,7 @@ def correct_under_protocol(classifier, x, y, eps, protocol, keep_adv=False):
     """(correct [B] bool, worst adversarial images or None): worst case over the protocol's attacks."""
     y = tf.cast(y, tf.int32)
     clean_ok = tf.argmax(class_logits(classifier, x), -1, output_type=tf.int32) == y
-    if eps == 0:
+    if not tf.is_tensor(eps) and eps == 0:
         return clean_ok, (x if keep_adv else None)
     ok = clean_ok
     for spec in PROTOCOLS[protocol]:
@@ -67,13 +67,16 @@ _COMPILED = {}
 
 
 def _compiled(classifier, eps, protocol, keep_adv):
-    """correct_under_protocol as a tf.function, built once per (classifier, eps, protocol)."""
-    key = (id(classifier), float(eps), protocol, keep_adv)
+    """correct_under_protocol(x, y) at `eps`: one tf.function per (classifier, protocol) serves every eps > 0
+    (eps is a tensor argument), another the clean case."""
+    clean = float(eps) == 0
+    key = (id(classifier), protocol, keep_adv, clean)
     if key not in _COMPILED:
         _COMPILED[key] = (classifier, tf.function(
-            lambda x, y: correct_under_protocol(classifier, x, y, float(eps), protocol, keep_adv),
+            lambda x, y, e: correct_under_protocol(classifier, x, y, 0.0 if clean else e, protocol, keep_adv),
             reduce_retracing=True))
-    return _COMPILED[key][1]
+    fn, e = _COMPILED[key][1], tf.constant(float(eps), tf.float32)
+    return lambda x, y: fn(x, y, e)
 
 
 def accuracy_under_attack(classifier, source, *, eps, steps, step_size=None, num_examples=None, batch_size=128):
