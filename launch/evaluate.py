@@ -65,7 +65,7 @@ def _load_model(path):
                             stats_dir=os.path.dirname(os.path.abspath(manifest)))
             g_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generator")
             if m.get("z_dim") and os.path.exists(os.path.join(g_path, "saved_model.pb")):
-                defaults["generator"] = _exported_generator(g_path)
+                defaults["generator_path"] = g_path  # loaded only for --quality
         loaded = tf.saved_model.load(path)
         signature = loaded.signatures["serving_default"]
         signature._robgan_keepalive = loaded  # the signature alone does not keep the variables alive
@@ -106,6 +106,8 @@ def _quality_backend(classifier, defaults):
     """The --quality backend, built before any attack runs so a bad weights file fails at once."""
     from robgan_tf import quality
 
+    if defaults.get("generator_path"):
+        defaults["generator"] = _exported_generator(defaults["generator_path"])
     if defaults.get("generator") is None:
         common.fail("--quality needs a generator: --model must be a run directory with one, or an exported "
                     "classifier whose export directory also holds generator/ and manifest.json.")
