@@ -1,4 +1,4 @@
-"""Time a generator-quality backend: images per second through its features and probabilities.
+"""Time a generator-quality backend: images per second through its network (one forward pass per image).
 
 IS and FID need tens of thousands of images through Inception at 299x299; this says how long that takes here.
 
