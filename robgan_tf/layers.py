@@ -254,12 +254,18 @@ class GeneratorBlock(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DiscriminatorBlock(layers.Layer):
-    """SN-GAN discriminator block.
+    """SN-GAN discriminator block (also the Rob-GAN authors' block).
 
-    optimized=True is SN-GAN's first block (conv-ReLU-conv-pool; shortcut pool-1x1), which sees
-    raw pixels and so starts without a ReLU. Otherwise: [BN]-ReLU-conv3x3-[BN]-ReLU-conv3x3-[pool],
-    shortcut 1x1-[pool] when the shape changes. norm="batch" adds BatchNorm before each ReLU (the
-    authors' discriminator); spectral_norm wraps every conv.
+    Residual branch: ReLU-conv3x3(in -> in)-ReLU-conv3x3(in -> out)-[pool]: the hidden width is the
+    block's INPUT width, as in SN-GAN and the authors' code. The shortcut is conv1x1-[pool] when the
+    shape changes, else the identity.
+
+    optimized=True is SN-GAN's first block, which sees raw pixels: conv3x3(in -> out)-ReLU-conv3x3-pool,
+    shortcut pool-conv1x1 (no leading ReLU).
+
+    norm="batch" is the authors' placement: BatchNorm right AFTER each conv, the shortcut conv
+    included (conv-BN-ReLU-conv-BN), not before the ReLU as in pre-activation ResNets.
+    spectral_norm wraps every conv; use_bias=False drops the conv biases (the authors have none).
     """
 
     def __init__(self, out_channels, downsample=True, optimized=False, spectral_norm=True,
@@ -273,43 +279,44 @@ class DiscriminatorBlock(layers.Layer):
         self.spectral_norm = bool(spectral_norm)
         self.norm = norm
         self.use_bias = bool(use_bias)
-
-        def conv(name):
-            return _maybe_sn(layers.Conv2D(self.out_channels, 3, padding="same", use_bias=self.use_bias,
-                                           kernel_initializer=residual_init(), name=name), self.spectral_norm)
-
-        self.conv1 = conv("conv1")
-        self.conv2 = conv("conv2")
-        self.bn1 = batch_norm(momentum=0.9, epsilon=1e-5, name="bn1") if norm and not optimized else None
-        self.bn2 = batch_norm(momentum=0.9, epsilon=1e-5, name="bn2") if norm else None
         self.shortcut = None
+
+    def _conv(self, channels, size, name, init):
+        conv = layers.Conv2D(channels, size, padding="same", use_bias=self.use_bias, kernel_initializer=init,
+                             name=name)
+        return _maybe_sn(conv, self.spectral_norm)
+
+    def _bn(self, name):
+        return batch_norm(momentum=0.9, epsilon=1e-5, name=name) if self.norm else None
 
     def build(self, input_shape):
         in_ch = int(input_shape[-1])
+        hidden = self.out_channels if self.optimized else in_ch
+        self.conv1 = self._conv(hidden, 3, "conv1", residual_init())
+        self.conv2 = self._conv(self.out_channels, 3, "conv2", residual_init())
+        self.bn1, self.bn2 = self._bn("bn1"), self._bn("bn2")
+        self.bn_sc = None
         if self.optimized or in_ch != self.out_channels or self.downsample:
-            self.shortcut = _maybe_sn(
-                layers.Conv2D(self.out_channels, 1, use_bias=self.use_bias, kernel_initializer=plain_init(),
-                              name="shortcut"), self.spectral_norm)
+            self.shortcut = self._conv(self.out_channels, 1, "shortcut", plain_init())
+            self.bn_sc = self._bn("bn_sc")
         self.built = True
 
+    @staticmethod
+    def _norm(bn, h, training):
+        return h if bn is None else bn(h, training=training)
+
     def call(self, x, training=None):
-        h = x
-        if not self.optimized:
-            if self.bn1 is not None:
-                h = self.bn1(h, training=training)
-            h = tf.nn.relu(h)
-        h = self.conv1(h, training=training)
-        if self.bn2 is not None:
-            h = self.bn2(h, training=training)
-        h = tf.nn.relu(h)
-        h = self.conv2(h, training=training)
+        h = x if self.optimized else tf.nn.relu(x)
+        h = tf.nn.relu(self._norm(self.bn1, self.conv1(h, training=training), training))
+        h = self._norm(self.bn2, self.conv2(h, training=training), training)
         if self.downsample:
             h = downsample2x(h)
         if self.shortcut is not None:
-            if self.optimized:  # pool first: the 1x1 conv then runs on 4x fewer pixels
-                x = self.shortcut(downsample2x(x) if self.downsample else x, training=training)
+            if self.optimized:  # pool first: the 1x1 conv then runs on 4x fewer pixels (same result)
+                x = self._norm(self.bn_sc, self.shortcut(downsample2x(x) if self.downsample else x,
+                                                         training=training), training)
             else:
-                x = self.shortcut(x, training=training)
+                x = self._norm(self.bn_sc, self.shortcut(x, training=training), training)
                 if self.downsample:
                     x = downsample2x(x)
         return h + x
@@ -321,6 +328,54 @@ class DiscriminatorBlock(layers.Layer):
         return config
 
 
+def torch_default_init():
+    """PyTorch's default Conv/Linear weight init (kaiming_uniform, a=sqrt(5)): U(+-1/sqrt(fan_in))."""
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PreActBlock(layers.Layer):
+    """The Rob-GAN authors' PreActResNet basic block (their CIFAR classifier, BN removed).
+
+    out = conv3x3(lrelu(conv3x3_stride(lrelu(x)))) + shortcut, with leaky ReLU slope 0.2 and no
+    normalisation (the authors commented BN out). The shortcut is conv1x1_stride(lrelu(x)) when the shape
+    changes, else x itself. Convs have no bias; Kaiming-normal (fan_out) init as the authors set it.
+    A strided 3x3 conv pads one pixel on every side (PyTorch's padding=1), not TF's asymmetric "same".
+    """
+
+    def __init__(self, out_channels, stride=1, spectral_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels, self.stride, self.spectral_norm = int(out_channels), int(stride), bool(spectral_norm)
+        if self.stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}.")
+        kaiming = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+        self.conv1 = _maybe_sn(layers.Conv2D(self.out_channels, 3, strides=self.stride, padding="valid",
+                                             use_bias=False, kernel_initializer=kaiming, name="conv1"),
+                               self.spectral_norm)
+        self.conv2 = _maybe_sn(layers.Conv2D(self.out_channels, 3, padding="same", use_bias=False,
+                                             kernel_initializer=kaiming, name="conv2"), self.spectral_norm)
+        self.shortcut = None
+
+    def build(self, input_shape):
+        if self.stride != 1 or int(input_shape[-1]) != self.out_channels:
+            self.shortcut = _maybe_sn(layers.Conv2D(self.out_channels, 1, strides=self.stride, use_bias=False,
+                                                    kernel_initializer=torch_default_init(), name="shortcut"),
+                                      self.spectral_norm)
+        self.built = True
+
+    def call(self, x, training=None):
+        a = tf.nn.leaky_relu(x, 0.2)
+        sc = x if self.shortcut is None else self.shortcut(a, training=training)
+        h = self.conv1(tf.pad(a, [[0, 0], [1, 1], [1, 1], [0, 0]]), training=training)
+        h = self.conv2(tf.nn.leaky_relu(h, 0.2), training=training)
+        return h + sc
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels, stride=self.stride, spectral_norm=self.spectral_norm)
+        return config
+
+
 def spectral_norm_of(kernel):
     """The largest singular value of a kernel reshaped to [fan_in, out] (exact, for tests/diagnostics)."""
     w = tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
@@ -329,5 +384,6 @@ def spectral_norm_of(kernel):
 
 __all__ = [
     "SpectralNorm", "ConditionalBatchNorm", "BatchNorm", "batch_norm", "GeneratorBlock", "DiscriminatorBlock",
-    "upsample2x", "downsample2x", "residual_init", "plain_init", "spectral_norm_of",
+    "PreActBlock", "upsample2x", "downsample2x", "residual_init", "plain_init", "torch_default_init",
+    "spectral_norm_of",
 ]

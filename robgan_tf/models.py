@@ -1,10 +1,14 @@
 """The conditional generator, the two-head discriminator and its classifier view.
 
-Width presets (REFERENCE.md section 2):
-- `sngan`: SN-GAN's ResNets at 32, 64 and 128 px (spectral norm on every D layer).
-- `reference`: the Rob-GAN authors' CIFAR configuration (32 px): generator 1024 -> 64 (12.27 M
-  parameters with 10 classes) and their 128-wide BatchNorm discriminator without SN or conv biases
-  (1.06 M). Used to compare speed with their code.
+Presets (docs/FIDELITY.md lists every architectural detail and its source):
+- `sngan`: SN-GAN's ResNets at 32, 64 and 128 px (spectral norm on every D layer, conv biases).
+- `authors`: the networks the Rob-GAN authors' train.py builds for --model resnet_32 / resnet_64 /
+  resnet_128: no spectral norm, no conv biases in D; at 32 px a 1024 -> 64 generator and a 128-wide
+  discriminator with BatchNorm after every conv; at 64 and 128 px SN-GAN's widths without BN.
+  Trainable parameters equal the authors' PyTorch counts exactly (tests/test_models.py).
+- `reference`: an alias of `authors` at 32 px.
+- `preact_resnet18`: discriminator only (32 px): the authors' two-head PreActResNet18, the paper's
+  "ResNet18 (+CIFAR10)" classifier (11,164,875 parameters with 10 classes).
 - `tiny`: narrow nets for CPU demos and tests.
 """
 from __future__ import annotations
@@ -20,9 +24,11 @@ from robgan_tf.layers import (
     DiscriminatorBlock,
     GeneratorBlock,
     SpectralNorm,
+    PreActBlock,
     _PACKAGE,
     batch_norm,
     plain_init,
+    torch_default_init,
 )
 
 RESOLUTIONS = (32, 64, 128)
@@ -34,15 +40,18 @@ class ArchSpec:
     """Widths of one preset at one resolution.
 
     g_blocks / d_blocks are (out_channels, resample) pairs: resample means 2x upsample (G) or 2x2
-    average-pool downsample (D). The first D block is SN-GAN's optimized block.
+    average-pool downsample (D). The first "resnet" D block is SN-GAN's optimized block.
+    d_trunk "preact": d_blocks are (out_channels, stride) of PreActBlocks after a 64-wide 3x3 stem, with
+    global AVERAGE pooling (the authors' PreActResNet); g_stem None means no generator.
     """
 
-    g_stem: int
+    g_stem: int | None
     g_blocks: tuple
     d_blocks: tuple
     d_spectral_norm: bool = True
     d_norm: str | None = None
     d_use_bias: bool = True
+    d_trunk: str = "resnet"
 
 
 def _tiny(resolution):
@@ -53,20 +62,29 @@ def _tiny(resolution):
     return ArchSpec(g_stem=64, g_blocks=g, d_blocks=d)
 
 
+_SNGAN_G64 = (1024, ((512, True), (256, True), (128, True), (64, True)))
+_SNGAN_G128 = (512, ((512, True), (256, True), (256, True), (128, True), (64, True)))
+_SNGAN_D64 = ((64, True), (128, True), (256, True), (512, True), (1024, True))
+_SNGAN_D128 = ((64, True), (128, True), (256, True), (256, True), (512, True), (512, False))
+_AUTHORS_D = dict(d_spectral_norm=False, d_use_bias=False)
+
 PRESETS = {
     ("sngan", 32): ArchSpec(256, ((256, True),) * 3, ((128, True), (128, True), (128, False), (128, False))),
-    ("sngan", 64): ArchSpec(
-        1024, ((512, True), (256, True), (128, True), (64, True)),
-        ((64, True), (128, True), (256, True), (512, True), (1024, True))),
-    ("sngan", 128): ArchSpec(
-        512, ((512, True), (256, True), (256, True), (128, True), (64, True)),
-        ((64, True), (128, True), (256, True), (256, True), (512, True), (512, False))),
-    ("reference", 32): ArchSpec(
-        1024, ((512, True), (256, True), (128, True), (64, False)),
-        ((128, True), (128, True), (128, False), (128, False)),
-        d_spectral_norm=False, d_norm="batch", d_use_bias=False),
+    ("sngan", 64): ArchSpec(*_SNGAN_G64, _SNGAN_D64),
+    ("sngan", 128): ArchSpec(*_SNGAN_G128, _SNGAN_D128),
+    # train.py --model resnet_32: gen_models/resnet_32 (ch=64) + dis_models/resnet_32 (ch=64, bn=True)
+    ("authors", 32): ArchSpec(1024, ((512, True), (256, True), (128, True), (64, False)),
+                              ((128, True), (128, True), (128, False), (128, False)), d_norm="batch", **_AUTHORS_D),
+    # resnet_64: gen_models/resnet_64 + dis_models/resnet_64;  resnet_128: the *_small models
+    ("authors", 64): ArchSpec(*_SNGAN_G64, _SNGAN_D64, **_AUTHORS_D),
+    ("authors", 128): ArchSpec(*_SNGAN_G128, _SNGAN_D128, **_AUTHORS_D),
+    ("preact_resnet18", 32): ArchSpec(None, (), ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
+                                                 (512, 2), (512, 1)), d_spectral_norm=False, d_use_bias=False,
+                                      d_trunk="preact"),
     **{("tiny", r): _tiny(r) for r in RESOLUTIONS},
 }
+PRESETS[("reference", 32)] = PRESETS[("authors", 32)]
+D_ONLY_PRESETS = ("preact_resnet18",)
 
 
 def get_spec(preset, resolution):
@@ -79,7 +97,7 @@ def get_spec(preset, resolution):
     have = sorted(r for p, r in PRESETS if p == preset)
     raise ValueError(
         f"Preset {preset!r} has no {resolution}px architecture; it is defined at {have} px. "
-        "Use preset 'sngan' or 'tiny' for other resolutions."
+        "Use preset 'sngan', 'authors' or 'tiny' for other resolutions."
     )
 
 
@@ -113,6 +131,9 @@ class Generator(_BuildByCalling, keras.Model):
         super().__init__(**kwargs)
         _check_common(num_classes, channels)
         self.spec = get_spec(preset, resolution)
+        if self.spec.g_stem is None:
+            raise ValueError(f"Preset {preset!r} defines a discriminator only; choose the generator's preset "
+                             "separately (e.g. Generator(..., preset='authors')).")
         self.num_classes, self.resolution, self.preset = int(num_classes), int(resolution), preset
         self.channels, self.z_dim = int(channels), int(z_dim)
         ups = sum(up for _, up in self.spec.g_blocks)
@@ -156,12 +177,13 @@ class Discriminator(_BuildByCalling, keras.Model):
     the logit, and the class logits are <embed(k), h> for every k (the classifier the projection
     implies, up to a per-example constant).
 
-    spectral_norm / norm default to the preset's (SN everywhere for sngan/tiny; the authors' BN
-    discriminator for reference).
+    spectral_norm, norm ("batch" or None) and use_bias default (None / "preset") to the preset's: SN and
+    biases everywhere for sngan/tiny; no SN, no conv biases for authors (BN after each conv at 32 px)
+    and preact_resnet18. The dense heads always have a bias.
     """
 
     def __init__(self, num_classes, resolution=32, preset="sngan", channels=3, head="acgan",
-                 spectral_norm=None, norm="preset", **kwargs):
+                 spectral_norm=None, norm="preset", use_bias=None, **kwargs):
         super().__init__(**kwargs)
         _check_common(num_classes, channels)
         if head not in HEADS:
@@ -171,30 +193,44 @@ class Discriminator(_BuildByCalling, keras.Model):
         self.channels, self.head = int(channels), head
         self.spectral_norm = s.d_spectral_norm if spectral_norm is None else bool(spectral_norm)
         self.norm = s.d_norm if norm == "preset" else norm
+        self.use_bias = s.d_use_bias if use_bias is None else bool(use_bias)
+        if self.norm not in (None, "batch"):
+            raise ValueError(f"norm must be None, 'batch' or 'preset', got {norm!r}.")
         sn = self.spectral_norm
-        self.blocks = [
-            DiscriminatorBlock(ch, downsample=down, optimized=(i == 0), spectral_norm=sn, norm=self.norm,
-                               use_bias=s.d_use_bias, name=f"block{i + 1}")
-            for i, (ch, down) in enumerate(s.d_blocks)
-        ]
         wrap = (lambda layer: SpectralNorm(layer)) if sn else (lambda layer: layer)
-        self.bn_out = batch_norm(momentum=0.9, epsilon=1e-5, name="bn_out") if self.norm else None
-        self.dense_adv = wrap(layers.Dense(1, kernel_initializer=plain_init(), name="adv"))
+        if s.d_trunk == "preact":
+            if self.norm or self.use_bias:
+                raise ValueError(f"preset {preset!r} has no normalisation and no conv biases (the authors' "
+                                 "PreActResNet18); norm='batch' / use_bias=True are not offered for it.")
+            self.stem = wrap(layers.Conv2D(64, 3, padding="same", use_bias=False,
+                                           kernel_initializer=torch_default_init(), name="stem"))
+            self.blocks = [PreActBlock(ch, stride, spectral_norm=sn, name=f"block{i + 1}")
+                           for i, (ch, stride) in enumerate(s.d_blocks)]
+            head_init = torch_default_init()
+        else:
+            self.stem = None
+            self.blocks = [
+                DiscriminatorBlock(ch, downsample=down, optimized=(i == 0), spectral_norm=sn, norm=self.norm,
+                                   use_bias=self.use_bias, name=f"block{i + 1}")
+                for i, (ch, down) in enumerate(s.d_blocks)
+            ]
+            head_init = plain_init()
+        self.dense_adv = wrap(layers.Dense(1, kernel_initializer=head_init, name="adv"))
         if head == "acgan":
-            self.dense_cls = wrap(layers.Dense(self.num_classes, kernel_initializer=plain_init(), name="cls"))
+            self.dense_cls = wrap(layers.Dense(self.num_classes, kernel_initializer=head_init, name="cls"))
         else:
             self.embed = wrap(layers.Embedding(self.num_classes, s.d_blocks[-1][0],
                                                embeddings_initializer=plain_init(), name="embed"))
 
     def features(self, images, training=None):
-        """Globally SUM-pooled ReLU features [B, C] in float32."""
-        h = images
+        """Pooled features [B, C] in float32: the SUM over positions of the ReLU'd last block (SN-GAN,
+        the authors' ResNets), or the MEAN of the last block without activation (PreActResNet18)."""
+        h = images if self.stem is None else self.stem(images, training=training)
         for block in self.blocks:
             h = block(h, training=training)
-        if self.bn_out is not None:
-            h = self.bn_out(h, training=training)
-        h = tf.nn.relu(h)
-        return tf.cast(tf.reduce_sum(h, axis=[1, 2]), tf.float32)
+        if self.stem is not None:
+            return tf.cast(tf.reduce_mean(h, axis=[1, 2]), tf.float32)
+        return tf.cast(tf.reduce_sum(tf.nn.relu(h), axis=[1, 2]), tf.float32)
 
     def call(self, images, labels=None, training=None):
         h = self.features(images, training=training)
@@ -224,7 +260,7 @@ class Discriminator(_BuildByCalling, keras.Model):
         config = super().get_config()
         config.update(num_classes=self.num_classes, resolution=self.resolution, preset=self.preset,
                       channels=self.channels, head=self.head, spectral_norm=self.spectral_norm,
-                      norm=self.norm)
+                      norm=self.norm, use_bias=self.use_bias)
         return config
 
 

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robgan_tf.layers import DiscriminatorBlock, GeneratorBlock, SpectralNorm
+from robgan_tf.layers import DiscriminatorBlock, GeneratorBlock, PreActBlock, SpectralNorm
 from robgan_tf.models import PRESETS, Classifier, Discriminator, Generator, count_params, get_spec
 
 CASES = [("tiny", 32, 1), ("tiny", 32, 3), ("tiny", 64, 3), ("tiny", 128, 1), ("sngan", 32, 3),
-         ("reference", 32, 3)]
+         ("authors", 32, 3)]
 
 
 @pytest.mark.parametrize("preset,res,ch", CASES)
@@ -36,17 +36,81 @@ def test_sngan_presets_build_at_64_and_128(res):
     assert 2 ** sum(down for _, down in d.spec.d_blocks) == res // (2 if res == 64 else 4)
 
 
-def test_reference_preset_parameter_counts():
-    g = Generator(10, 32, "reference")
-    d = Discriminator(10, 32, "reference")
+# Trainable parameters of the authors' PyTorch models (train.py --model resnet_32 / resnet_64 / resnet_128,
+# dis_models/preact_resnet.py), counted from their code: sum(p.numel() for p in model.parameters()).
+AUTHORS_COUNTS = [(32, 10, 12_272_515, 1_056_395), (64, 143, 13_038_595, 10_283_024),
+                  (128, 143, 10_606_339, 8_570_896)]
+
+
+@pytest.mark.slow_build
+@pytest.mark.parametrize("res,k,g_params,d_params", AUTHORS_COUNTS)
+def test_authors_preset_parameter_counts_equal_theirs(res, k, g_params, d_params):
+    g, d = Generator(k, res, "authors"), Discriminator(k, res, "authors")
     g.build_by_calling()
     d.build_by_calling()
-    assert abs(count_params(g) - 12.27e6) / 12.27e6 < 0.01
-    assert abs(count_params(d) - 1.06e6) / 1.06e6 < 0.02
-    # the authors' D: BatchNorm, no SN, no conv biases
-    assert d.norm == "batch" and not d.spectral_norm
+    assert count_params(g) == g_params and count_params(d) == d_params
+    # the authors' D: no SN, no conv biases; BatchNorm only at 32 px
+    assert not d.spectral_norm and not d.use_bias and d.norm == ("batch" if res == 32 else None)
     assert not any(isinstance(layer, SpectralNorm) for layer in d._flatten_layers())
-    assert all(not b.conv1.use_bias for b in d.blocks)
+    if res == 32:
+        assert PRESETS[("reference", 32)] is PRESETS[("authors", 32)]
+
+
+def test_preact_resnet18_two_heads_parameter_count_and_padding():
+    d = Discriminator(10, 32, "preact_resnet18")
+    d.build_by_calling()
+    assert count_params(d) == 11_164_875
+    logit, cls = d(tf.zeros([2, 32, 32, 3]), training=False)
+    assert logit.shape == (2,) and cls.shape == (2, 10)
+    with pytest.raises(ValueError, match="discriminator only"):
+        Generator(10, 32, "preact_resnet18")
+    # A stride-2 3x3 conv pads one pixel on EVERY side (PyTorch's padding=1): with an all-ones kernel on an
+    # all-ones map, output (0, 0) sums the 2x2 valid corner of its window (4), where TF's "same" would
+    # pad only bottom/right and sum a full 3x3 window (9).
+    block = PreActBlock(1, stride=2)
+    block.build((1, 8, 8, 1))
+    block.conv1.build((1, 10, 10, 1))
+    block.conv1.kernel.assign(tf.ones([3, 3, 1, 1]))
+    first = block.conv1(tf.pad(tf.ones([1, 8, 8, 1]), [[0, 0], [1, 1], [1, 1], [0, 0]]))
+    assert first.shape == (1, 4, 4, 1) and float(first[0, 0, 0, 0]) == 4.0 and float(first[0, 1, 1, 0]) == 9.0
+
+
+def test_discriminator_block_hidden_width_is_the_input_width():
+    for preset, res, k in (("sngan", 64, 143), ("tiny", 32, 10)):
+        d = Discriminator(k, res, preset)
+        d.build_by_calling()
+        widths = [3] + [ch for ch, _ in d.spec.d_blocks]
+        for i, block in enumerate(d.blocks):
+            conv1 = block.conv1.layer if isinstance(block.conv1, SpectralNorm) else block.conv1
+            hidden = widths[i + 1] if block.optimized else widths[i]
+            assert conv1.filters == hidden, (preset, i)
+    # SN-GAN's 64 px projection-free D (with conv biases and SN): about SN-GAN's 10.3 M parameters
+    d = Discriminator(143, 64, "sngan")
+    d.build_by_calling()
+    assert abs(count_params(d) - 10.3e6) < 0.02e6
+
+
+def test_authors_block_puts_batchnorm_after_each_conv():
+    """The block equals conv-BN-ReLU-conv-BN (+ conv-BN shortcut) written out with its own weights."""
+    block = DiscriminatorBlock(6, downsample=True, spectral_norm=False, norm="batch", use_bias=False)
+    x = tf.random.normal([2, 8, 8, 4])
+    block(x, training=False)
+    for bn in (block.bn1, block.bn2, block.bn_sc):  # non-trivial inference statistics and affine terms
+        for w in bn.weights:
+            w.assign(tf.random.uniform(w.shape, 0.5, 1.5))
+
+    def bn(layer, h):
+        g, b, m, v = (w.numpy() for w in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
+        return (h - m) / np.sqrt(v + layer.epsilon) * g + b
+
+    def conv(layer, h):
+        return tf.nn.conv2d(h, layer.kernel, 1, "SAME").numpy()
+
+    pool = lambda h: tf.nn.avg_pool2d(h, 2, 2, "VALID").numpy()
+    h = np.maximum(bn(block.bn1, conv(block.conv1, np.maximum(x.numpy(), 0))), 0)
+    h = pool(bn(block.bn2, conv(block.conv2, h)))
+    sc = pool(bn(block.bn_sc, conv(block.shortcut, x.numpy())))
+    np.testing.assert_allclose(block(x, training=False).numpy(), h + sc, rtol=1e-4, atol=1e-4)
 
 
 def test_sngan_discriminator_spectral_norm_everywhere():
@@ -147,6 +211,10 @@ def test_bad_arguments_are_rejected_clearly():
         Generator(10, 32, "biggan")
     with pytest.raises(ValueError, match="no 64px architecture"):
         Discriminator(10, 64, "reference")
+    with pytest.raises(ValueError, match="no normalisation and no conv biases"):
+        Discriminator(10, 32, "preact_resnet18", norm="batch")
+    with pytest.raises(ValueError, match="norm must be"):
+        Discriminator(10, 32, "tiny", norm="layer")
     with pytest.raises(ValueError, match="channels"):
         Generator(10, 32, "tiny", channels=2)
     with pytest.raises(ValueError, match="head"):
