@@ -456,13 +456,17 @@ def _gather_fn(images):
     return gather
 
 
-def train_dataset(source, batch_size, *, seed=0, start_step=0, dequantize=False):
+def train_dataset(source, batch_size, *, seed=0, start_step=0, augment="none", dequantize=False):
     """Infinite batches of (float32 images in [-1, 1], int32 labels), a pure function of the step.
 
     Batch k comes from epoch k // (N // batch_size) of a permutation drawn with a stateless RNG from
     (seed, epoch); the remainder of each epoch is dropped, so every batch is full (static shapes).
-    Resuming at step k with the same seed replays exactly the batches an uninterrupted run would see.
+    `augment` (one of transforms.AUGMENTATIONS) and `dequantize` (U(0, 1/128) noise) draw from stateless
+    seeds derived from (seed, step) too, so resuming at step k with the same seed replays exactly the
+    batches an uninterrupted run would see.
     """
+    if augment not in transforms.AUGMENTATIONS:
+        raise DataError(f"augmentation must be one of {transforms.AUGMENTATIONS}, got {augment!r}.")
     n = len(source.labels)
     if batch_size > n:
         raise DataError(f"batch size {batch_size} exceeds the {n} examples of {source.info.name}.")
@@ -475,6 +479,8 @@ def train_dataset(source, batch_size, *, seed=0, start_step=0, dequantize=False)
         perm = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
         idx = perm[i * batch_size:(i + 1) * batch_size]
         x = _float_images(gather(idx))
+        if augment != "none":
+            x = transforms.augment(x, augment, tf.stack([tf.cast(seed, tf.int64) + 2, step]))
         if dequantize:
             x = transforms.dequantize(x, tf.stack([tf.cast(seed, tf.int64) + 1, step]))
         return x, tf.gather(labels, idx)

@@ -73,6 +73,19 @@ def test_dequantisation_noise_is_below_one_level():
     assert d.min() >= 0 and d.max() < 1.0 / 128 and d.std() > 1e-3
 
 
+def test_augmented_pipeline_resumes_bit_identically_and_augments():
+    src = data.load("digits")
+    full = [b[0].numpy() for b in data.train_dataset(src, 8, seed=3, augment="crop", dequantize=True).take(6)]
+    resumed = [b[0].numpy() for b in data.train_dataset(src, 8, seed=3, start_step=4, augment="crop",
+                                                        dequantize=True).take(2)]
+    for u, v in zip(full[4:], resumed):
+        np.testing.assert_array_equal(u, v)
+    plain = next(iter(data.train_dataset(src, 8, seed=3)))[0].numpy()
+    assert np.abs(full[0] - plain).max() > 0.1  # crops moved pixels, far beyond the 1/128 noise
+    with pytest.raises(data.DataError, match="augmentation must be one of"):
+        data.train_dataset(src, 8, augment="mixup")
+
+
 def test_eval_dataset_keeps_order_and_last_partial_batch():
     src = data.load("digits", "test")
     ys = np.concatenate([y.numpy() for _, y in data.eval_dataset(src, 64)])
