@@ -4,9 +4,12 @@ All functions return PER-EXAMPLE losses [B]; the train step averages them over t
 (gradients are summed across replicas). Notation follows the paper (eq. 8 and 9): L_S is the
 real/fake log-likelihood, L_C the class log-likelihood.
 
-Defaults are the authors' weights (REFERENCE.md section 2):
-  D: 0.5 * S(real) + 0.5 * C(real) + [split] 1.0 * S(fake)  |  [acgan] 0.5 * S(fake) + 0.5 * C(fake)
-  G: 0.5 * S(fake as real, non-saturating) + 0.5 * C(fake)
+Named weightings (`LossConfig.named`; docs/FIDELITY.md gives the source of each):
+  authors (the default, the authors' train.py):
+    D: 0.5 * S(real) + 0.5 * C(real) + [split] 1.0 * S(fake)  |  [acgan] 0.5 * S(fake) + 0.5 * C(fake)
+    G: 0.5 * S(fake as real, non-saturating) + 0.5 * C(fake)
+  paper: the unweighted sums of eq. 8 / 9 (every weight 1).
+  sngan: the adversarial terms only, weight 1 (SN-GAN's projection baseline; no class loss).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import tensorflow as tf
 
 GAN_LOSSES = ("bce", "hinge")
 VARIANTS = ("split", "acgan")
+WEIGHTINGS = ("authors", "paper", "sngan")
 
 
 def class_ce(class_logits, labels):
@@ -60,6 +64,19 @@ class LossConfig:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"loss variant must be one of {VARIANTS}, got {self.variant!r}.")
+
+    @classmethod
+    def named(cls, weighting="authors", gan_loss="bce", variant="split"):
+        """The LossConfig of a named weighting (see the module docstring)."""
+        if weighting == "authors":
+            return cls(gan_loss=gan_loss, variant=variant)
+        if weighting == "paper":
+            return cls(gan_loss, variant, d_real_adv=1.0, d_real_cls=1.0, d_fake_adv=1.0, d_fake_cls=1.0,
+                       g_adv=1.0, g_cls=1.0)
+        if weighting == "sngan":
+            return cls(gan_loss, variant, d_real_adv=1.0, d_real_cls=0.0, d_fake_adv=1.0, d_fake_cls=0.0,
+                       g_adv=1.0, g_cls=0.0)
+        raise ValueError(f"loss weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
 
     @property
     def fake_adv_weight(self):

@@ -83,3 +83,24 @@ def test_custom_weights_and_validation():
         L.LossConfig(gan_loss="wgan")
     with pytest.raises(ValueError, match="variant"):
         L.LossConfig(variant="both")
+
+
+def test_named_weightings_give_the_closed_form_sums():
+    sr, sf = softplus(-REAL_LOGIT), softplus(FAKE_LOGIT)  # D's real / fake likelihood terms
+    cr = np.array([ce(REAL_CLS[i], REAL_Y[i]) for i in range(2)])
+    cf = np.array([ce(FAKE_CLS[i], FAKE_Y[i]) for i in range(2)])
+    d = lambda cfg: L.discriminator_loss(REAL_LOGIT, REAL_CLS, REAL_Y, FAKE_LOGIT, FAKE_CLS, FAKE_Y, cfg).numpy()
+    g = lambda cfg: L.generator_loss(FAKE_LOGIT, FAKE_CLS, FAKE_Y, cfg).numpy()
+    # paper: the unweighted sums of eq. 9 (split) and eq. 8 (acgan)
+    np.testing.assert_allclose(d(L.LossConfig.named("paper", variant="split")), sr + cr + sf, rtol=1e-5)
+    np.testing.assert_allclose(d(L.LossConfig.named("paper", variant="acgan")), sr + cr + sf + cf, rtol=1e-5)
+    np.testing.assert_allclose(g(L.LossConfig.named("paper")), softplus(-FAKE_LOGIT) + cf, rtol=1e-5)
+    # authors: their 0.5 / 0.5 / 1.0 weights
+    np.testing.assert_allclose(d(L.LossConfig.named("authors")), 0.5 * sr + 0.5 * cr + sf, rtol=1e-5)
+    np.testing.assert_allclose(g(L.LossConfig.named("authors")), 0.5 * softplus(-FAKE_LOGIT) + 0.5 * cf, rtol=1e-5)
+    # sngan: hinge adversarial terms only
+    h = L.LossConfig.named("sngan", gan_loss="hinge")
+    np.testing.assert_allclose(d(h), np.maximum(0, 1 - REAL_LOGIT) + np.maximum(0, 1 + FAKE_LOGIT), rtol=1e-5)
+    np.testing.assert_allclose(g(h), -FAKE_LOGIT, rtol=1e-5)
+    with pytest.raises(ValueError, match="weighting"):
+        L.LossConfig.named("equal")
