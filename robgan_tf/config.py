@@ -10,7 +10,8 @@ from robgan_tf.attacks import LOSSES as ATTACK_LOSSES
 from robgan_tf.losses import LossConfig
 
 MODES = ("robgan", "gan", "advtrain")
-LR_SCHEDULES = ("constant", "linear", "halve")
+LR_SCHEDULES = ("constant", "linear", "halve", "step")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,15 @@ class TrainConfig:
 
     mode: "robgan" (generator + attacker), "gan" (no attacker: AC-GAN / SN-GAN), "advtrain" (no
       generator: Madry adversarial training of the classifier, class loss only).
-    train_steps counts D updates; G is updated once every n_dis D updates.
-    lr_schedule: "constant", "linear" (to 0 at train_steps, SN-GAN), "halve" (every halve_every D
-      updates, the authors' "halve every 50 epochs").
+    train_steps counts D updates; G is updated once every n_dis D updates. Every other count
+    (halve_every, lr_decay_start, lr_boundaries) is in D updates too.
+    lr_schedule: "constant"; "linear" (constant until lr_decay_start, then to 0 at train_steps: SN-GAN);
+      "halve" (every halve_every D updates: the authors' "halve every 50 epochs"); "step" (times
+      lr_step_factor at each of lr_boundaries: Madry et al.).
+    reset_adam: restart Adam's moments and bias correction wherever the halve / step schedule lowers the
+      lr (the authors re-create Adam there).
+    optimizer: "adam" (beta1, beta2, adam_epsilon) or "sgd" (with `momentum`), for both networks.
+    weight_decay: L2 coefficient on D's kernels, added to the loss (Madry et al.: 2e-4 with SGD).
     """
 
     num_classes: int
@@ -64,8 +71,16 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.0
     beta2: float = 0.9
+    adam_epsilon: float = 1e-8
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
     lr_schedule: str = "constant"
     halve_every: int = 0
+    lr_decay_start: int = 0
+    lr_boundaries: tuple = ()
+    lr_step_factor: float = 0.1
+    reset_adam: bool = False
     ema_decay: float | None = None
     loss: LossConfig = LossConfig()
     attack: AttackConfig = AttackConfig()
@@ -87,6 +102,20 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if self.lr_schedule == "halve" and self.halve_every < 1:
             raise ValueError("lr_schedule='halve' needs halve_every >= 1 (D updates between halvings).")
+        if self.lr_schedule == "step" and not self.lr_boundaries:
+            raise ValueError("lr_schedule='step' needs lr_boundaries (D updates at which the lr drops).")
+        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)) or any(b < 1 for b in self.lr_boundaries):
+            raise ValueError(f"lr_boundaries must be increasing positive D-update counts, got {self.lr_boundaries}.")
+        if not 0 <= self.lr_decay_start < self.train_steps:
+            raise ValueError(f"lr_decay_start must be in [0, train_steps), got {self.lr_decay_start}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.adam_epsilon <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("need adam_epsilon > 0, weight_decay >= 0 and 0 <= momentum < 1; got "
+                             f"{self.adam_epsilon}, {self.weight_decay}, {self.momentum}.")
+        if self.reset_adam and (self.optimizer != "adam" or self.lr_schedule not in ("halve", "step")):
+            raise ValueError("reset_adam restarts Adam where a 'halve' or 'step' schedule lowers the lr; it "
+                             "needs optimizer='adam' and one of those schedules.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
         if self.mode == "advtrain" and self.attack.loss == "two_head":
@@ -108,7 +137,8 @@ class FinetuneConfig:
     """Eq. 10 fine-tuning: CE(PGD(x_real)) + lam * CE(PGD(G(z, y_f)), y_f), G frozen.
 
     The authors: lambda 0.3, Adam 1e-3 divided by 10 per stage over 20+20+10+10 epochs (stage
-    boundaries at 1/3, 2/3 and 5/6 of the run), class-head CE attack with step eps/5, 5 steps.
+    boundaries at 1/3, 2/3 and 5/6 of the run), Adam re-created for each stage (reset_adam), class-head
+    CE attack with step eps/5, 5 steps.
     """
 
     num_classes: int
@@ -118,8 +148,8 @@ class FinetuneConfig:
     z_dim: int = 128
     attack: AttackConfig = AttackConfig(loss="ce")
     attack_step_fraction: float = 0.2  # step = eps / 5 when attack.step_size is None
-    augment: bool = True
-    flip: bool = True
+    adam_epsilon: float = 1e-8
+    reset_adam: bool = True
     mixed_precision: bool = False
     seed: int = 0
 

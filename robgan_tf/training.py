@@ -13,23 +13,23 @@ import tensorflow as tf
 from robgan_tf import losses as L
 from robgan_tf.attacks import pgd
 from robgan_tf.config import FinetuneConfig, TrainConfig
-from robgan_tf.transforms import random_crop_flip
 
 
 # ----------------------------------------------------------------------------- schedules / optimizers
 @keras.saving.register_keras_serializable(package="robgan_tf")
 class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """lr * max(0, 1 - step / total_steps): SN-GAN's linear decay to 0."""
+    """lr until `start`, then linearly to 0 at `total_steps` (SN-GAN's linear decay with a start step)."""
 
-    def __init__(self, lr, total_steps):
-        self.lr, self.total_steps = float(lr), int(total_steps)
+    def __init__(self, lr, total_steps, start=0):
+        self.lr, self.total_steps, self.start = float(lr), int(total_steps), int(start)
 
     def __call__(self, step):
-        frac = tf.cast(step, tf.float32) / float(max(self.total_steps, 1))
-        return self.lr * tf.maximum(0.0, 1.0 - frac)
+        span = float(max(self.total_steps - self.start, 1))
+        frac = (tf.cast(step, tf.float32) - float(self.start)) / span
+        return self.lr * tf.clip_by_value(1.0 - frac, 0.0, 1.0)
 
     def get_config(self):
-        return {"lr": self.lr, "total_steps": self.total_steps}
+        return {"lr": self.lr, "total_steps": self.total_steps, "start": self.start}
 
 
 @keras.saving.register_keras_serializable(package="robgan_tf")
@@ -47,35 +47,135 @@ class Halving(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "every": self.every}
 
 
-def make_schedule(kind, lr, total_steps, halve_every=0):
-    """A learning rate or schedule; `total_steps` / `halve_every` count this optimizer's own updates."""
+@keras.saving.register_keras_serializable(package="robgan_tf")
+class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * factor ** (number of boundaries <= step): the lr drops AT each boundary, where ResettingAdam
+    restarts (Keras' PiecewiseConstantDecay drops one update later, after the boundary)."""
+
+    def __init__(self, lr, boundaries, factor=0.1):
+        self.lr, self.boundaries, self.factor = float(lr), tuple(int(b) for b in boundaries), float(factor)
+
+    def __call__(self, step):
+        passed = tf.reduce_sum(tf.cast(tf.constant(self.boundaries, tf.int64) <= tf.cast(step, tf.int64),
+                                       tf.float32))
+        return self.lr * tf.pow(self.factor, passed)
+
+    def get_config(self):
+        return {"lr": self.lr, "boundaries": list(self.boundaries), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="robgan_tf")
+class ResettingAdam(keras.optimizers.Adam):
+    """Adam that starts afresh -- zero moments, bias correction from step 1 -- at given update counts.
+
+    The authors lower a learning rate by re-creating their torch Adam, which discards its moments; this
+    does the same in-graph (so it works under tf.distribute and resumes from a checkpoint): at the first
+    update of each stage the moments are zeroed, and the bias correction uses the stage-local step s
+    instead of the global one t (by rescaling the learning rate passed to Keras' own Adam update).
+    Stages start every `restart_every` updates and at each count in `restart_at`.
+    """
+
+    def __init__(self, restart_every=0, restart_at=(), **kwargs):
+        super().__init__(**kwargs)
+        self.restart_every, self.restart_at = int(restart_every), tuple(int(b) for b in restart_at)
+
+    def _stage_start(self):
+        it = tf.cast(self.iterations, tf.int64)
+        start = tf.zeros([], tf.int64)
+        if self.restart_every:
+            start = (it // self.restart_every) * self.restart_every
+        if self.restart_at:
+            at = tf.constant(self.restart_at, tf.int64)
+            start = tf.maximum(start, tf.reduce_max(tf.where(at <= it, at, tf.zeros_like(at))))
+        return start
+
+    def update_step(self, gradient, variable, learning_rate):
+        it = tf.cast(self.iterations, tf.int64)
+        start = self._stage_start()
+        index = self._get_variable_index(variable)
+        for slot in (self._momentums[index], self._velocities[index]):
+            self.assign(slot, tf.where(it == start, tf.zeros_like(slot), slot))
+        dtype = variable.dtype
+        t = tf.cast(it + 1, dtype)
+        s = tf.cast(it - start + 1, dtype)
+        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        # Keras applies alpha_t = lr * sqrt(1 - b2^t) / (1 - b1^t); a fresh Adam would use s for t.
+        fix = (tf.sqrt(1 - b2 ** s) / (1 - b1 ** s)) / (tf.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        super().update_step(gradient, variable, tf.cast(learning_rate, dtype) * fix)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(restart_every=self.restart_every, restart_at=list(self.restart_at))
+        return config
+
+
+def make_schedule(kind, lr, total_steps, halve_every=0, decay_start=0, boundaries=(), factor=0.1):
+    """A learning rate or schedule. Every count is in this optimizer's own updates."""
     if kind == "constant":
         return float(lr)
     if kind == "linear":
-        return LinearDecay(lr, total_steps)
+        return LinearDecay(lr, total_steps, decay_start)
     if kind == "halve":
         return Halving(lr, max(int(halve_every), 1))
+    if kind == "step":
+        return StepDecay(lr, boundaries, factor)
     raise ValueError(f"Unknown lr schedule {kind!r}.")
 
 
-def _adam(lr, beta1, beta2, mixed_precision, name):
-    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
-    # compile() would wrap only self.optimizer; both must be loss-scaled (TF_KERAS_NOTES item 7).
+def make_optimizer(kind, lr, *, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum=0.9, mixed_precision=False,
+                   restart_every=0, restart_at=(), name="optimizer"):
+    """Adam (restarting its moments at the given counts when any are given) or SGD with momentum,
+    loss-scaled under mixed precision (compile() would wrap only self.optimizer; both GAN optimizers
+    must be: BUILD_NOTES, Distribution)."""
+    if kind == "adam":
+        adam_args = dict(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=epsilon, name=name)
+        opt = (ResettingAdam(restart_every, restart_at, **adam_args) if restart_every or restart_at
+               else keras.optimizers.Adam(**adam_args))
+    elif kind == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, name=name)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}.")
     return keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_ls") if mixed_precision else opt
 
 
 def make_optimizers(config: TrainConfig):
-    """(d_optimizer, g_optimizer): Adam(lr, beta1, beta2) with the configured schedules.
+    """(d_optimizer, g_optimizer) with the configured kind, schedules and restarts.
 
-    G takes one step per n_dis D steps, so its schedule spans train_steps / n_dis of its own steps.
+    Counts in the config are D updates; G takes one step per n_dis D updates, so its schedule and
+    restarts are the same points in G's own steps.
     """
-    g_steps = max(config.train_steps // config.n_dis, 1)
-    d_lr = make_schedule(config.lr_schedule, config.lr_d, config.train_steps, config.halve_every)
-    g_lr = make_schedule(config.lr_schedule, config.lr_g, g_steps, max(config.halve_every // config.n_dis, 1))
-    d_opt = _adam(d_lr, config.beta1, config.beta2, config.mixed_precision, "d_adam")
-    g_opt = (_adam(g_lr, config.beta1, config.beta2, config.mixed_precision, "g_adam")
-             if config.uses_generator else None)
+    n = config.n_dis
+    g_steps = max(config.train_steps // n, 1)
+
+    def build(own_steps, per, lr, name):
+        boundaries = tuple(max(b // per, 1) for b in config.lr_boundaries)
+        halve_every = max(config.halve_every // per, 1)
+        schedule = make_schedule(config.lr_schedule, lr, own_steps, halve_every, config.lr_decay_start // per,
+                                 boundaries, config.lr_step_factor)
+        restart_every, restart_at = 0, ()
+        if config.reset_adam and config.lr_schedule == "halve":
+            restart_every = halve_every
+        if config.reset_adam and config.lr_schedule == "step":
+            restart_at = boundaries
+        return make_optimizer(config.optimizer, schedule, beta1=config.beta1, beta2=config.beta2,
+                              epsilon=config.adam_epsilon, momentum=config.momentum,
+                              mixed_precision=config.mixed_precision, restart_every=restart_every,
+                              restart_at=restart_at, name=name)
+
+    d_opt = build(config.train_steps, 1, config.lr_d, "d_opt")
+    g_opt = build(g_steps, n, config.lr_g, "g_opt") if config.uses_generator else None
     return d_opt, g_opt
+
+
+def weight_decay_loss(variables, weight_decay):
+    """weight_decay * sum ||W||^2 / 2 over kernels (rank >= 2: convs, dense layers, embeddings; no biases
+    or BN), as Madry et al.'s code adds it to the loss; divided by the replica count because gradients are
+    summed across replicas."""
+    if not weight_decay:
+        return 0.0
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync if tf.distribute.has_strategy() else 1
+    kernels = [tf.cast(v, tf.float32) for v in variables if len(v.shape) >= 2]
+    return weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels]) / replicas
 
 
 def current_lr(optimizer):
@@ -130,13 +230,17 @@ class RobGAN(keras.Model):
         # Distribution-aware, checkpointable RNG for z, fake labels and random starts: each replica
         # draws its own stream inside strategy.run.
         self.rng = tf.random.Generator.from_seed(config.seed)
-        self.ema_weights = []
+        self.ema_weights, self._ema_generator = [], None
         if self.generator is not None and config.ema_decay is not None:
             for w in self.generator.weights:
                 ema = self.add_weight(shape=w.shape, initializer="zeros", trainable=False,
                                       aggregation="only_first_replica", name="ema_" + w.name)
                 ema.assign(w)
                 self.ema_weights.append(ema)
+            # The model sampled and exported with: built once (in the caller's strategy scope), its
+            # weights refreshed from the EMA variables by sampling_generator().
+            self._ema_generator = type(generator).from_config(generator.get_config())
+            self._ema_generator.build_by_calling()
         names = ["d_loss", "real_class_acc"]
         if self.generator is not None:
             names += ["g_loss", "real_fake_acc", "fake_class_acc"]
@@ -153,7 +257,7 @@ class RobGAN(keras.Model):
         super().compile(optimizer=d_optimizer, jit_compile=jit_compile, **kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         # Create slot variables now, inside the caller's strategy scope, not lazily in the traced
-        # step (TF_KERAS_NOTES item 5).
+        # step (BUILD_NOTES.md, Distribution).
         d_optimizer.build(self.discriminator.trainable_variables)
         if g_optimizer is not None:
             g_optimizer.build(self.generator.trainable_variables)
@@ -187,7 +291,9 @@ class RobGAN(keras.Model):
                 fake_logit, fake_cls = d(x_fake, y_fake, training=True)
                 per_example = L.discriminator_loss(real_logit, real_cls, labels, fake_logit, fake_cls,
                                                    y_fake, cfg.loss)
-            scaled_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+            loss = tf.nn.compute_average_loss(per_example) + weight_decay_loss(d.trainable_variables,
+                                                                               cfg.weight_decay)
+            scaled_loss = self.d_optimizer.scale_loss(loss)
         _apply(self.d_optimizer, tape, scaled_loss, d.trainable_variables)
         self._trackers["d_loss"].update_state(tf.reduce_mean(per_example))
         self._trackers["real_class_acc"].update_state(_accuracy(real_cls, labels))
@@ -232,14 +338,13 @@ class RobGAN(keras.Model):
 
     # -- sampling / export
     def sampling_generator(self):
-        """The generator to sample and export with: an EMA copy when EMA is on, else G itself."""
+        """The generator to sample and export with: G itself, or with EMA on, one persistent copy holding
+        the CURRENT EMA weights (refreshed on every call, so call it after restoring a checkpoint)."""
         if not self.ema_weights:
             return self.generator
-        g = self.generator
-        copy = type(g).from_config(g.get_config())
-        copy.build_by_calling()
-        copy.set_weights([w.numpy() for w in self.ema_weights])
-        return copy
+        for dst, src in zip(self._ema_generator.weights, self.ema_weights):
+            dst.assign(src)
+        return self._ema_generator
 
 
 def make_distributed_step(model, strategy, jit_compile=False):
@@ -269,6 +374,7 @@ class FineTuner(keras.Model):
 
     G is frozen and sampled in inference mode; the classifier is trained in training mode (the
     authors' code leaves it in inference mode after its first attack -- a defect not copied here).
+    Augmentation, as in training, belongs to the input pipeline (data.train_dataset).
     With generator=None (or lam=0) it is plain Madry adversarial training of the classifier.
     """
 
@@ -306,8 +412,6 @@ class FineTuner(keras.Model):
     def train_step(self, data):
         cfg = self.config
         images, labels = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
-        if cfg.augment:
-            images = random_crop_flip(images, pad=4, flip=cfg.flip, rng=self.rng)
         x_real = self._attack(images, labels)
         use_fake = self.generator is not None and cfg.lam > 0
         if use_fake:
@@ -330,11 +434,15 @@ class FineTuner(keras.Model):
         return {name: m.result() for name, m in self._trackers.items()}
 
 
+def finetune_boundaries(steps):
+    """The fine-tuning stage boundaries: 1/3, 2/3 and 5/6 of the run (the authors' 20+20+10+10 epochs)."""
+    return tuple(sorted({max(steps // 3, 1), max(2 * steps // 3, 2), max(5 * steps // 6, 3)}))
+
+
 def make_finetune_optimizer(config: FinetuneConfig):
-    """Adam(lr) divided by 10 at 1/3, 2/3 and 5/6 of the run (the authors' 20+20+10+10 epochs)."""
-    s = config.steps
-    boundaries = [max(s // 3, 1), max(2 * s // 3, 2), max(5 * s // 6, 3)]
-    boundaries = sorted(set(boundaries))
-    values = [config.lr * 0.1 ** i for i in range(len(boundaries) + 1)]
-    lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    return _adam(lr, 0.9, 0.999, config.mixed_precision, "finetune_adam")
+    """Adam(lr) divided by 10 at each stage boundary, restarted there too when config.reset_adam (the
+    authors re-create Adam for every stage)."""
+    boundaries = finetune_boundaries(config.steps)
+    lr = make_schedule("step", config.lr, config.steps, boundaries=boundaries, factor=0.1)
+    return make_optimizer("adam", lr, epsilon=config.adam_epsilon, mixed_precision=config.mixed_precision,
+                          restart_at=boundaries if config.reset_adam else (), name="finetune_adam")

@@ -13,11 +13,13 @@ from robgan_tf.config import AttackConfig, FinetuneConfig, TrainConfig
 from robgan_tf.models import Discriminator, Generator
 from robgan_tf.training import (
     FineTuner,
+    ResettingAdam,
     RobGAN,
     current_lr,
     make_distributed_step,
     make_finetune_optimizer,
     make_optimizers,
+    weight_decay_loss,
 )
 
 K, Z = 3, 8
@@ -120,6 +122,55 @@ def test_learning_rate_schedules():
         assert float(current_lr(ft)) == pytest.approx(lr)
 
 
+def test_linear_decay_start_and_step_schedule():
+    cfg = TrainConfig(num_classes=K, mode="gan", train_steps=100, lr_schedule="linear", lr_decay_start=60)
+    d_opt, _ = make_optimizers(cfg)
+    for it, factor in ((0, 1.0), (60, 1.0), (80, 0.5), (100, 0.0)):
+        d_opt.iterations.assign(it)
+        assert float(current_lr(d_opt)) == pytest.approx(2e-4 * factor)
+    madry = TrainConfig(num_classes=K, mode="advtrain", attack=AttackConfig(eps=0.06, steps=2, loss="ce"),
+                        optimizer="sgd", lr_d=0.1, lr_schedule="step", lr_boundaries=(40, 60), weight_decay=2e-4)
+    d_opt, g_opt = make_optimizers(madry)
+    assert isinstance(d_opt, keras.optimizers.SGD) and d_opt.momentum == 0.9 and g_opt is None
+    for it, lr in ((39, 0.1), (40, 0.01), (59, 0.01), (60, 0.001)):
+        d_opt.iterations.assign(it)
+        assert float(current_lr(d_opt)) == pytest.approx(lr)
+    with pytest.raises(ValueError, match="lr_boundaries"):
+        TrainConfig(num_classes=K, lr_schedule="step")
+    with pytest.raises(ValueError, match="reset_adam"):
+        TrainConfig(num_classes=K, reset_adam=True)  # a constant lr is never lowered
+
+
+def test_resetting_adam_equals_a_freshly_created_adam_at_each_restart():
+    """The authors re-create Adam when they halve the lr; ResettingAdam must land on the same weights."""
+    grads = [tf.constant([0.3, -1.0, 2.0]) * (1 + 0.5 * i) * (-1) ** i for i in range(7)]
+    init = np.array([1.0, -2.0, 0.5], np.float32)
+    v = tf.Variable(init)
+    opt = ResettingAdam(restart_every=3, learning_rate=0.1, beta_1=0.0, beta_2=0.9, epsilon=1e-8)
+    for g in grads:
+        opt.apply([g], [v])
+    ref = tf.Variable(init)
+    for start in range(0, 7, 3):  # a brand-new Adam for steps 0-2, 3-5 and 6
+        fresh = keras.optimizers.Adam(learning_rate=0.1, beta_1=0.0, beta_2=0.9, epsilon=1e-8)
+        for g in grads[start:start + 3]:
+            fresh.apply([g], [ref])
+    np.testing.assert_allclose(v.numpy(), ref.numpy(), rtol=1e-6)
+    kept = tf.Variable(init)  # and it differs from an Adam that keeps its moments
+    plain = keras.optimizers.Adam(learning_rate=0.1, beta_1=0.0, beta_2=0.9, epsilon=1e-8)
+    for g in grads:
+        plain.apply([g], [kept])
+    assert np.abs(kept.numpy() - v.numpy()).max() > 1e-3
+    # the authors' fine-tuning stages restart too
+    ft = make_finetune_optimizer(FinetuneConfig(num_classes=K, steps=60))
+    assert isinstance(ft, ResettingAdam) and ft.restart_at == (20, 40, 50) and ft.epsilon == 1e-8
+
+
+def test_weight_decay_is_half_the_squared_kernel_norm_and_skips_biases():
+    kernel, bias = tf.Variable(tf.fill([2, 3], 2.0)), tf.Variable(tf.fill([3], 5.0))
+    assert float(weight_decay_loss([kernel, bias], 2e-4)) == pytest.approx(2e-4 * 0.5 * 6 * 4.0)
+    assert weight_decay_loss([kernel, bias], 0.0) == 0.0
+
+
 def _train_steps(strategy, batches, init, preset, eps, steps):
     with strategy.scope():
         cfg = TrainConfig(num_classes=K, mode="advtrain", attack=AttackConfig(eps=eps, steps=2, loss="ce"))
@@ -175,7 +226,7 @@ def test_batchnorm_moving_statistics_identical_on_every_replica():
     ds = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, K, 16).astype(np.int32))).batch(16)
     make_distributed_step(model, strategy)(iter(strategy.experimental_distribute_dataset(ds)))
     stats = [w for w in model.discriminator.non_trainable_weights if "moving" in w.path]
-    assert len(stats) == 2 * 8
+    assert len(stats) == 2 * 10  # BN after each conv: 3 + 3 (with shortcuts) + 2 + 2
     for w in stats:
         local = [t.numpy() for t in strategy.experimental_local_results(w.value)]
         np.testing.assert_array_equal(local[0], local[1], err_msg=w.path)
@@ -218,8 +269,7 @@ def test_jit_compiled_train_step_matches_eager_semantics():
 def test_finetuner_updates_classifier_only_in_training_mode():
     g = Generator(K, 32, "tiny", channels=1, z_dim=Z)
     d = Discriminator(K, 32, "tiny", channels=1)
-    cfg = FinetuneConfig(num_classes=K, steps=3, z_dim=Z, attack=AttackConfig(eps=0.05, steps=2, loss="ce"),
-                         flip=False)
+    cfg = FinetuneConfig(num_classes=K, steps=3, z_dim=Z, attack=AttackConfig(eps=0.05, steps=2, loss="ce"))
     ft = FineTuner(d.classifier(), g, cfg)
     ft.compile()
     g_before = [w.numpy().copy() for w in g.weights]
