@@ -1,6 +1,6 @@
 """Time Rob-GAN training iterations of any configuration on synthetic data.
 
-The authors' CIFAR configuration (REFERENCE.md section 2: their 12.3 M generator, their 1.06 M BatchNorm
+The authors' CIFAR configuration (docs/FIDELITY.md: their 12.3 M generator, their 1.06 M BatchNorm
 discriminator, batch 64, 32x32, 5-step PGD, one D and one G step, split loss):
 
     python launch/benchmark.py --arch=reference --n_dis=1 --batch_size=64 --attack_steps=5
@@ -17,7 +17,9 @@ from absl import app, flags
 
 import common  # noqa: F401
 
-flags.DEFINE_enum("arch", "reference", ["sngan", "reference", "tiny"], "Width preset.")
+flags.DEFINE_enum("arch", "reference", ["sngan", "authors", "reference", "tiny"], "Network preset of G and D.")
+flags.DEFINE_enum("d_arch", "same", ["same", "sngan", "authors", "reference", "tiny", "preact_resnet18"],
+                  "Discriminator preset when it differs from --arch.")
 flags.DEFINE_integer("resolution", 32, "Image size.")
 flags.DEFINE_integer("channels", 3, "Image channels.")
 flags.DEFINE_integer("num_classes", 10, "Classes.")
@@ -83,7 +85,7 @@ def main(argv):
                                           step_size=FLAGS.attack_step_size,
                                           loss="ce" if FLAGS.mode == "advtrain" else "two_head"))
     try:
-        d = Discriminator(k, r, FLAGS.arch, channels=c)
+        d = Discriminator(k, r, FLAGS.arch if FLAGS.d_arch == "same" else FLAGS.d_arch, channels=c)
         g = Generator(k, r, FLAGS.arch, channels=c) if FLAGS.mode != "advtrain" else None
     except ValueError as e:
         common.fail(str(e))

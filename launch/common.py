@@ -20,20 +20,21 @@ FLAGS = flags.FLAGS
 _FIELDS = dataclasses.fields(ExperimentConfig)
 
 
-def define_experiment_flags():
+def define_experiment_flags(flag_values=FLAGS):
     for f in _FIELDS:
         help_text = f.metadata.get("help", f.name)
         choices = f.metadata.get("choices")
+        kw = dict(flag_values=flag_values)
         if f.type in (bool, "bool"):
-            flags.DEFINE_bool(f.name, f.default, help_text)
+            flags.DEFINE_bool(f.name, f.default, help_text, **kw)
         elif f.type in (int, "int"):
-            flags.DEFINE_integer(f.name, f.default, help_text)
+            flags.DEFINE_integer(f.name, f.default, help_text, **kw)
         elif f.type in (float, "float"):
-            flags.DEFINE_float(f.name, f.default, help_text)
+            flags.DEFINE_float(f.name, f.default, help_text, **kw)
         elif choices:
-            flags.DEFINE_enum(f.name, f.default, list(choices), help_text)
+            flags.DEFINE_enum(f.name, f.default, list(choices), help_text, **kw)
         else:
-            flags.DEFINE_string(f.name, f.default, help_text)
+            flags.DEFINE_string(f.name, f.default, help_text, **kw)
 
 
 def config_from_flags():

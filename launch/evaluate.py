@@ -33,7 +33,8 @@ flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3"
                   "Also score the generator (of the run, or the export/generator beside an exported classifier): "
                   "Inception Score and FID against "
                   "the train split, with this backend, plus the per-class label accuracy of generated images. "
-                  "tf_inception_2015 gives the numbers comparable with published ones; classifier works offline "
+                  "tf_inception_2015 gives numbers comparable with SN-GAN's (TF-Inception) published ones, not with "
+                  "the Rob-GAN paper's (torchvision Inception); classifier works offline "
                   "but is not comparable; keras_inception_v3 is a proxy.")
 flags.DEFINE_string("inception_weights", "", "Local weights for the Inception backends (nothing is downloaded): "
                     "classify_image_graph_def.pb or inception-2015-12-05.tgz for --quality=tf_inception_2015; "
@@ -61,7 +62,7 @@ def _load_model(path):
                 m = json.load(f)
             defaults = {"dataset": m.get("dataset"), "data_dir": m.get("training_flags", {}).get("data_dir", ""),
                         "resolution": m.get("resolution")}
-            defaults.update(num_classes=m.get("num_classes"), z_dim=m.get("z_dim"),
+            defaults.update(num_classes=m.get("num_classes"), z_dim=m.get("z_dim"), weights=m.get("weights"),
                             stats_dir=os.path.dirname(os.path.abspath(manifest)))
             g_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generator")
             if m.get("z_dim") and os.path.exists(os.path.join(g_path, "saved_model.pb")):
@@ -80,8 +81,8 @@ def _load_model(path):
         cfg = ExperimentConfig.from_dict(json.load(f))
     runner.setup_runtime(cfg)
     run = runner.Run(cfg, need_train_data=False)
-    classifier = runner.load_final_classifier(run)
-    return classifier, {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
+    classifier, provenance = runner.load_final_classifier(run)
+    return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
                         "generator": run.sampling_generator() if run.generator is not None else None,
                         "num_classes": run.num_classes, "z_dim": cfg.z_dim,
                         "stats_dir": os.path.join(cfg.logdir, "eval")}
@@ -175,6 +176,7 @@ def main(argv):
                 save_examples=FLAGS.save_examples or None)
             print(evaluation.markdown_table(result))
             print("sanity:", json.dumps(result["sanity"]))
+        result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
         if FLAGS.quality != "none":
             result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
         if FLAGS.json_out:

@@ -15,7 +15,7 @@ def main(argv):
 
     def go():
         run = runner.Run(cfg, need_train_data=False)
-        paths = export.export_run(run, runner.load_final_classifier(run))
+        paths = export.export_run(run, *runner.load_final_classifier(run))
         for k, v in paths.items():
             print(f"{k}: {v}")
 

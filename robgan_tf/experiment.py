@@ -11,12 +11,18 @@ import json
 import os
 
 from robgan_tf import data as data_lib
-from robgan_tf.config import AttackConfig, FinetuneConfig, LR_SCHEDULES, MODES, TrainConfig
-from robgan_tf.losses import GAN_LOSSES, VARIANTS, LossConfig
-from robgan_tf.models import get_spec
+from robgan_tf.config import AttackConfig, FinetuneConfig, LR_SCHEDULES, MODES, OPTIMIZERS, TrainConfig
+from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
+from robgan_tf.models import D_ONLY_PRESETS, HEADS, Discriminator, Generator, get_spec
+from robgan_tf.transforms import AUGMENTATIONS
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-ARCHS = ("sngan", "reference", "tiny")
+ARCHS = ("sngan", "authors", "reference", "tiny")
+D_ARCHS = ("same",) + ARCHS + D_ONLY_PRESETS
+TRISTATE = ("preset", "on", "off")
+# The authors' training-stage augmentation per dataset (no flips for digits: they are not mirror-symmetric).
+AUTO_AUGMENT = {"cifar10": "crop_flip", "imagenet143": "resized_crop_flip", "digits": "crop",
+                "folder": "crop_flip", "npz": "crop_flip"}
 PAPER_EPS = {"cifar10": (0.0, 0.02, 0.04, 0.08), "imagenet143": (0.0, 0.01, 0.02, 0.03)}
 DEFAULT_EPS = (0.0, 0.02, 0.04, 0.08)
 
@@ -33,13 +39,29 @@ class ExperimentConfig:
     download: bool = _f(False, "Let tensorflow-datasets download CIFAR-10 if no local copy is found.")
     resolution: int = _f(0, "Image size (32, 64, 128). 0: the dataset's own (digits and CIFAR-10: 32).")
     # model
-    arch: str = _f("tiny", "Width preset: sngan (SN-GAN), reference (the authors' CIFAR nets), tiny (CPU).", ARCHS)
+    arch: str = _f("tiny", "Network preset of G and D: sngan (SN-GAN), authors (the Rob-GAN authors' nets at 32/64/"
+                   "128 px; reference = authors at 32 px), tiny (CPU demos). See docs/FIDELITY.md.", ARCHS)
+    d_arch: str = _f("same", "Discriminator preset when it differs from --arch, e.g. preact_resnet18 (the paper's "
+                     "CIFAR ResNet18 with two heads, 32 px only).", D_ARCHS)
+    d_head: str = _f("acgan", "acgan (two heads, Rob-GAN) or projection (SN-GAN's projection discriminator).", HEADS)
+    d_spectral_norm: str = _f("preset", "Spectral norm on every D layer: preset (sngan/tiny on, authors off), on, off.",
+                              TRISTATE)
+    d_norm: str = _f("preset", "D normalisation: preset (BatchNorm after each conv for authors at 32 px, else none), "
+                     "batch, none.", ("preset", "batch", "none"))
+    d_bias: str = _f("preset", "Conv biases in D: preset (sngan/tiny on, authors off), on, off.", TRISTATE)
     z_dim: int = _f(128, "Generator noise dimension.")
     # method
     mode: str = _f("robgan", "robgan: G + D + attacker; gan: no attacker (AC-GAN/SN-GAN); advtrain: no G (Madry).",
                    MODES)
     loss_variant: str = _f("split", "split (eq. 9: D's class loss on reals only) or acgan (eq. 8).", VARIANTS)
     gan_loss: str = _f("bce", "bce (the paper's log-likelihood, non-saturating G) or hinge.", GAN_LOSSES)
+    loss_weights: str = _f("authors", "Loss term weights: authors (D 0.5 S_real + 0.5 C_real + 1.0 S_fake; G 0.5/0.5), "
+                           "paper (the unweighted sums of eq. 8/9), sngan (adversarial terms only).", WEIGHTINGS)
+    augment: str = _f("auto", "Training and fine-tuning augmentation. auto: the authors' for the dataset (cifar10 "
+                      "crop_flip, imagenet143 resized_crop_flip, digits crop, folder/npz crop_flip).",
+                      ("auto",) + AUGMENTATIONS)
+    dequantize: bool = _f(True, "Add U(0, 1/128) noise to real images in the GAN/adversarial training stage "
+                          "(SN-GAN and the authors); never in fine-tuning or evaluation.")
     attack_eps: float = _f(0.0625, "PGD l_inf radius during training, in [-1, 1] units (8/255 on [0,1] = 0.0627).")
     attack_steps: int = _f(5, "PGD steps during training and fine-tuning.")
     attack_step_size: float = _f(0.0, "PGD step size in training; 0: 2.5*eps/steps. The authors used 0.0078.")
@@ -48,9 +70,22 @@ class ExperimentConfig:
     batch_size: int = _f(64, "Global batch size of one D update.")
     lr_g: float = _f(2e-4, "Generator Adam learning rate.")
     lr_d: float = _f(2e-4, "Discriminator Adam learning rate.")
-    lr_schedule: str = _f("constant", "constant, linear (to 0, SN-GAN) or halve (every --halve_every D updates).",
-                          LR_SCHEDULES)
+    optimizer: str = _f("adam", "adam (betas 0, 0.9) or sgd (with --momentum; Madry's recipe), for G and D.",
+                        OPTIMIZERS)
+    adam_beta1: float = _f(0.0, "Adam beta1 (the authors' and SN-GAN's GAN setting: 0).")
+    adam_beta2: float = _f(0.9, "Adam beta2 (the authors' and SN-GAN's GAN setting: 0.9).")
+    adam_epsilon: float = _f(1e-8, "Adam epsilon (PyTorch's default, as the authors).")
+    momentum: float = _f(0.9, "SGD momentum for --optimizer=sgd.")
+    weight_decay: float = _f(0.0, "L2 weight decay on D's kernels, added to the loss (Madry: 2e-4).")
+    lr_schedule: str = _f("constant", "constant; linear (to 0 at the end, from --lr_decay_start: SN-GAN); halve "
+                          "(every --halve_every D updates: the authors); step (x --lr_step_factor at each of "
+                          "--lr_boundaries: Madry).", LR_SCHEDULES)
     halve_every: int = _f(0, "D updates between halvings for --lr_schedule=halve.")
+    lr_decay_start: int = _f(0, "D updates before the linear decay starts (--lr_schedule=linear).")
+    lr_boundaries: str = _f("", "Comma-separated D-update counts where --lr_schedule=step multiplies the lr.")
+    lr_step_factor: float = _f(0.1, "Factor applied at each --lr_boundaries count.")
+    reset_adam: bool = _f(False, "Restart Adam's moments where the halve/step schedule lowers the lr (the "
+                          "authors re-create Adam there).")
     ema_decay: float = _f(0.0, "Generator weight EMA decay for sampling and export; 0: off.")
     train_steps: int = _f(500, "Training length in D updates.")
     # fine-tuning (eq. 10)
@@ -58,6 +93,8 @@ class ExperimentConfig:
     finetune_lambda: float = _f(0.3, "Weight of the fake-image term in eq. 10.")
     finetune_lr: float = _f(1e-3, "Fine-tuning Adam learning rate (divided by 10 at 1/3, 2/3 and 5/6).")
     finetune_eps: float = _f(-1.0, "PGD radius during fine-tuning; -1: --attack_eps.")
+    finetune_batch_size: int = _f(0, "Fine-tuning batch size (the authors: 128 after training at 64); 0: --batch_size.")
+    finetune_reset_adam: bool = _f(True, "Restart Adam at each fine-tuning stage (the authors re-create it).")
     # evaluation
     eval_eps: str = _f("", "Comma-separated eps grid for evaluation; empty: the paper's grid for the dataset.")
     eval_examples: int = _f(0, "Test examples to evaluate; 0: the whole test split.")
@@ -88,12 +125,22 @@ class ExperimentConfig:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {list(choices)}.")
         if self.resolution not in (0, 32, 64, 128):
             raise ValueError(f"--resolution must be 32, 64 or 128 (or 0 for the dataset's own), got {self.resolution}.")
-        try:
-            get_spec(self.arch, self.image_resolution)
-        except ValueError as e:
-            raise ValueError(f"--arch={self.arch} --resolution={self.image_resolution}: {e}") from None
+        for flag, preset in (("arch", self.arch), ("d_arch", self.discriminator_preset)):
+            try:
+                get_spec(preset, self.image_resolution)
+            except ValueError as e:
+                raise ValueError(f"--{flag}={preset} --resolution={self.image_resolution}: {e}") from None
+        if self.discriminator_preset == "preact_resnet18" and (self.d_norm == "batch" or self.d_bias == "on"):
+            raise ValueError("--d_arch=preact_resnet18 has no BatchNorm and no conv biases (the authors' "
+                             "PreActResNet18); drop --d_norm=batch / --d_bias=on.")
+        if self.d_head == "projection" and self.mode == "advtrain":
+            raise ValueError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
+                             "trains a classifier: use --d_head=acgan.")
         positive = ("batch_size", "train_steps", "n_dis", "checkpoint_every", "keep_checkpoints", "log_every",
                     "sample_every", "cpu_replicas", "z_dim")
+        if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
+            raise ValueError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
+                             f"divide evenly over --cpu_replicas={self.cpu_replicas}.")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
@@ -116,8 +163,37 @@ class ExperimentConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
-        self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
+        try:
+            self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
+        except ValueError as e:  # name the flags, not the dataclass fields
+            raise ValueError(f"{e} (flags: --{' --'.join(self._TRAIN_FLAGS)})") from None
         return self
+
+    _TRAIN_FLAGS = ("lr_schedule", "halve_every", "lr_boundaries", "lr_decay_start", "reset_adam", "optimizer")
+
+    @property
+    def discriminator_preset(self):
+        return self.arch if self.d_arch == "same" else self.d_arch
+
+    @property
+    def augmentation(self):
+        """The training / fine-tuning augmentation, "auto" resolved for the dataset."""
+        return AUTO_AUGMENT[self.dataset] if self.augment == "auto" else self.augment
+
+    @property
+    def finetune_batch(self):
+        return self.finetune_batch_size or self.batch_size
+
+    def build_models(self, num_classes, resolution, channels):
+        """(generator or None in advtrain, discriminator) as these flags ask; call inside the strategy scope."""
+        tri = {"preset": None, "on": True, "off": False}
+        d = Discriminator(num_classes, resolution, self.discriminator_preset, channels=channels, head=self.d_head,
+                          spectral_norm=tri[self.d_spectral_norm],
+                          norm={"preset": "preset", "batch": "batch", "none": None}[self.d_norm],
+                          use_bias=tri[self.d_bias])
+        g = (Generator(num_classes, resolution, self.arch, channels=channels, z_dim=self.z_dim)
+             if self.mode != "advtrain" else None)
+        return g, d
 
     def eps_grid(self):
         if not self.eval_eps:
@@ -136,30 +212,47 @@ class ExperimentConfig:
         return -(-self.train_steps // self.n_dis)
 
     def attack_config(self):
+        two_head = self.mode != "advtrain" and self.d_head == "acgan"
         return AttackConfig(eps=self.attack_eps, steps=self.attack_steps,
                             step_size=self.attack_step_size or None, random_start=self.attack_random_start,
-                            loss="ce" if self.mode == "advtrain" else "two_head")
+                            loss="two_head" if two_head else "ce")
+
+    def lr_boundary_list(self):
+        if not self.lr_boundaries.strip():
+            return ()
+        try:
+            return tuple(int(b) for b in self.lr_boundaries.split(","))
+        except ValueError:
+            raise ValueError(f"--lr_boundaries must be comma-separated integers, got {self.lr_boundaries!r}.") from None
 
     def train_config(self, num_classes):
         return TrainConfig(
             num_classes=num_classes, mode=self.mode, z_dim=self.z_dim, n_dis=self.n_dis,
-            train_steps=self.train_steps, lr_g=self.lr_g, lr_d=self.lr_d, lr_schedule=self.lr_schedule,
-            halve_every=self.halve_every, ema_decay=self.ema_decay or None,
-            loss=LossConfig(gan_loss=self.gan_loss, variant=self.loss_variant),
+            train_steps=self.train_steps, lr_g=self.lr_g, lr_d=self.lr_d, beta1=self.adam_beta1,
+            beta2=self.adam_beta2, adam_epsilon=self.adam_epsilon,
+            optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
+            lr_schedule=self.lr_schedule, halve_every=self.halve_every, lr_decay_start=self.lr_decay_start,
+            lr_boundaries=self.lr_boundary_list(), lr_step_factor=self.lr_step_factor, reset_adam=self.reset_adam,
+            ema_decay=self.ema_decay or None,
+            loss=LossConfig.named(self.loss_weights, gan_loss=self.gan_loss, variant=self.loss_variant),
             attack=self.attack_config(), mixed_precision=self.mixed_precision, seed=self.seed)
 
-    def finetune_config(self, num_classes, flip_ok):
+    def finetune_config(self, num_classes):
         eps = self.attack_eps if self.finetune_eps < 0 else self.finetune_eps
         return FinetuneConfig(
             num_classes=num_classes, steps=max(self.finetune_steps, 1), lam=self.finetune_lambda,
             lr=self.finetune_lr, z_dim=self.z_dim, attack=AttackConfig(eps=eps, steps=self.attack_steps, loss="ce"),
-            flip=flip_ok, mixed_precision=self.mixed_precision, seed=self.seed + 1)
+            adam_epsilon=self.adam_epsilon, reset_adam=self.finetune_reset_adam,
+            mixed_precision=self.mixed_precision, seed=self.seed + 1)
 
     # -- persistence
     # Changing these under an existing run would silently mix two experiments.
-    IDENTITY = ("dataset", "resolution", "arch", "z_dim", "mode", "loss_variant", "gan_loss", "attack_eps",
+    IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
+                "mode", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "lr_g", "lr_d",
-                "lr_schedule", "halve_every", "ema_decay", "seed", "mixed_precision")
+                "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "lr_schedule", "halve_every",
+                "lr_decay_start", "lr_boundaries", "lr_step_factor", "reset_adam", "ema_decay", "seed",
+                "mixed_precision")
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -85,8 +85,11 @@ def write_manifest(path, **fields):
     os.replace(tmp, path)
 
 
-def export_run(run, classifier):
-    """Exports a run's generator (EMA weights when on; none in advtrain) and classifier; returns paths."""
+def export_run(run, classifier, provenance):
+    """Exports a run's generator (EMA weights when on; none in advtrain) and classifier; returns paths.
+
+    `provenance` (runner.weights_provenance) records in the manifest which training iteration and
+    fine-tuning step the exported weights come from."""
     cfg, info = run.cfg, run.info
     out = os.path.join(cfg.logdir, "export")
     paths = {"classifier": export_classifier(classifier, os.path.join(out, "classifier"), info.image_shape)}
@@ -99,7 +102,7 @@ def export_run(run, classifier):
         paths["manifest"], dataset=info.name, class_names=list(info.class_names), num_classes=info.num_classes,
         resolution=info.image_shape[0], channels=info.image_shape[-1], image_range=[-1.0, 1.0],
         z_dim=cfg.z_dim if run.generator is not None else None, ema=bool(cfg.ema_decay),
-        training_flags=cfg.to_dict(), git_commit=_git_commit(),
+        training_flags=cfg.to_dict(), weights=provenance, git_commit=_git_commit(),
         signatures={"generator": "serving_default(z float32 [N, z_dim], labels int32 [N]) -> images",
                     "classifier": "serving_default(images float32 [N, H, W, C]) -> logits, probabilities"})
     return paths

@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf.experiment import ExperimentConfig
-from robgan_tf.models import Discriminator, Generator
 from robgan_tf.training import FineTuner, RobGAN, current_lr, make_distributed_step, make_optimizers
 
 
@@ -110,9 +109,7 @@ class Run:
         if self.resolution != cfg.image_resolution and cfg.resolution:
             raise ValueError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
         with self.strategy.scope():
-            self.discriminator = Discriminator(self.num_classes, self.resolution, cfg.arch, channels=self.channels)
-            self.generator = (Generator(self.num_classes, self.resolution, cfg.arch, channels=self.channels,
-                                        z_dim=cfg.z_dim) if cfg.mode != "advtrain" else None)
+            self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
             self.train_config = cfg.train_config(self.num_classes)
             self.model = RobGAN(self.discriminator, self.generator, self.train_config)
             self.model.compile(*make_optimizers(self.train_config))
@@ -223,7 +220,8 @@ def train(run: Run):
         _log(f"[train] already at iteration {start} of {total}; nothing to do")
         return {}
     per_step = model.examples_per_step(cfg.batch_size)
-    ds = data_lib.train_dataset(run.train_source, per_step, seed=cfg.seed, start_step=start)
+    ds = data_lib.train_dataset(run.train_source, per_step, seed=cfg.seed, start_step=start,
+                                augment=cfg.augmentation, dequantize=cfg.dequantize)
     iterator = _distributed_iterator(strategy, ds)
     step_fn = make_distributed_step(model, strategy, jit_compile=cfg.jit_compile)
     chief = is_chief(strategy)
@@ -264,20 +262,32 @@ def train(run: Run):
 
 
 class FinetuneRun:
-    """Eq. 10 fine-tuning state: the classifier view of D, frozen G, optimizer, checkpoint."""
+    """Eq. 10 fine-tuning state: the classifier view of D, frozen G, optimizer, checkpoint.
+
+    The trained run is restored FIRST (G, its EMA and D), so the frozen generator is the trained one
+    whatever happens next. The fine-tuning checkpoint holds D, the optimizer, the RNG, the step and the
+    frozen generator's weights, so a resumed fine-tuning samples from exactly the generator it started
+    with, even if the training checkpoints have rotated since.
+    """
 
     def __init__(self, run: Run):
         cfg = run.cfg
         self.run = run
-        self.config = cfg.finetune_config(run.num_classes, run.test_source.info.flip_ok)
+        if not run.restore():
+            raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
+                                    "(launch/train.py), then fine-tune.")
+        self.config = cfg.finetune_config(run.num_classes)
         with run.strategy.scope():
             self.classifier = run.discriminator.classifier()
-            self.tuner = FineTuner(self.classifier, run.sampling_generator(), self.config)
+            self.generator = run.sampling_generator()  # after the restore: the trained (EMA) weights
+            self.tuner = FineTuner(self.classifier, self.generator, self.config)
             self.tuner.compile()
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="finetune_step")
-            self.checkpoint = tf.train.Checkpoint(discriminator=model_variables(run.discriminator),
-                                                  optimizer=self.tuner.optimizer,
-                                                  rng=self.tuner.rng, step=self.step)
+            objects = dict(discriminator=model_variables(run.discriminator), optimizer=self.tuner.optimizer,
+                           rng=self.tuner.rng, step=self.step)
+            if self.generator is not None:
+                objects["generator"] = model_variables(self.generator)
+            self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, _write_dir(cfg.logdir, run.strategy, "finetune_checkpoints"),
             max_to_keep=cfg.keep_checkpoints)
@@ -287,6 +297,17 @@ class FinetuneRun:
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         return latest
+
+
+def weights_provenance(run: Run, ft: FinetuneRun | None = None):
+    """Which weights a result or export comes from: the training iteration and fine-tuning step."""
+    cfg = run.cfg
+    out = {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
+           "training_checkpoint": run.manager.latest_checkpoint, "ema_generator": bool(cfg.ema_decay),
+           "finetune_step": None, "finetune_steps_planned": cfg.finetune_steps, "finetune_checkpoint": None}
+    if ft is not None:
+        out.update(finetune_step=int(ft.step.numpy()), finetune_checkpoint=ft.manager.latest_checkpoint)
+    return out
 
 
 def robust_accuracy(classifier, source, eps, steps, n=256, batch=128):
@@ -315,17 +336,15 @@ def finetune(run: Run):
     ft = FinetuneRun(run)
     if cfg.finetune_steps == 0:
         return ft
-    latest = ft.restore()
-    if not latest:  # start from the trained discriminator
-        if not run.restore():
-            raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first.")
+    latest = ft.restore()  # else: start from the trained discriminator FinetuneRun restored
     start, total = int(ft.step.numpy()), cfg.finetune_steps
     if start >= total:
         _log(f"[finetune] already at step {start} of {total}; nothing to do")
         return ft
     if latest:
         _log(f"[finetune] resuming from {latest} at step {start}")
-    ds = data_lib.train_dataset(run.train_source, cfg.batch_size, seed=cfg.seed + 17, start_step=start)
+    ds = data_lib.train_dataset(run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start,
+                                augment=cfg.augmentation)
     iterator = _distributed_iterator(run.strategy, ds)
     step_fn = make_distributed_step(ft.tuner, run.strategy, jit_compile=cfg.jit_compile)
     chief = is_chief(run.strategy)
@@ -356,27 +375,38 @@ def finetune(run: Run):
 
 
 def load_final_classifier(run: Run):
-    """Restores the training checkpoint (G, EMA, D) and then, when fine-tuning ran, the fine-tuned D.
+    """(classifier, provenance): the fine-tuned classifier when the run fine-tunes, else the trained D's.
 
-    Returns the classifier view of D.
+    A run configured to fine-tune (finetune_steps > 0) whose fine-tuning has not started is an error, not a
+    silent fallback to the un-fine-tuned discriminator. `provenance` says which weights were loaded.
     """
-    if not run.restore():
-        raise FileNotFoundError(f"no checkpoint in {run.cfg.logdir}/checkpoints: train first.")
+    cfg = run.cfg
+    if not cfg.finetune_steps:
+        if not run.restore():
+            raise FileNotFoundError(f"no checkpoint in {cfg.logdir}/checkpoints: train first.")
+        return run.discriminator.classifier(), weights_provenance(run)
     ft = FinetuneRun(run)
-    if run.cfg.finetune_steps:
-        ft.restore()
-    return ft.classifier
+    if not ft.restore():
+        raise FileNotFoundError(
+            f"{cfg.logdir} is set to fine-tune for {cfg.finetune_steps} steps but has no fine-tuning checkpoint "
+            f"in {cfg.logdir}/finetune_checkpoints: run launch/finetune.py --logdir={cfg.logdir} first (or "
+            "launch/pipeline.py, which resumes where the run stopped).")
+    provenance = weights_provenance(run, ft)
+    if provenance["finetune_step"] < cfg.finetune_steps:
+        _log(f"[warning] fine-tuning stopped at step {provenance['finetune_step']} of {cfg.finetune_steps}; "
+             "using those weights (launch/finetune.py resumes it).")
+    return ft.classifier, provenance
 
 
-def evaluate_run(run: Run, classifier=None, protocols=("paper",), json_out=None):
+def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_out=None):
     """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard."""
     from robgan_tf import evaluation
 
     cfg = run.cfg
-    classifier = classifier or load_final_classifier(run)
     result = evaluation.robustness_table(
         classifier, run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
         num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
+    result["weights"] = provenance
     out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
     evaluation.write_json(result, out)
     if is_chief(run.strategy):
@@ -396,11 +426,15 @@ def pipeline(cfg: ExperimentConfig):
     run = Run(cfg)
     t0 = time.time()
     train(run)
-    classifier = finetune(run).classifier if cfg.finetune_steps else load_final_classifier(run)
+    if cfg.finetune_steps:
+        ft = finetune(run)
+        classifier, provenance = ft.classifier, weights_provenance(run, ft)
+    else:
+        classifier, provenance = load_final_classifier(run)
     if not is_chief(run.strategy):  # evaluation, exports and samples are the chief's
         return None, {}, {}
-    result = evaluate_run(run, classifier)
-    paths = export.export_run(run, classifier)
+    result = evaluate_run(run, classifier, provenance)
+    paths = export.export_run(run, classifier, provenance)
     summary = {}
     sample_path = None
     if run.generator is not None:

@@ -82,7 +82,11 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
 
     cfg = ExperimentConfig.from_dict(json.load(open(os.path.join(logdir, "config.json"))))
     run = runner.Run(cfg, need_train_data=False)
-    classifier = runner.load_final_classifier(run)
+    classifier, provenance = runner.load_final_classifier(run)
+    # the manifest records the weights the exports come from: the end of training and of fine-tuning
+    manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
+    assert manifest["weights"]["training_iteration"] == provenance["training_iteration"] == 4
+    assert manifest["weights"]["finetune_step"] == provenance["finetune_step"] == 2
     x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
     z = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
     labels = np.array([0, 4, 9], np.int32)
