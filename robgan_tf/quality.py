@@ -7,7 +7,8 @@ Backends (every result carries its backend's label):
   (nothing is downloaded). A proxy: published TF numbers use the 2015 Inception graph, whose
   weights differ.
 - "tf_inception_2015": the 2015-12-05 TF Inception graph from a LOCAL file, run as the original IS and FID
-  code ran it (robgan_tf.inception2015): the numbers comparable with SN-GAN's and the paper's.
+  code ran it (robgan_tf.inception2015): the numbers comparable with SN-GAN's published ones. NOT with the
+  Rob-GAN paper's: its authors computed IS with torchvision's Inception-v3 (docs/FIDELITY.md).
 """
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ class TFInception2015Backend:
 
     name = "tf_inception_2015"
     label = ("tf_inception_2015 (the 2015-12-05 TF Inception graph as the original IS/FID code ran it: "
-             "comparable with published numbers at the same sample counts)")
+             "comparable with SN-GAN's and other TF-Inception numbers at the same sample counts; not with the "
+             "Rob-GAN paper's torchvision-Inception scores)")
 
     def __init__(self, graph_path, expected_sha256=None, batch_size=50):
         self.sha256 = _local_weights(
