@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="robgan_tf",
-    version="0.1.0",
+    version="0.2.0",
     description="Rob-GAN (Liu & Hsieh, CVPR 2019) for TensorFlow 2 / Keras 3: GAN training with a PGD attacker.",
     packages=find_packages(include=["robgan_tf", "robgan_tf.*"]),
     python_requires=">=3.10",

@@ -16,4 +16,4 @@ Modules, each with one job:
   runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline
   export      SavedModels servable without robgan_tf
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
