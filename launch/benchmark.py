@@ -8,7 +8,6 @@ discriminator, batch 64, 32x32, 5-step PGD, one D and one G step, split loss):
 Prints the median / min / max seconds per iteration, images per second, and the split between the attack,
 the D update and the G update (each timed alone); --json_out writes them.
 """
-import json
 import os
 import statistics
 import time
@@ -157,10 +156,11 @@ def main(argv):
         print("FLOPs: " + ", ".join(f"{k}={v / 1e9:.3f} G" for k, v in flops.items())
               + f"; achieved {flops['per_iteration_estimate'] / med / 1e9:.1f} GFLOP/s")
     if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(result, f, indent=2)
+        from robgan_tf.storage import atomic_write_json
+
+        atomic_write_json(FLAGS.json_out, result)
         print(f"wrote {FLAGS.json_out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

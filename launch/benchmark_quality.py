@@ -9,7 +9,6 @@ IS and FID need tens of thousands of images through Inception at 299x299; this s
 Prints the median / min / max seconds per batch (one forward pass), images per second, and the minutes one
 pass over 50,000 images takes at that rate.
 """
-import json
 import statistics
 import time
 
@@ -95,11 +94,12 @@ def main(argv):
               f"{result['minutes_per_50k_images']:.1f} min (IS + FID of 50k samples against 50k train images "
               "make three such passes)")
         if FLAGS.json_out:
-            with open(FLAGS.json_out, "w") as f:
-                json.dump(result, f, indent=2)
+            from robgan_tf.storage import atomic_write_json
+
+            atomic_write_json(FLAGS.json_out, result)
 
     common.guarded(go)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

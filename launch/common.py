@@ -46,7 +46,7 @@ def config_from_flags():
         with open(saved) as fh:
             base = json.load(fh)
         for f in _FIELDS:
-            if not FLAGS[f.name].present and f.name in base:
+            if not FLAGS[f.name].present and f.name in base and f.name not in ExperimentConfig.NOT_STICKY:
                 values[f.name] = base[f.name]
     cfg = ExperimentConfig(**values)
     try:
@@ -55,6 +55,15 @@ def config_from_flags():
     except ValueError as e:
         fail(str(e))
     return cfg
+
+
+def parse_flags(argv):
+    """app.run's flags_parser: an unparseable or unknown flag is a one-line `error:` and exit 2, like every
+    other bad input (absl's own handler prints FATAL and exits 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e} (see --help)")
 
 
 def quiet_logging():
@@ -90,11 +99,24 @@ def start_experiment_script(argv):
 
 
 def guarded(fn):
-    """Runs fn(); data, config, missing-checkpoint and divergence errors become one clear line and exit 2."""
+    """Runs fn(); data, config, missing-checkpoint, storage, lock and divergence errors become one clear line
+    and exit 2."""
     from robgan_tf.data import DataError
     from robgan_tf.runner import TrainingDiverged
+    from robgan_tf.storage import CheckpointError, RunLocked, StorageError
 
     try:
         return fn()
-    except (DataError, ValueError, FileNotFoundError, TrainingDiverged) as e:
+    except (DataError, ValueError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
+            CheckpointError) as e:
         fail(str(e))
+    except OSError as e:  # a write the package did not wrap (a full or read-only disk)
+        fail(f"storage error: {e.strerror or e} ({e.filename or 'path unknown'}). Nothing after this point was "
+             "written; fix the disk or the permissions and rerun the same command.")
+    except Exception as e:  # TF's own file errors (event files, SavedModels) on a full or read-only disk
+        import tensorflow as tf
+
+        if isinstance(e, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)):
+            fail(f"storage error: {e.message.splitlines()[0]}. Fix the disk or the permissions and rerun the same "
+                 "command; checkpoints already written are kept.")
+        raise

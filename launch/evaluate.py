@@ -70,6 +70,7 @@ def _load_model(path):
         loaded = tf.saved_model.load(path)
         signature = loaded.signatures["serving_default"]
         signature._robgan_keepalive = loaded  # the signature alone does not keep the variables alive
+        _check_classifier_signature(path, signature)
         return signature, defaults
     config = os.path.join(path, "config.json")
     if not os.path.exists(config):
@@ -77,15 +78,26 @@ def _load_model(path):
     from robgan_tf import runner
     from robgan_tf.experiment import ExperimentConfig
 
-    with open(config) as f:
-        cfg = ExperimentConfig.from_dict(json.load(f))
+    cfg = ExperimentConfig.of_run(path)
     runner.setup_runtime(cfg)
-    run = runner.Run(cfg, need_train_data=False)
+    run = runner.Run(cfg, need_train_data=False, read_only=True)
     classifier, provenance = runner.load_final_classifier(run)
     return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
                         "generator": run.sampling_generator() if run.generator is not None else None,
                         "num_classes": run.num_classes, "z_dim": cfg.z_dim,
                         "stats_dir": os.path.join(cfg.logdir, "eval")}
+
+
+def _check_classifier_signature(path, signature):
+    """Exit 2 before any data or attack if the SavedModel is not a classifier: one image input, a logits output."""
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    if list(inputs) != ["images"] or "logits" not in outputs:
+        common.fail(f"--model={path} is not a classifier: its serving_default takes {sorted(inputs)} and returns "
+                    f"{sorted(outputs)}; a classifier takes 'images' and returns 'logits' (e.g. RUN/export/classifier).")
+    rank = inputs["images"].shape.rank
+    if rank not in (None, 4):
+        common.fail(f"--model={path}: its 'images' input has rank {rank}, not 4 ([N, H, W, C]).")
 
 
 def _exported_generator(path):
@@ -144,6 +156,11 @@ def main(argv):
         dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
         data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
         source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
+        if hasattr(classifier, "structured_input_signature"):  # an exported classifier: does the data fit it?
+            spec = classifier.structured_input_signature[1]["images"].shape
+            if spec.rank == 4 and any(s is not None and s != d for s, d in zip(spec[1:], source.info.image_shape)):
+                common.fail(f"--model={FLAGS.model} takes images {spec.as_list()[1:]}, but {dataset} has "
+                            f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
         backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
         if FLAGS.eps:
             try:
@@ -187,4 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

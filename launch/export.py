@@ -2,20 +2,22 @@
 
     python launch/export.py --logdir=runs/c10
 """
-from absl import app
+from absl import app, flags
 
 import common
 from robgan_tf import export, runner
 
 common.define_experiment_flags()
+flags.DEFINE_string("export_dir", "", "Where to write the export; default LOGDIR/export. The run itself is only read.")
+FLAGS = flags.FLAGS
 
 
 def main(argv):
     cfg = common.start_experiment_script(argv)
 
     def go():
-        run = runner.Run(cfg, need_train_data=False)
-        paths = export.export_run(run, *runner.load_final_classifier(run))
+        run = runner.Run(cfg, need_train_data=False, read_only=True)
+        paths = export.export_run(run, *runner.load_final_classifier(run), out=FLAGS.export_dir or None)
         for k, v in paths.items():
             print(f"{k}: {v}")
 
@@ -23,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

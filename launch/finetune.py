@@ -14,9 +14,9 @@ def main(argv):
     cfg = common.start_experiment_script(argv)
     if cfg.finetune_steps <= 0:
         common.fail("--finetune_steps must be > 0 to fine-tune.")
-    run = common.guarded(lambda: runner.Run(cfg))
+    run = common.guarded(lambda: runner.Run(cfg, create=False))
     common.guarded(lambda: runner.finetune(run))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

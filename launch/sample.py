@@ -29,20 +29,23 @@ def _generator(path):
             common.fail(f"{manifest} is missing; it tells the number of classes and z_dim.")
         with open(manifest) as f:
             m = json.load(f)
-        loaded = tf.saved_model.load(path)  # keep a reference: the signature alone lets the variables go
+        loaded = tf.saved_model.load(path)
         sig = loaded.signatures["serving_default"]
-        return (lambda z, labels, training=False: sig(z=z, labels=labels)["images"]), m["num_classes"], m["z_dim"]
+
+        def generate(z, labels, training=False, _keepalive=loaded):  # the signature alone lets the variables go
+            return sig(z=z, labels=labels)["images"]
+
+        return generate, m["num_classes"], m["z_dim"]
     config = os.path.join(path, "config.json")
     if not os.path.exists(config):
         common.fail(f"--model={path} is neither a generator SavedModel nor a run directory.")
     from robgan_tf.experiment import ExperimentConfig
 
-    with open(config) as f:
-        cfg = ExperimentConfig.from_dict(json.load(f))
+    cfg = ExperimentConfig.of_run(path)
     if cfg.mode == "advtrain":
         common.fail(f"{path} was trained with --mode=advtrain: it has no generator.")
     runner.setup_runtime(cfg)
-    run = runner.Run(cfg, need_train_data=False)
+    run = runner.Run(cfg, need_train_data=False, read_only=True)
     if not run.restore():
         common.fail(f"no checkpoint in {path}/checkpoints: train first.")
     return run.sampling_generator(), run.num_classes, cfg.z_dim
@@ -56,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

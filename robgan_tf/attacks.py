@@ -85,7 +85,8 @@ def _one_run(model, x, labels, eps, steps, step_size, random_start, loss, target
             tape.watch(x_adv)
             objective = tf.reduce_sum(per_example_loss(classifier_outputs(model, x_adv), labels, loss, targeted))
         grad = tape.gradient(objective, x_adv)
-        return i + 1, _project(x_adv + step_size * tf.sign(grad), x, eps)
+        # A loaded signature with open dimensions returns a gradient of unknown shape; the loop needs x's.
+        return i + 1, tf.ensure_shape(_project(x_adv + step_size * tf.sign(grad), x, eps), x.shape)
 
     _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv),
                              maximum_iterations=steps)

@@ -161,7 +161,25 @@ def _cifar_batches(root, split, layout):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _npz_arrays(path, split):
+def _classes_from_labels(path, labels):
+    """Class names "0".."K-1" when the labels are exactly 0..K-1, all present; else a DataError.
+
+    Taking K from the largest label would let one stray label (255, say) silently build a 256-way classifier.
+    """
+    found = np.unique(labels)
+    if not np.issubdtype(found.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got {found.dtype}.")
+    k = len(found)
+    if np.array_equal(found, np.arange(k)):
+        return tuple(str(i) for i in range(k))
+    odd = [int(v) for v in found if not 0 <= v < k]
+    missing = sorted(set(range(k)) - {int(v) for v in found})
+    raise DataError(f"{path}: without class_names the labels must be exactly 0..K-1, all present; found {k} distinct "
+                    f"labels, {odd[:10]} outside 0..{k - 1} and {missing[:10]} missing. Fix the labels, or declare the "
+                    "classes by saving class_names (one name per class, labels indexing it) in the .npz.")
+
+
+def _npz_arrays(path, split, infer_classes=True):
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -170,11 +188,16 @@ def _npz_arrays(path, split):
                 raise DataError(f"{path}: expected keys {sorted(expected)} (and optionally class_names), "
                                 f"found {sorted(keys)}.")
             x, y = z[f"x_{split}"], z[f"y_{split}"]
+            other = z["x_test" if split == "train" else "x_train"]
+            if x.shape[1:] != other.shape[1:]:
+                raise DataError(f"{path}: x_train images are {z['x_train'].shape[1:]} but x_test images are "
+                                f"{z['x_test'].shape[1:]}; both splits need the same size and channels.")
             if "class_names" in keys:
                 names = tuple(str(n) for n in z["class_names"])
-            else:  # classes 0..max label over both splits, so train and test agree
-                top = max(int(np.max(z["y_train"], initial=0)), int(np.max(z["y_test"], initial=0)))
-                names = tuple(str(i) for i in range(top + 1))
+            elif not infer_classes:  # the caller knows the classes (cifar10)
+                names = None
+            else:
+                names = _classes_from_labels(path, np.concatenate([np.ravel(z["y_train"]), np.ravel(z["y_test"])]))
     except DataError:
         raise
     except ValueError as e:  # object arrays need pickle: refused
@@ -193,7 +216,7 @@ def _cifar10(split, resolution, data_dir, download):
         candidates = [data_dir, os.path.join(data_dir, "cifar-10-batches-py"),
                       os.path.join(data_dir, "cifar-10-batches-bin")]
         if os.path.isfile(data_dir) and data_dir.endswith(".npz"):
-            return _npz_arrays(data_dir, split)[:2]
+            return _npz_arrays(data_dir, split, infer_classes=False)[:2]
         for c in candidates:
             if os.path.exists(os.path.join(c, "data_batch_1")):
                 return _cifar_batches(c, split, "py")
@@ -201,7 +224,7 @@ def _cifar10(split, resolution, data_dir, download):
                 return _cifar_batches(c, split, "bin")
         npz = os.path.join(data_dir, "cifar10.npz")
         if os.path.exists(npz):
-            return _npz_arrays(npz, split)[:2]
+            return _npz_arrays(npz, split, infer_classes=False)[:2]
     try:
         import tensorflow_datasets as tfds
 

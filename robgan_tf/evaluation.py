@@ -9,14 +9,13 @@ Protocols (eps in [-1, 1] units):
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
+from robgan_tf import storage
 from robgan_tf.attacks import class_logits, default_step_size, pgd
 
 PROTOCOLS = {
@@ -129,9 +128,8 @@ def robustness_table(classifier, source, *, eps_grid, protocols=("paper",), num_
     result["sanity"] = sanity_checks(rows)
     if save_examples is not None:
         xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in data_lib.eval_dataset(source, batch_size, num_examples)])
-        tmp = save_examples + ".tmp.npz"
-        np.savez(tmp, x=np.concatenate(xs), y=np.concatenate(ys), **examples)
-        os.replace(tmp, save_examples)
+        storage.atomic_save(save_examples, lambda tmp: np.savez(tmp, x=np.concatenate(xs), y=np.concatenate(ys),
+                                                                **examples))
     return result
 
 
@@ -163,11 +161,7 @@ def markdown_table(result):
 
 
 def write_json(result, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+    storage.atomic_write_json(path, result)
 
 
 # ----------------------------------------------------------------------------- IS / FID maths
@@ -251,7 +245,5 @@ def plot_gap(gap, path):
     b.set_title("local Lipschitz value")
     b.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    storage.atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)

@@ -102,6 +102,9 @@ class ExperimentConfig:
     seed: int = _f(0, "Seed for weights, data order and noise.")
     deterministic: bool = _f(False, "Seeds plus TF op determinism: a killed-and-resumed run ends bit-identical.")
     logdir: str = _f("runs/robgan", "Run directory: checkpoints, TensorBoard logs, evaluation, exports.")
+    resume_from: str = _f("", "Restore this checkpoint (e.g. LOGDIR/checkpoints/ckpt-200, or one in "
+                          "finetune_checkpoints/) instead of the latest, e.g. when the latest is unreadable. Not "
+                          "remembered by the run.")
     checkpoint_every: int = _f(100, "Save a checkpoint every N training iterations.")
     keep_checkpoints: int = _f(3, "How many recent checkpoints to keep.")
     log_every: int = _f(25, "Log scalars and progress every N iterations.")
@@ -246,36 +249,48 @@ class ExperimentConfig:
             mixed_precision=self.mixed_precision, seed=self.seed + 1)
 
     # -- persistence
-    # Changing these under an existing run would silently mix two experiments.
+    # Changing these under an existing run would silently mix two experiments; everything else (learning
+    # rates and schedules, lengths, logging cadence, evaluation, distribution) may change when a run resumes,
+    # and each change is recorded in LOGDIR/history.jsonl.
     IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
                 "mode", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
-                "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "lr_g", "lr_d",
-                "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "lr_schedule", "halve_every",
-                "lr_decay_start", "lr_boundaries", "lr_step_factor", "reset_adam", "ema_decay", "seed",
-                "mixed_precision")
+                "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
+                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "seed",
+                "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
+    # Run-time requests, not settings of the run: never taken from config.json (resume_from is not even saved;
+    # logdir is saved for the record, but the folder a run is opened from is where it is now).
+    NOT_STICKY = ("resume_from", "logdir")
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "resume_from"}
 
     @classmethod
     def from_dict(cls, d):
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def of_run(cls, logdir):
+        """The settings of the run in `logdir` (its config.json), with logdir where the run is now."""
+        with open(os.path.join(logdir, "config.json")) as f:
+            return cls.from_dict({**json.load(f), "logdir": logdir})
+
     def check_compatible(self, path):
-        """Raises if the run at `path` (config.json) was made with different identity settings."""
+        """Compares with the run saved at `path` (config.json): raises on a changed identity setting, and returns
+        {flag: [old, new]} for the other settings that changed (allowed; the caller records them)."""
         if not os.path.exists(path):
-            return
+            return {}
         with open(path) as f:
             old = json.load(f)
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
         if diffs:
             raise ValueError(f"--logdir {os.path.dirname(path)} holds a run with other settings ("
-                             + "; ".join(diffs) + "). Use a new --logdir, or the run's own settings.")
+                             + "; ".join(diffs) + "). Use a new --logdir, or the run's own settings. (Learning "
+                             "rates, schedules, lengths and logging may change on resume; these may not.)")
+        return {k: [old[k], v] for k, v in self.to_dict().items() if k in old and old[k] != v and k != "logdir"}
 
     def save(self, path):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        from robgan_tf.storage import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from robgan_tf import storage
 from robgan_tf import data as data_lib
 from robgan_tf import inception2015
 from robgan_tf.attacks import class_logits
@@ -192,10 +193,7 @@ def real_statistics(backend, source, cache_path=None, batch_size=100):
     feats = np.concatenate([backend.features(x) for x, _ in data_lib.eval_dataset(source, batch_size)])
     mu, sigma = feature_statistics(feats)
     if cache_path:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        tmp = cache_path + ".tmp.npz"
-        np.savez(tmp, mu=mu, sigma=sigma, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, cache_path)
+        storage.atomic_save(cache_path, lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, meta=np.array(json.dumps(meta))))
     return mu, sigma
 
 

@@ -10,7 +10,7 @@ A run directory (`--logdir`) holds:
 """
 from __future__ import annotations
 
-import json
+import datetime
 import math
 import os
 import time
@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
+from robgan_tf import storage
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import FineTuner, RobGAN, current_lr, make_distributed_step, make_optimizers
 
@@ -90,12 +91,21 @@ def _log(msg):
 
 # ----------------------------------------------------------------------------- building a run
 class Run:
-    """Everything one run needs: config, strategy, data and models (built in the strategy scope)."""
+    """Everything one run needs: config, strategy, data and models (built in the strategy scope).
 
-    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True):
+    read_only=True opens an existing run to read it (evaluate, sample, export): it writes nothing into the
+    run directory. create=False opens an existing run to continue it (fine-tuning) and never makes a new one. Otherwise the run is created or resumed: the chief takes the run's lock (one writer per
+    run), saves config.json and records any setting changed since the last start in history.jsonl.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, read_only=False, create=True):
         self.cfg = cfg.validate()
-        os.makedirs(cfg.logdir, exist_ok=True)
-        cfg.check_compatible(os.path.join(cfg.logdir, "config.json"))
+        config_path = os.path.join(cfg.logdir, "config.json")
+        if (read_only or not create) and not os.path.exists(config_path):
+            raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
+                                    f"(launch/train.py --logdir={cfg.logdir}).")
+        changes = cfg.check_compatible(config_path)
+        self.read_only = read_only
         self.strategy = strategy or make_strategy(cfg)
         # Load (and so validate) the data before any model is built.
         res = cfg.resolution or None
@@ -123,18 +133,53 @@ class Run:
             self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, _write_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
-        if is_chief(self.strategy):
-            cfg.save(os.path.join(cfg.logdir, "config.json"))
+        if is_chief(self.strategy) and not read_only:
+            try:
+                os.makedirs(cfg.logdir, exist_ok=True)
+            except OSError as e:
+                raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
+            self.lock = storage.RunLock.hold(cfg.logdir)
+            if changes:
+                storage.append_jsonl(os.path.join(cfg.logdir, "history.jsonl"), {
+                    "time": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
+            cfg.save(config_path)
+
+    def close(self):
+        """Releases the run's lock (also released when the process ends, however it ends)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
 
     def restore(self):
-        """Restores the latest training checkpoint; returns its path or None."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+        """Restores the latest training checkpoint (or --resume_from); returns its path or None.
+
+        The learning rates are those of the current settings, not of the checkpoint (a resume may lower them)."""
+        path = _restore(self.checkpoint, self.manager, self.cfg.resume_from)
+        if path:
+            for opt, lr in ((self.model.d_optimizer, self.train_config.lr_d),
+                            (self.model.g_optimizer, self.train_config.lr_g)):
+                inner = getattr(opt, "inner_optimizer", opt)
+                if opt is not None and not isinstance(inner._learning_rate,
+                                                      keras.optimizers.schedules.LearningRateSchedule):
+                    inner.learning_rate = lr
+        return path
 
     def sampling_generator(self):
         return self.model.sampling_generator() if self.generator is not None else None
+
+
+def _restore(checkpoint, manager, resume_from=""):
+    """Restores `resume_from` when it belongs to this manager's directory, else the latest checkpoint.
+    An unreadable checkpoint raises CheckpointError naming the newest intact one."""
+    mine = resume_from and os.path.realpath(os.path.dirname(resume_from)) == os.path.realpath(manager.directory)
+    path = resume_from if mine else manager.latest_checkpoint
+    if path:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as e:  # noqa: BLE001 -- a damaged file fails in many ways (OpError, IndexError, ...)
+            raise storage.unreadable_checkpoint_error(manager, path, e) from e
+    return path
 
 
 # ----------------------------------------------------------------------------- sample grids
@@ -159,9 +204,7 @@ def sample_grid(generator, num_classes, z_dim, cols=8, seed=1234):
 
 
 def write_png(path, image_u8):
-    tmp = path + ".tmp"
-    tf.io.write_file(tmp, tf.io.encode_png(image_u8))
-    os.replace(tmp, path)
+    storage.atomic_write(path, tf.io.encode_png(image_u8).numpy(), mode="wb")
 
 
 # ----------------------------------------------------------------------------- loops
@@ -235,10 +278,7 @@ def train(run: Run):
         run.step.assign(it)
         if not _finite(logs):
             bad = {k: float(v) for k, v in logs.items()}
-            raise TrainingDiverged(
-                f"non-finite loss at iteration {it} ({bad}); the last good checkpoint is "
-                f"{run.manager.latest_checkpoint or 'none (no checkpoint written yet)'}. Lower the learning rates "
-                "or check the data, then rerun to resume from it.")
+            raise TrainingDiverged(f"non-finite loss at iteration {it} ({bad}). " + _divergence_advice(run))
         if it % cfg.log_every == 0 or it == total:
             lrs = {"lr_d": current_lr(model.d_optimizer)}
             if model.g_optimizer is not None:
@@ -253,12 +293,20 @@ def train(run: Run):
         if it % cfg.checkpoint_every == 0 or it == total:
             variables = run.discriminator.weights + (run.generator.weights if run.generator is not None else [])
             if not _weights_finite(variables):
-                raise TrainingDiverged(f"non-finite weights at iteration {it}; not saved. The last good "
-                                       f"checkpoint is {run.manager.latest_checkpoint}.")
-            run.manager.save(checkpoint_number=it)
+                raise TrainingDiverged(f"non-finite weights at iteration {it}; not saved. " + _divergence_advice(run))
+            storage.save_checkpoint(run.manager, it)
     writer.flush()
     _log(f"[train] done: {total} iterations in {time.time() - t0:.0f}s")
     return {k: float(v) for k, v in logs.items()}
+
+
+def _divergence_advice(run):
+    last = run.manager.latest_checkpoint
+    where = (f"Nothing was saved over the last good checkpoint, {last}. Rerun the same command with lower "
+             f"learning rates (e.g. --lr_d={run.cfg.lr_d / 2:g} --lr_g={run.cfg.lr_g / 2:g}) to resume from it"
+             if last else "No checkpoint had been written yet. Rerun the same command with lower learning rates "
+             f"(e.g. --lr_d={run.cfg.lr_d / 2:g} --lr_g={run.cfg.lr_g / 2:g}) to start again")
+    return where + f"; the change is recorded in {os.path.join(run.cfg.logdir, 'history.jsonl')}. Check the data too."
 
 
 class FinetuneRun:
@@ -293,10 +341,7 @@ class FinetuneRun:
             max_to_keep=cfg.keep_checkpoints)
 
     def restore(self):
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+        return _restore(self.checkpoint, self.manager, self.run.cfg.resume_from)
 
 
 def weights_provenance(run: Run, ft: FinetuneRun | None = None):
@@ -355,8 +400,11 @@ def finetune(run: Run):
         logs = step_fn(iterator)
         ft.step.assign(s)
         if not _finite(logs):
-            raise TrainingDiverged(f"non-finite fine-tuning loss at step {s}; the last good checkpoint is "
-                                   f"{ft.manager.latest_checkpoint or 'none'}.")
+            last = ft.manager.latest_checkpoint
+            raise TrainingDiverged(
+                f"non-finite fine-tuning loss at step {s}. " + (f"Nothing was saved over {last}; rerun the same "
+                "command with a lower --finetune_lr to resume from it." if last else "No fine-tuning checkpoint "
+                "had been written yet; rerun the same command with a lower --finetune_lr to start again."))
         if s % cfg.log_every == 0 or s == total:
             progress(s, logs, lr=current_lr(ft.tuner.optimizer))
             if chief and (s % (cfg.log_every * 4) == 0 or s == total):
@@ -368,8 +416,9 @@ def finetune(run: Run):
                     log_gap(ft.classifier, run, eps, s)
         if s % cfg.checkpoint_every == 0 or s == total:
             if not _weights_finite(run.discriminator.weights):
-                raise TrainingDiverged(f"non-finite weights at fine-tuning step {s}; not saved.")
-            ft.manager.save(checkpoint_number=s)
+                raise TrainingDiverged(f"non-finite weights at fine-tuning step {s}; not saved. Rerun the same "
+                                       "command with a lower --finetune_lr to resume from the last checkpoint.")
+            storage.save_checkpoint(ft.manager, s)
     writer.flush()
     return ft
 
@@ -445,8 +494,7 @@ def pipeline(cfg: ExperimentConfig):
         summary["generator_label_accuracy"] = float(np.mean(per_class))
         summary["generator_label_accuracy_per_class"] = per_class
     summary["seconds"] = round(time.time() - t0, 1)
-    with open(os.path.join(cfg.logdir, "eval", "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    storage.atomic_write_json(os.path.join(cfg.logdir, "eval", "summary.json"), summary)
     _log("\n" + evaluation.markdown_table(result))
     if "generator_label_accuracy" in summary:
         _log(f"\nExported classifier labels {summary['generator_label_accuracy']:.1%} of the generator's images "

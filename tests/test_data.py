@@ -135,12 +135,13 @@ def test_cifar_binary_batches_and_truncation(tmp_path):
 
 
 def test_npz_source_and_its_errors(tmp_path):
-    x, y = _cifar_like(6, 0)
+    x, _ = _cifar_like(6, 0)
+    y = np.array([0, 1, 2, 0, 1, 2])
     good = tmp_path / "good.npz"
     np.savez(good, x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
     src = data.load("npz", "test", data_dir=str(good))
     np.testing.assert_array_equal(src.images, x[:2])
-    assert src.info.num_classes == int(y.max()) + 1
+    assert src.info.num_classes == 3 and src.info.class_names == ("0", "1", "2")
     cifar = data.load("cifar10", data_dir=str(good))
     assert cifar.info.num_classes == 10
     bad_keys = tmp_path / "keys.npz"
@@ -161,6 +162,23 @@ def test_npz_source_and_its_errors(tmp_path):
         data.load("npz", data_dir=str(truncated))
     with pytest.raises(DataError, match="resolution 64"):
         data.load("npz", resolution=64, data_dir=str(good))
+
+
+def test_npz_without_class_names_needs_labels_0_to_k_minus_1(tmp_path):
+    x, _ = _cifar_like(6, 0)
+    path = tmp_path / "stray.npz"
+    # one stray label 255 must not silently make a 256-way classifier
+    np.savez(path, x_train=x, y_train=np.array([0, 1, 2, 0, 1, 255]), x_test=x[:2], y_test=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"\[255\] outside 0..3 and \[3\] missing.*class_names"):
+        data.load("npz", data_dir=str(path))
+    # declared classes make the same labels a range check instead
+    np.savez(path, x_train=x, y_train=np.array([0, 1, 2, 0, 1, 3]), x_test=x[:2], y_test=np.array([0, 1]),
+             class_names=np.array(["a", "b", "c", "d", "e"]))
+    assert data.load("npz", data_dir=str(path)).info.num_classes == 5
+    mixed = tmp_path / "mixed.npz"
+    np.savez(mixed, x_train=x, y_train=np.array([0, 1, 2, 0, 1, 2]), x_test=x[:2, :16, :16], y_test=np.array([0, 1]))
+    with pytest.raises(DataError, match="same size and channels"):
+        data.load("npz", data_dir=str(mixed))
 
 
 def test_labels_out_of_range_are_rejected(tmp_path):

@@ -80,8 +80,8 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     from robgan_tf import runner
     from robgan_tf.experiment import ExperimentConfig
 
-    cfg = ExperimentConfig.from_dict(json.load(open(os.path.join(logdir, "config.json"))))
-    run = runner.Run(cfg, need_train_data=False)
+    cfg = ExperimentConfig.of_run(logdir)
+    run = runner.Run(cfg, need_train_data=False, read_only=True)
     classifier, provenance = runner.load_final_classifier(run)
     # the manifest records the weights the exports come from: the end of training and of fine-tuning
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
@@ -151,7 +151,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
              f"--inception_weights={graph}", "--num_samples=100", f"--json_out={tmp_path / 'q15.json'}")
     gq = json.load(open(tmp_path / "q15.json"))["generator_quality"]
     assert gq["backend"] == "tf_inception_2015" and gq["weights_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
-    assert 1.0 <= gq["inception_score"] <= 1008 and gq["fid"] >= 0 and "comparable with published" in q.stdout
+    assert 1.0 <= gq["inception_score"] <= 1008 and gq["fid"] >= 0 and "comparable with SN-GAN's" in q.stdout and "not with the Rob-GAN paper's" in q.stdout
     assert os.path.exists(os.path.join(logdir, "eval", "fid_stats_tf_inception_2015_digits_train.npz"))
     # a missing weights file stops before any attack runs, naming the file and where to get it
     bad = _run("evaluate.py", f"--model={logdir}", "--quality=tf_inception_2015", f"--json_out={tmp_path / 'x.json'}",
@@ -207,7 +207,8 @@ def test_two_cpu_replicas_mirrored(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--dataset=mnist"], "dataset"),
+    (["--dataset=mnist"], "value should be one of"),  # unparseable values too: error: and exit 2, not absl's FATAL
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
     (["--attack_eps=-0.1"], "attack_eps must be >= 0"),
     (["--train_steps=0"], "train_steps must be > 0"),
     (["--arch=reference", "--resolution=64"], "no 64px architecture"),
@@ -216,9 +217,21 @@ def test_two_cpu_replicas_mirrored(tmp_path):
 ])
 def test_bad_flags_fail_before_work(tmp_path, args, message):
     proc = _run("train.py", f"--logdir={tmp_path / 'run'}", *args, check=False, timeout=120)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "FATAL" not in proc.stderr
+    assert message in proc.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_reading_scripts_refuse_what_they_cannot_read_before_any_work(pipeline_run, tmp_path):
+    logdir, _ = pipeline_run
+    # the generator export is not a classifier: refused from its signature, before data or attacks
+    proc = _run("evaluate.py", f"--model={logdir}/export/generator", check=False, timeout=120)
+    assert proc.returncode == 2 and "is not a classifier" in proc.stderr and "'logits'" in proc.stderr
+    assert "protocol" not in proc.stdout
+    # exporting a run that does not exist creates nothing (a default config.json there would block train.py)
+    proc = _run("export.py", f"--logdir={tmp_path / 'nowhere'}", check=False, timeout=120)
+    assert proc.returncode == 2 and "no run at" in proc.stderr and not os.path.exists(tmp_path / "nowhere")
 
 
 def test_logdir_with_incompatible_run_is_refused(pipeline_run):
@@ -241,12 +254,17 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
     w.assign(tf.fill(w.shape, float("nan")))
     run.restore = lambda: None
     cfg.train_steps = 4
-    with pytest.raises(runner.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)):
+    with pytest.raises(runner.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)
+                       + r".*lower learning rates \(e.g. --lr_d=0.0001 --lr_g=0.0001\) to resume from it"):
         runner.train(run)
     assert run.manager.latest_checkpoint == good
     reader = tf.train.load_checkpoint(good)
     assert all(np.isfinite(reader.get_tensor(n)).all() for n in reader.get_variable_to_shape_map()
                if reader.get_variable_to_dtype_map()[n].is_floating)
+    # the advice can be followed: the same run accepts the lower learning rates and records the change
+    lower = ExperimentConfig(**{**cfg.to_dict(), "logdir": cfg.logdir, "lr_d": 1e-4, "lr_g": 1e-4})
+    assert runner.Run(lower).restore() == good
+    assert json.loads(open(tmp_path / "history.jsonl").readlines()[-1])["changed"]["lr_d"] == [2e-4, 1e-4]
 
 
 def test_multi_worker_training_with_train_script(tmp_path):

@@ -3,14 +3,17 @@ fine-tuning uses it, evaluation refuses a missing fine-tuning, and every result 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
-from robgan_tf import runner
+from robgan_tf import export, runner, storage
 from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.training import current_lr
 
 SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_steps=4,
              finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, ema_decay=0.5,
@@ -32,9 +35,7 @@ def trained(tmp_path_factory):
 
 def _copy(src, dst):
     shutil.copytree(src, dst)
-    cfg = json.load(open(os.path.join(dst, "config.json")))
-    cfg["logdir"] = str(dst)
-    return ExperimentConfig.from_dict(cfg)
+    return ExperimentConfig.of_run(str(dst))
 
 
 class _Killed(Exception):
@@ -68,6 +69,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, tmp_pat
     with pytest.raises(_Killed):
         runner.finetune(runner.Run(cfg))
     monkeypatch.undo()
+    storage.RunLock.hold(cfg.logdir).release()  # a killed process holds no lock
     assert tf.train.latest_checkpoint(str(tmp_path / "killed" / "finetune_checkpoints")).endswith("-2")
     # a new process: every object rebuilt from disk, the generator initialised at random
     resumed = runner.finetune(runner.Run(cfg))
@@ -98,7 +100,7 @@ def test_results_and_exports_name_their_weights(trained, tmp_path):
 
     run = runner.Run(_copy(trained, tmp_path / "prov"))
     ft = runner.finetune(run)
-    classifier, provenance = runner.load_final_classifier(runner.Run(run.cfg))
+    classifier, provenance = runner.load_final_classifier(runner.Run(run.cfg, read_only=True))
     assert provenance["training_iteration"] == 4 and provenance["finetune_step"] == 6
     assert provenance["finetune_checkpoint"].endswith("finetune_checkpoints/ckpt-6") and provenance["ema_generator"]
     result = runner.evaluate_run(run, ft.classifier, runner.weights_provenance(run, ft))
@@ -106,3 +108,107 @@ def test_results_and_exports_name_their_weights(trained, tmp_path):
     assert result["weights"]["finetune_steps_planned"] == 6
     paths = export.export_run(run, classifier, provenance)
     assert json.load(open(paths["manifest"]))["weights"] == provenance
+
+
+def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_it(trained, tmp_path):
+    cfg = _copy(trained, tmp_path / "corrupt")
+    ckpts = tmp_path / "corrupt" / "checkpoints"
+    data = next(p for p in os.listdir(ckpts) if p.startswith("ckpt-4.data"))
+    with open(ckpts / data, "r+b") as f:
+        f.truncate(64)
+    before = sorted(os.listdir(ckpts))
+    with pytest.raises(storage.CheckpointError, match=r"ckpt-4 cannot be restored .* newest intact one is "
+                                                      r".*ckpt-2: resume from it with --resume_from=.*ckpt-2"):
+        runner.Run(cfg, read_only=True).restore()
+    assert sorted(os.listdir(ckpts)) == before  # nothing deleted or moved
+    cfg.resume_from = str(ckpts / "ckpt-2")
+    run = runner.Run(cfg, read_only=True)
+    assert run.restore().endswith("ckpt-2") and int(run.step.numpy()) == 2
+
+
+def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model(trained, tmp_path):
+    cfg = _copy(trained, tmp_path / "lr")
+    cfg.lr_d, cfg.lr_g = 1e-4, 5e-5
+    run = runner.Run(cfg)
+    run.restore()
+    assert float(current_lr(run.model.d_optimizer)) == pytest.approx(1e-4)  # not the checkpoint's 2e-4
+    assert float(current_lr(run.model.g_optimizer)) == pytest.approx(5e-5)
+    history = [json.loads(line) for line in open(tmp_path / "lr" / "history.jsonl")]
+    assert history[-1]["changed"] == {"lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 5e-5]}
+    assert history[-1]["latest_checkpoint"].endswith("ckpt-4")
+    assert json.load(open(tmp_path / "lr" / "config.json"))["lr_d"] == 1e-4
+    run.close()
+    cfg.arch = "sngan"
+    with pytest.raises(ValueError, match=r"--arch: run has 'tiny', now 'sngan'"):
+        runner.Run(cfg)
+
+
+def _tree(root):
+    return {os.path.join(d, f): (os.stat(os.path.join(d, f)).st_size, os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(root) for f in files}
+
+
+@pytest.fixture(scope="module")
+def finetuned(trained, tmp_path_factory):
+    cfg = _copy(trained, tmp_path_factory.mktemp("ft") / "run")
+    run = runner.Run(cfg)
+    runner.finetune(run)
+    run.close()
+    return cfg
+
+
+def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
+    before = _tree(finetuned.logdir)
+    run = runner.Run(finetuned, read_only=True, need_train_data=False)
+    classifier, provenance = runner.load_final_classifier(run)
+    export.export_run(run, classifier, provenance, out=str(tmp_path / "elsewhere"))
+    runner.sample_grid(run.sampling_generator(), run.num_classes, finetuned.z_dim)
+    assert _tree(finetuned.logdir) == before
+    with pytest.raises(FileNotFoundError, match="no run at .*nowhere .no config.json.: train one there first"):
+        runner.Run(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL), read_only=True)
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_an_export_is_a_complete_readable_set_or_the_previous_one(finetuned, tmp_path, monkeypatch):
+    run = runner.Run(finetuned, read_only=True, need_train_data=False)
+    classifier, provenance = runner.load_final_classifier(run)
+    out = tmp_path / "exp" / "export"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.makedirs(tmp_path / "exp" / f".export-tmp-{dead.pid}-0a")  # left by a killed export
+    export.export_run(run, classifier, provenance, out=str(out))
+    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]  # the stale temp folder is gone
+    assert sorted(os.listdir(out)) == ["classifier", "generator", "manifest.json"]
+    for d, dirs, files in os.walk(out):  # a server running as another user can read it
+        assert os.stat(d).st_mode & 0o755 == 0o755
+        assert all(os.stat(os.path.join(d, f)).st_mode & 0o644 == 0o644 for f in files)
+    manifest = open(out / "manifest.json").read()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "export_generator", full_disk)  # fails after the classifier was written
+    with pytest.raises(storage.StorageError, match="No space left on device. The previous complete export"):
+        export.export_run(run, classifier, provenance, out=str(out))
+    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]
+    assert open(out / "manifest.json").read() == manifest
+
+
+def test_served_models_check_their_inputs(finetuned, tmp_path):
+    run = runner.Run(finetuned, read_only=True, need_train_data=False)
+    paths = export.export_run(run, *runner.load_final_classifier(run), out=str(tmp_path / "export"))
+    clf = tf.saved_model.load(paths["classifier"]).signatures["serving_default"]
+    gen = tf.saved_model.load(paths["generator"]).signatures["serving_default"]
+    ok = clf(images=tf.zeros([2, 32, 32, 1]))["logits"]
+    assert ok.shape == (2, 10)
+    expected = r"classifier expects float32 images \[N, 32, 32, 1\] in \[-1, 1\]"
+    for bad in (tf.zeros([2, 28, 28, 1]), tf.zeros([2, 32, 32, 3])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+            clf(images=bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected + " .got NaN or inf."):
+        clf(images=tf.fill([1, 32, 32, 1], float("nan")))
+    assert gen(z=tf.zeros([2, 16]), labels=tf.constant([0, 9]))["images"].shape == (2, 32, 32, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels in \[0, 9\]"):
+        gen(z=tf.zeros([1, 16]), labels=tf.constant([10]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z of shape \[N, 16\]"):
+        gen(z=tf.zeros([1, 8]), labels=tf.constant([1]))
