@@ -13,7 +13,7 @@ from absl import app, flags
 import common  # noqa: F401  (quiet TF logging)
 from robgan_tf import data as data_lib
 from robgan_tf import evaluation
-from robgan_tf.experiment import PAPER_EPS, DEFAULT_EPS
+from robgan_tf.experiment import parse_eps_grid
 
 flags.DEFINE_string("model", None, "An exported classifier SavedModel directory, or a run's --logdir.")
 flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
@@ -82,7 +82,7 @@ def _load_model(path):
     runner.setup_runtime(cfg)
     run = runner.Run(cfg, need_train_data=False, read_only=True)
     classifier, provenance = runner.load_final_classifier(run)
-    return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
+    return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": run.resolution,
                         "generator": run.sampling_generator() if run.generator is not None else None,
                         "num_classes": run.num_classes, "z_dim": cfg.z_dim,
                         "stats_dir": os.path.join(cfg.logdir, "eval")}
@@ -162,15 +162,7 @@ def main(argv):
                 common.fail(f"--model={FLAGS.model} takes images {spec.as_list()[1:]}, but {dataset} has "
                             f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
         backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
-        if FLAGS.eps:
-            try:
-                grid = [float(e) for e in FLAGS.eps.split(",")]
-            except ValueError:
-                common.fail(f"--eps must be comma-separated numbers, got {FLAGS.eps!r}")
-        else:
-            grid = PAPER_EPS.get(dataset, DEFAULT_EPS)
-        if any(e < 0 for e in grid):
-            common.fail("--eps values must be >= 0.")
+        grid = parse_eps_grid(FLAGS.eps, dataset)
         if FLAGS.analysis == "gap":
             train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
             gap = evaluation.gap_analysis(classifier, train, source, eps_grid=grid,

@@ -14,6 +14,8 @@ Modules, each with one job:
   inception2015  the 2015-12-05 TF Inception graph (local file), upgraded to run in TF 2
   experiment  ExperimentConfig: every flag of the launch scripts
   runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline
+  storage     atomic writes, the run lock, checkpoint saves and export swaps that fail cleanly
+  judge       an independent scikit-learn judge of the digits demo's generator
   export      SavedModels servable without robgan_tf
 """
 __version__ = "0.2.0"

@@ -9,7 +9,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from robgan_tf.losses import class_ce
+
 LOSSES = ("ce", "margin", "two_head")
+# The authors' evaluation and fine-tuning attacks step eps/5 (their `attack_label_Linf_PGD`).
+PAPER_STEP_FRACTION = 0.2
 
 
 def classifier_outputs(model, images):
@@ -35,6 +39,11 @@ def class_logits(model, images):
     return _class_logits(classifier_outputs(model, images))
 
 
+def predict(model, images):
+    """int32 predicted classes of any classifier form."""
+    return tf.argmax(class_logits(model, images), -1, output_type=tf.int32)
+
+
 def per_example_loss(outputs, labels, loss="ce", targeted=False):
     """The attack objective per example (the attacker ascends it).
 
@@ -49,11 +58,10 @@ def per_example_loss(outputs, labels, loss="ce", targeted=False):
         if not isinstance(outputs, (tuple, list)):
             raise ValueError("loss='two_head' needs a model returning (real/fake logit, class logits).")
         logit, logits = outputs
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return 0.5 * tf.nn.softplus(-logit) + 0.5 * ce
+        return 0.5 * tf.nn.softplus(-logit) + 0.5 * class_ce(logits, labels)
     logits = _class_logits(outputs)
     if loss == "ce":
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        ce = class_ce(logits, labels)
         return -ce if targeted else ce
     if loss == "margin":
         onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from robgan_tf.attacks import LOSSES as ATTACK_LOSSES
+from robgan_tf.attacks import PAPER_STEP_FRACTION
 from robgan_tf.losses import LossConfig
 
 MODES = ("robgan", "gan", "advtrain")
@@ -147,7 +148,7 @@ class FinetuneConfig:
     lr: float = 1e-3
     z_dim: int = 128
     attack: AttackConfig = AttackConfig(loss="ce")
-    attack_step_fraction: float = 0.2  # step = eps / 5 when attack.step_size is None
+    attack_step_fraction: float = PAPER_STEP_FRACTION  # step = eps / 5 when attack.step_size is None
     adam_epsilon: float = 1e-8
     reset_adam: bool = True
     mixed_precision: bool = False

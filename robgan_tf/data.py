@@ -79,22 +79,33 @@ def _check_resolution(name, native, resolution):
 
 
 # ----------------------------------------------------------------------------- digits
-def _digits(split, resolution):
+DIGITS_RESOLUTIONS = (16, 32, 64, 128)
+
+
+def digits_8x8(split):
+    """scikit-learn's original digits of one split: (images [N, 8, 8] with values 0..16, int32 labels).
+
+    The fixed stratified 80/20 split every use of the digits dataset shares."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    resolution = 32 if resolution is None else int(resolution)
-    if resolution not in (32, 64, 128):
-        raise DataError(f"digits is resized to 32, 64 or 128 px, not {resolution}.")
     d = load_digits()
-    x = (d.images * (255.0 / 16.0)).astype(np.float32)[..., None]  # 8x8, values 0..16
     y = d.target.astype(np.int32)
     idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     idx = idx_train if split == "train" else idx_test
-    up = tf.image.resize(x[idx], [resolution, resolution], method="bilinear").numpy()
+    return d.images[idx], y[idx]
+
+
+def _digits(split, resolution):
+    resolution = 16 if resolution is None else int(resolution)
+    if resolution not in DIGITS_RESOLUTIONS:
+        raise DataError(f"digits is resized to {', '.join(map(str, DIGITS_RESOLUTIONS))} px, not {resolution}.")
+    images8, labels = digits_8x8(split)
+    x = (images8 * (255.0 / 16.0)).astype(np.float32)[..., None]
+    up = tf.image.resize(x, [resolution, resolution], method="bilinear").numpy()
     images = np.clip(np.round(up), 0, 255).astype(np.uint8)
-    info = DatasetInfo("digits", split, 10, tuple(str(i) for i in range(10)), images.shape[1:], len(idx), False)
-    return Source(images, y[idx], info)
+    info = DatasetInfo("digits", split, 10, tuple(str(i) for i in range(10)), images.shape[1:], len(labels), False)
+    return Source(images, labels, info)
 
 
 # ----------------------------------------------------------------------------- cifar10

@@ -16,10 +16,11 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.attacks import class_logits, default_step_size, pgd
+from robgan_tf.attacks import PAPER_STEP_FRACTION, class_logits, pgd, predict
+from robgan_tf.losses import class_ce
 
 PROTOCOLS = {
-    "paper": [dict(loss="ce", steps=20, step_fraction=0.2, random_start=False, restarts=1)],
+    "paper": [dict(loss="ce", steps=20, step_fraction=PAPER_STEP_FRACTION, random_start=False, restarts=1)],
     "strong": [dict(loss="ce", steps=50, step_fraction=None, random_start=True, restarts=10),
                dict(loss="margin", steps=50, step_fraction=None, random_start=True, restarts=10),
                dict(loss="margin", steps=50, step_fraction=None, random_start=False, restarts=1, targets=3)],
@@ -38,17 +39,17 @@ def _attack_batch(classifier, x, y, eps, spec):
         for t in range(spec["targets"]):
             adv = pgd(classifier, x, targets[:, t], eps=eps, steps=steps, step_size=step, loss=spec["loss"],
                       targeted=True)
-            ok &= tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32) == y
+            ok &= predict(classifier, adv) == y
         return ok
     adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step, random_start=spec["random_start"],
               restarts=spec["restarts"], loss=spec["loss"])
-    return tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32) == y
+    return predict(classifier, adv) == y
 
 
 def correct_under_protocol(classifier, x, y, eps, protocol, keep_adv=False):
     """(correct [B] bool, worst adversarial images or None): worst case over the protocol's attacks."""
     y = tf.cast(y, tf.int32)
-    clean_ok = tf.argmax(class_logits(classifier, x), -1, output_type=tf.int32) == y
+    clean_ok = predict(classifier, x) == y
     if not tf.is_tensor(eps) and eps == 0:
         return clean_ok, (x if keep_adv else None)
     ok = clean_ok
@@ -78,19 +79,19 @@ def _compiled(classifier, eps, protocol, keep_adv):
     return lambda x, y: fn(x, y, e)
 
 
-def accuracy_under_attack(classifier, source, *, eps, steps, step_size=None, num_examples=None, batch_size=128):
-    """Accuracy under one CE PGD attack (no random start) on the first num_examples of `source`."""
+def accuracy_under_attack(classifier, source, *, eps, steps, num_examples=None, batch_size=128):
+    """Accuracy under the paper protocol's kind of attack -- class-CE PGD, steps of eps/5, no random start --
+    with `steps` steps, on the first num_examples of `source` (eps 0 or steps 0: clean accuracy)."""
     steps = int(steps) if eps else 0
     key = (id(classifier), "single", steps)
     if key not in _COMPILED:  # eps and the step are tensors: one trace serves the whole eps grid
         def correct(x, y, eps, step_size):
             adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step_size) if steps else x
-            pred = tf.argmax(class_logits(classifier, adv), -1, output_type=tf.int32)
-            return tf.reduce_sum(tf.cast(pred == y, tf.int32))
+            return tf.reduce_sum(tf.cast(predict(classifier, adv) == y, tf.int32))
 
         _COMPILED[key] = (classifier, tf.function(correct, reduce_retracing=True))
     correct = _COMPILED[key][1]
-    step = (default_step_size(eps, steps) if step_size is None else step_size) if steps else 0.0
+    step = eps * PAPER_STEP_FRACTION if steps else 0.0
     eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step, tf.float32)
     hits, n = 0, 0
     for x, y in data_lib.eval_dataset(source, batch_size, num_examples):
@@ -199,8 +200,7 @@ def local_lipschitz(classifier, images, labels):
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int32), logits=class_logits(classifier, x)))
+        total = tf.reduce_sum(class_ce(class_logits(classifier, x), labels))
     grad = tape.gradient(total, x)
     return tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
 
@@ -210,8 +210,7 @@ def gap_analysis(classifier, train_source, test_source, *, eps_grid, num_example
     out = {"eps": [float(e) for e in eps_grid], "train_accuracy": [], "test_accuracy": [], "llv": {}}
     for eps in eps_grid:
         for split, src in (("train", train_source), ("test", test_source)):
-            acc = accuracy_under_attack(classifier, src, eps=float(eps), steps=steps if eps else 0,
-                                        step_size=float(eps) / 5 if eps else None, num_examples=num_examples,
+            acc = accuracy_under_attack(classifier, src, eps=float(eps), steps=steps, num_examples=num_examples,
                                         batch_size=batch_size)
             out[f"{split}_accuracy"].append(acc)
     for split, src in (("train", train_source), ("test", test_source)):

@@ -149,7 +149,7 @@ class ConditionalBatchNorm(layers.Layer):
         self.num_classes = int(num_classes)
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
-        self.bn = batch_norm(center=False, scale=False, epsilon=self.epsilon, momentum=self.momentum, name="bn")
+        self.bn = BatchNorm(center=False, scale=False, epsilon=self.epsilon, momentum=self.momentum, name="bn")
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -192,11 +192,6 @@ class BatchNorm(layers.BatchNormalization):
         if kwargs.get("name") in ("moving_mean", "moving_variance"):
             kwargs["aggregation"] = "mean"
         return super().add_weight(*args, **kwargs)
-
-
-def batch_norm(**kwargs):
-    """The package's BatchNorm (replica-consistent moving statistics)."""
-    return BatchNorm(**kwargs)
 
 
 def _maybe_sn(layer, spectral_norm):
@@ -287,7 +282,7 @@ class DiscriminatorBlock(layers.Layer):
         return _maybe_sn(conv, self.spectral_norm)
 
     def _bn(self, name):
-        return batch_norm(momentum=0.9, epsilon=1e-5, name=name) if self.norm else None
+        return BatchNorm(momentum=0.9, epsilon=1e-5, name=name) if self.norm else None
 
     def build(self, input_shape):
         in_ch = int(input_shape[-1])
@@ -376,14 +371,7 @@ class PreActBlock(layers.Layer):
         return config
 
 
-def spectral_norm_of(kernel):
-    """The largest singular value of a kernel reshaped to [fan_in, out] (exact, for tests/diagnostics)."""
-    w = tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
-    return float(tf.linalg.svd(w, compute_uv=False)[0])
-
-
 __all__ = [
-    "SpectralNorm", "ConditionalBatchNorm", "BatchNorm", "batch_norm", "GeneratorBlock", "DiscriminatorBlock",
+    "SpectralNorm", "ConditionalBatchNorm", "BatchNorm", "GeneratorBlock", "DiscriminatorBlock",
     "PreActBlock", "upsample2x", "downsample2x", "residual_init", "plain_init", "torch_default_init",
-    "spectral_norm_of",
 ]

@@ -26,7 +26,7 @@ from robgan_tf.layers import (
     SpectralNorm,
     PreActBlock,
     _PACKAGE,
-    batch_norm,
+    BatchNorm,
     plain_init,
     torch_default_init,
 )
@@ -81,7 +81,7 @@ PRESETS = {
     ("preact_resnet18", 32): ArchSpec(None, (), ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
                                                  (512, 2), (512, 1)), d_spectral_norm=False, d_use_bias=False,
                                       d_trunk="preact"),
-    **{("tiny", r): _tiny(r) for r in RESOLUTIONS},
+    **{("tiny", r): _tiny(r) for r in (16,) + RESOLUTIONS},  # 16 px: the digits demo
 }
 PRESETS[("reference", 32)] = PRESETS[("authors", 32)]
 D_ONLY_PRESETS = ("preact_resnet18",)
@@ -145,7 +145,7 @@ class Generator(_BuildByCalling, keras.Model):
             GeneratorBlock(ch, self.num_classes, upsample=up, name=f"block{i + 1}")
             for i, (ch, up) in enumerate(s.g_blocks)
         ]
-        self.bn_out = batch_norm(momentum=0.9, epsilon=2e-5, name="bn_out")
+        self.bn_out = BatchNorm(momentum=0.9, epsilon=2e-5, name="bn_out")
         self.conv_out = layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=plain_init(),
                                       name="conv_out")
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from robgan_tf import storage
 from robgan_tf import data as data_lib
 from robgan_tf import inception2015
-from robgan_tf.attacks import class_logits
+from robgan_tf.attacks import class_logits, predict
 from robgan_tf.evaluation import feature_statistics, frechet_distance, inception_score
 
 KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
@@ -61,9 +61,6 @@ class ClassifierBackend:
     def __init__(self, classifier):
         self.classifier = classifier
 
-    def probabilities(self, images):
-        return tf.nn.softmax(class_logits(self.classifier, images)).numpy()
-
     def features(self, images):
         d = getattr(self.classifier, "discriminator", None)
         if d is None:  # any other classifier (an exported one, ...): its logits are the features
@@ -71,7 +68,8 @@ class ClassifierBackend:
         return d.features(images, training=False).numpy()
 
     def outputs(self, images):
-        return self.probabilities(images), self.features(images)
+        """(probabilities, features)."""
+        return tf.nn.softmax(class_logits(self.classifier, images)).numpy(), self.features(images)
 
 
 def _local_weights(path, what, source, expected_sha256):
@@ -105,9 +103,6 @@ class KerasInceptionBackend:
         """(probabilities, features) of one forward pass."""
         probs, pool = self.model(inception_preprocess(images), training=False)
         return probs.numpy(), pool.numpy()
-
-    def probabilities(self, images):
-        return self.outputs(images)[0]
 
     def features(self, images):
         return self.outputs(images)[1]
@@ -147,9 +142,6 @@ class TFInception2015Backend:
         x = tf_inception_input(images)
         feats, probs = zip(*(self.net(x[i:i + self.batch_size]) for i in range(0, int(x.shape[0]), self.batch_size)))
         return np.concatenate([p.numpy() for p in probs]), np.concatenate([f.numpy() for f in feats])
-
-    def probabilities(self, images):
-        return self.outputs(images)[0]
 
     def features(self, images):
         return self.outputs(images)[1]
@@ -224,6 +216,6 @@ def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_cl
     for k in range(num_classes):
         z = tf.random.stateless_normal([n_per_class, z_dim], seed=[seed, k])
         labels = tf.fill([n_per_class], k)
-        pred = tf.argmax(class_logits(classifier, generator(z, labels, training=False)), -1, output_type=tf.int32)
+        pred = predict(classifier, generator(z, labels, training=False))
         out.append(float(tf.reduce_mean(tf.cast(pred == k, tf.float32))))
     return out

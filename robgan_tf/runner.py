@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.experiment import NATIVE_RESOLUTION, ExperimentConfig
 from robgan_tf.training import FineTuner, RobGAN, current_lr, make_distributed_step, make_optimizers
 
 
@@ -108,7 +108,7 @@ class Run:
         self.read_only = read_only
         self.strategy = strategy or make_strategy(cfg)
         # Load (and so validate) the data before any model is built.
-        res = cfg.resolution or None
+        res = cfg.resolution or (cfg.image_resolution if cfg.dataset in NATIVE_RESOLUTION else None)
         self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
@@ -355,14 +355,6 @@ def weights_provenance(run: Run, ft: FinetuneRun | None = None):
     return out
 
 
-def robust_accuracy(classifier, source, eps, steps, n=256, batch=128):
-    """Accuracy under class-CE PGD (step eps/5, no random start) on the first n test examples."""
-    from robgan_tf.evaluation import accuracy_under_attack
-
-    return accuracy_under_attack(classifier, source, eps=eps, steps=steps, step_size=eps / 5 if eps else None,
-                                 num_examples=n, batch_size=batch)
-
-
 def log_gap(classifier, run, eps, step, n=256):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
     train vs test, on n examples of each split."""
@@ -377,6 +369,8 @@ def log_gap(classifier, run, eps, step, n=256):
 
 def finetune(run: Run):
     """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the tuner."""
+    from robgan_tf.evaluation import accuracy_under_attack
+
     cfg = run.cfg
     ft = FinetuneRun(run)
     if cfg.finetune_steps == 0:
@@ -410,9 +404,10 @@ def finetune(run: Run):
             if chief and (s % (cfg.log_every * 4) == 0 or s == total):
                 eps = ft.config.attack.eps
                 with writer.as_default(step=s):
-                    tf.summary.scalar("test_clean_accuracy", robust_accuracy(ft.classifier, run.test_source, 0.0, 0))
-                    tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}",
-                                      robust_accuracy(ft.classifier, run.test_source, eps, 10))
+                    tf.summary.scalar("test_clean_accuracy", accuracy_under_attack(
+                        ft.classifier, run.test_source, eps=0.0, steps=0, num_examples=256))
+                    tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}", accuracy_under_attack(
+                        ft.classifier, run.test_source, eps=eps, steps=10, num_examples=256))
                     log_gap(ft.classifier, run, eps, s)
         if s % cfg.checkpoint_every == 0 or s == total:
             if not _weights_finite(run.discriminator.weights):
@@ -493,12 +488,22 @@ def pipeline(cfg: ExperimentConfig):
         per_class = quality.per_class_label_accuracy(g, classifier, run.num_classes, cfg.z_dim, n_per_class=50)
         summary["generator_label_accuracy"] = float(np.mean(per_class))
         summary["generator_label_accuracy_per_class"] = per_class
+        if cfg.dataset == "digits":
+            from robgan_tf import judge
+
+            summary["independent_judge"] = judge.judge_generator(g, cfg.z_dim, run.resolution)
     summary["seconds"] = round(time.time() - t0, 1)
     storage.atomic_write_json(os.path.join(cfg.logdir, "eval", "summary.json"), summary)
     _log("\n" + evaluation.markdown_table(result))
     if "generator_label_accuracy" in summary:
         _log(f"\nExported classifier labels {summary['generator_label_accuracy']:.1%} of the generator's images "
-             "as the class they were generated for.")
+             "as the class they were generated for (a biased judge: it was fine-tuned on those fakes).")
+    if "independent_judge" in summary:
+        j = summary["independent_judge"]
+        _log(f"An independent judge -- an SVM trained only on the real 8x8 training digits, which recognises "
+             f"{j['real_test_accuracy']:.1%} of the real test digits -- recognises {j['accuracy']:.1%} of "
+             f"{j['num_samples']} generated digits; their within-class variety is {j['diversity']:.2f} of the real "
+             "digits' (1: as varied, 0: one image per class).")
     _log("\nExports:")
     for k, v in paths.items():
         _log(f"  {k}: {v}")

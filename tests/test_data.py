@@ -39,11 +39,11 @@ def _png(path, value, size=(12, 9)):
 
 def test_digits_default_metadata_range_and_split():
     train, test = data.load("digits"), data.load("digits", "test")
-    assert train.info.num_classes == 10 and train.info.image_shape == (32, 32, 1)
+    assert train.info.num_classes == 10 and train.info.image_shape == (16, 16, 1)  # twice the original 8 px
     assert train.info.num_examples + test.info.num_examples == 1797
     assert not train.info.flip_ok
     x, y = next(iter(data.train_dataset(train, 16)))
-    assert x.dtype == tf.float32 and y.dtype == tf.int32 and x.shape == (16, 32, 32, 1)
+    assert x.dtype == tf.float32 and y.dtype == tf.int32 and x.shape == (16, 16, 16, 1)
     assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
     # the split is deterministic and disjoint
     again = data.load("digits", "test")

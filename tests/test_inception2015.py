@@ -22,7 +22,7 @@ def test_backend_matches_the_reference_pipeline(standin):
     path, params = standin
     backend = quality.TFInception2015Backend(path, batch_size=2)  # 5 images: batches of 2, 2, 1
     images = np.random.default_rng(1).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
-    feats, probs = backend.features(images), backend.probabilities(images)
+    probs, feats = backend.outputs(images)
     ref_feats, ref_probs = reference(images, params)
     assert feats.shape == (5, 2048) and probs.shape == (5, 1008)
     np.testing.assert_allclose(feats, ref_feats, rtol=1e-4, atol=1e-4)

@@ -10,9 +10,14 @@ from robgan_tf.layers import (
     GeneratorBlock,
     SpectralNorm,
     downsample2x,
-    spectral_norm_of,
     upsample2x,
 )
+
+
+def spectral_norm_of(kernel):
+    """The exact largest singular value of a kernel reshaped to [fan_in, out]."""
+    w = tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
+    return float(tf.linalg.svd(w, compute_uv=False)[0])
 
 
 def _built(layer, x):

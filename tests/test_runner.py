@@ -131,10 +131,10 @@ def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the
     cfg.lr_d, cfg.lr_g = 1e-4, 5e-5
     run = runner.Run(cfg)
     run.restore()
-    assert float(current_lr(run.model.d_optimizer)) == pytest.approx(1e-4)  # not the checkpoint's 2e-4
+    assert float(current_lr(run.model.d_optimizer)) == pytest.approx(1e-4)  # not the checkpoint's 1e-3
     assert float(current_lr(run.model.g_optimizer)) == pytest.approx(5e-5)
     history = [json.loads(line) for line in open(tmp_path / "lr" / "history.jsonl")]
-    assert history[-1]["changed"] == {"lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 5e-5]}
+    assert history[-1]["changed"] == {"lr_d": [1e-3, 1e-4], "lr_g": [4e-4, 5e-5]}
     assert history[-1]["latest_checkpoint"].endswith("ckpt-4")
     assert json.load(open(tmp_path / "lr" / "config.json"))["lr_d"] == 1e-4
     run.close()
@@ -199,15 +199,15 @@ def test_served_models_check_their_inputs(finetuned, tmp_path):
     paths = export.export_run(run, *runner.load_final_classifier(run), out=str(tmp_path / "export"))
     clf = tf.saved_model.load(paths["classifier"]).signatures["serving_default"]
     gen = tf.saved_model.load(paths["generator"]).signatures["serving_default"]
-    ok = clf(images=tf.zeros([2, 32, 32, 1]))["logits"]
+    ok = clf(images=tf.zeros([2, 16, 16, 1]))["logits"]
     assert ok.shape == (2, 10)
-    expected = r"classifier expects float32 images \[N, 32, 32, 1\] in \[-1, 1\]"
-    for bad in (tf.zeros([2, 28, 28, 1]), tf.zeros([2, 32, 32, 3])):
+    expected = r"classifier expects float32 images \[N, 16, 16, 1\] in \[-1, 1\]"
+    for bad in (tf.zeros([2, 28, 28, 1]), tf.zeros([2, 16, 16, 3])):
         with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
             clf(images=bad)
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected + " .got NaN or inf."):
-        clf(images=tf.fill([1, 32, 32, 1], float("nan")))
-    assert gen(z=tf.zeros([2, 16]), labels=tf.constant([0, 9]))["images"].shape == (2, 32, 32, 1)
+        clf(images=tf.fill([1, 16, 16, 1], float("nan")))
+    assert gen(z=tf.zeros([2, 16]), labels=tf.constant([0, 9]))["images"].shape == (2, 16, 16, 1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels in \[0, 9\]"):
         gen(z=tf.zeros([1, 16]), labels=tf.constant([10]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"z of shape \[N, 16\]"):
