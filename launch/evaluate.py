@@ -12,7 +12,8 @@ from absl import app, flags
 
 import common  # noqa: F401  (quiet TF logging)
 from robgan_tf import data as data_lib
-from robgan_tf import evaluation
+from robgan_tf import gap as gap_lib
+from robgan_tf import robustness
 from robgan_tf.experiment import parse_eps_grid
 
 flags.DEFINE_string("model", None, "An exported classifier SavedModel directory, or a run's --logdir.")
@@ -21,7 +22,7 @@ flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
 flags.DEFINE_string("eps", "", "Comma-separated eps in [-1, 1] units; default: the paper's grid for the dataset.")
 flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both", "none"],
-                  "Attack protocol (see robgan_tf.evaluation); none: no robustness table (e.g. only --quality).")
+                  "Attack protocol (see robgan_tf.robustness); none: no robustness table (e.g. only --quality).")
 flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
@@ -165,31 +166,31 @@ def main(argv):
         grid = parse_eps_grid(FLAGS.eps, dataset)
         if FLAGS.analysis == "gap":
             train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
-            gap = evaluation.gap_analysis(classifier, train, source, eps_grid=grid,
+            gap = gap_lib.gap_analysis(classifier, train, source, eps_grid=grid,
                                           num_examples=FLAGS.num_examples or 1000, batch_size=FLAGS.batch_size)
-            evaluation.plot_gap(gap, FLAGS.plot_out)
+            gap_lib.plot_gap(gap, FLAGS.plot_out)
             for e, a, b in zip(gap["eps"], gap["train_accuracy"], gap["test_accuracy"]):
                 print(f"eps {e:g}: train {100 * a:.2f}%  test {100 * b:.2f}%  gap {100 * (a - b):+.2f}")
             print(f"LLV mean: train {gap['llv_mean']['train']:.4g}  test {gap['llv_mean']['test']:.4g}")
             print(f"wrote {FLAGS.plot_out}")
             if FLAGS.json_out:
-                evaluation.write_json(gap, FLAGS.json_out)
+                robustness.write_json(gap, FLAGS.json_out)
             return
         if FLAGS.protocol == "none":
             result = {"model": os.path.abspath(FLAGS.model), "dataset": dataset}
         else:
             protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
-            result = evaluation.robustness_table(
+            result = robustness.robustness_table(
                 classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
                 batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
                 save_examples=FLAGS.save_examples or None)
-            print(evaluation.markdown_table(result))
+            print(robustness.markdown_table(result))
             print("sanity:", json.dumps(result["sanity"]))
         result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
         if FLAGS.quality != "none":
             result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
         if FLAGS.json_out:
-            evaluation.write_json(result, FLAGS.json_out)
+            robustness.write_json(result, FLAGS.json_out)
             print(f"wrote {FLAGS.json_out}")
 
     common.guarded(go)

@@ -9,8 +9,9 @@ Modules, each with one job:
   training    RobGAN keras.Model (robgan | gan | advtrain modes) and the eq. 10 FineTuner
   transforms  in-graph crop/flip and dequantisation
   data        every dataset through one load(), step-indexed tf.data pipelines
-  evaluation  robustness tables, IS/FID maths, the generalization-gap analysis
-  quality     Inception Score / FID with labelled backends
+  robustness  robustness tables (paper / strong protocols) and the images that decided them
+  gap         the generalization-gap analysis (Fig. 2 / 6): train vs test robustness, local Lipschitz values
+  quality     Inception Score / FID maths and labelled backends
   inception2015  the 2015-12-05 TF Inception graph (local file), upgraded to run in TF 2
   experiment  ExperimentConfig: every flag of the launch scripts
   runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline

@@ -23,7 +23,6 @@ from robgan_tf import storage
 from robgan_tf import data as data_lib
 from robgan_tf import inception2015
 from robgan_tf.attacks import class_logits, predict
-from robgan_tf.evaluation import feature_statistics, frechet_distance, inception_score
 
 KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 KERAS_INCEPTION_SOURCE = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
@@ -52,6 +51,36 @@ def inception_preprocess(images, size=299):
     return x / 127.5 - 1.0
 
 
+# ----------------------------------------------------------------------------- IS / FID maths
+def inception_score(probs, splits=10):
+    """Inception Score from class probabilities [N, K]: mean and std of exp(E[KL(p(y|x) || p(y))]) over splits."""
+    probs = np.asarray(probs, np.float64)
+    scores = []
+    for part in np.array_split(probs, splits):
+        marginal = part.mean(axis=0, keepdims=True)
+        kl = np.sum(part * (np.log(part + 1e-12) - np.log(marginal + 1e-12)), axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def feature_statistics(features):
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with the matrix square root from an eigh of a
+    symmetric product (stable and real): (S1 S2)^(1/2) has the trace of (S1^(1/2) S2 S1^(1/2))^(1/2)."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    w1, v1 = np.linalg.eigh(sigma1)
+    root1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    w = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    tr_covmean = np.sum(np.sqrt(np.clip(w, 0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
+# ----------------------------------------------------------------------------- backends
 class ClassifierBackend:
     """IS/FID with a classifier trained by this package (its softmax and its pooled D features)."""
 

@@ -358,7 +358,7 @@ def weights_provenance(run: Run, ft: FinetuneRun | None = None):
 def log_gap(classifier, run, eps, step, n=256):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
     train vs test, on n examples of each split."""
-    from robgan_tf.evaluation import gap_analysis
+    from robgan_tf.gap import gap_analysis
 
     gap = gap_analysis(classifier, run.train_source, run.test_source, eps_grid=(eps,), num_examples=n, steps=10)
     tf.summary.scalar("gap/train_robust_accuracy", gap["train_accuracy"][0], step=step)
@@ -369,7 +369,7 @@ def log_gap(classifier, run, eps, step, n=256):
 
 def finetune(run: Run):
     """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the tuner."""
-    from robgan_tf.evaluation import accuracy_under_attack
+    from robgan_tf.robustness import accuracy_under_attack
 
     cfg = run.cfg
     ft = FinetuneRun(run)
@@ -444,19 +444,19 @@ def load_final_classifier(run: Run):
 
 def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_out=None):
     """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard."""
-    from robgan_tf import evaluation
+    from robgan_tf import robustness
 
     cfg = run.cfg
-    result = evaluation.robustness_table(
+    result = robustness.robustness_table(
         classifier, run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
         num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
     result["weights"] = provenance
     out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
-    evaluation.write_json(result, out)
+    robustness.write_json(result, out)
     if is_chief(run.strategy):
         writer = tf.summary.create_file_writer(os.path.join(cfg.logdir, "eval"))
         with writer.as_default(step=int(run.step.numpy())):
-            tf.summary.text("robustness", evaluation.markdown_table(result))
+            tf.summary.text("robustness", robustness.markdown_table(result))
             for r in result["results"]:
                 tf.summary.scalar(f"{r['protocol']}/accuracy_eps{r['eps']:g}", r["accuracy"])
         writer.flush()
@@ -465,7 +465,7 @@ def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_ou
 
 def pipeline(cfg: ExperimentConfig):
     """train -> fine-tune -> evaluate -> export into cfg.logdir; prints where everything went."""
-    from robgan_tf import evaluation, export, quality
+    from robgan_tf import export, quality, robustness
 
     run = Run(cfg)
     t0 = time.time()
@@ -494,7 +494,7 @@ def pipeline(cfg: ExperimentConfig):
             summary["independent_judge"] = judge.judge_generator(g, cfg.z_dim, run.resolution)
     summary["seconds"] = round(time.time() - t0, 1)
     storage.atomic_write_json(os.path.join(cfg.logdir, "eval", "summary.json"), summary)
-    _log("\n" + evaluation.markdown_table(result))
+    _log("\n" + robustness.markdown_table(result))
     if "generator_label_accuracy" in summary:
         _log(f"\nExported classifier labels {summary['generator_label_accuracy']:.1%} of the generator's images "
              "as the class they were generated for (a biased judge: it was fine-tuned on those fakes).")

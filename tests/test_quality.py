@@ -100,3 +100,30 @@ def test_keras_inception_backend_loads_a_legacy_h5_file(tmp_path):
     other_pooled = keras.Model(other.input, other.get_layer("avg_pool").output)
     diff = np.abs(other_pooled(quality.inception_preprocess(images)).numpy() - ref).max()
     assert diff > 0.1 * np.abs(ref).max()
+
+
+def test_inception_score_known_answers():
+    uniform = np.full((1000, 7), 1 / 7)
+    assert quality.inception_score(uniform)[0] == pytest.approx(1.0, abs=1e-6)
+    onehot = np.eye(10)[np.arange(1000) % 10]  # one-hot, spread evenly over K = 10 classes in every split
+    mean, std = quality.inception_score(onehot, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5000, 4)) @ rng.normal(size=(4, 4))
+    mu, sigma = quality.feature_statistics(a)
+    assert quality.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
+    # two Gaussians: ||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); diagonal covariances give a closed form
+    m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 1.0])
+    expected = 1 + 0 + 4 + (1 + 4 - 4) + (4 + 1 - 4) + (9 + 1 - 6)
+    assert quality.frechet_distance(m1, s1, m2, s2) == pytest.approx(expected, rel=1e-9)
+    # a non-diagonal pair against scipy's matrix square root
+    from scipy import linalg
+
+    c1 = np.cov(a, rowvar=False)
+    c2 = np.cov(rng.normal(size=(5000, 4)) * [1, 2, 3, 4], rowvar=False)
+    ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert quality.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-6)

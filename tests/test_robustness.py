@@ -2,35 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robgan_tf import evaluation
+from robgan_tf import robustness
 from robgan_tf.data import DatasetInfo, Source
-
-
-def test_inception_score_known_answers():
-    uniform = np.full((1000, 7), 1 / 7)
-    assert evaluation.inception_score(uniform)[0] == pytest.approx(1.0, abs=1e-6)
-    onehot = np.eye(10)[np.arange(1000) % 10]  # one-hot, spread evenly over K = 10 classes in every split
-    mean, std = evaluation.inception_score(onehot, splits=10)
-    assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
-
-
-def test_frechet_distance_known_answers():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(5000, 4)) @ rng.normal(size=(4, 4))
-    mu, sigma = evaluation.feature_statistics(a)
-    assert evaluation.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
-    # two Gaussians: ||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); diagonal covariances give a closed form
-    m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
-    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 1.0])
-    expected = 1 + 0 + 4 + (1 + 4 - 4) + (4 + 1 - 4) + (9 + 1 - 6)
-    assert evaluation.frechet_distance(m1, s1, m2, s2) == pytest.approx(expected, rel=1e-9)
-    # a non-diagonal pair against scipy's matrix square root
-    from scipy import linalg
-
-    c1 = np.cov(a, rowvar=False)
-    c2 = np.cov(rng.normal(size=(5000, 4)) * [1, 2, 3, 4], rowvar=False)
-    ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
-    assert evaluation.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-6)
 
 
 def _linear_source(n=200, seed=0):
@@ -55,11 +28,13 @@ def _linear_classifier(w):
     return clf
 
 
+
+
 def test_table_on_a_linear_model_matches_the_closed_form():
     source, w, xq = _linear_source()
     clf = _linear_classifier(w)
     grid = (0.0, 0.01, 0.05, 0.2)
-    result = evaluation.robustness_table(clf, source, eps_grid=grid, protocols=("paper",), batch_size=64)
+    result = robustness.robustness_table(clf, source, eps_grid=grid, protocols=("paper",), batch_size=64)
     s = (xq * w).sum((1, 2, 3))
     l1 = np.abs(w).sum()
     for r in result["results"]:
@@ -82,7 +57,7 @@ def test_strong_never_exceeds_paper_and_sanity_is_reported():
     clf = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(32, "relu"),
                             keras.layers.Dense(3)])
     labels[:] = np.argmax(clf(images.astype(np.float32) / 127.5 - 1).numpy(), 1)  # all correct when clean
-    result = evaluation.robustness_table(clf, src, eps_grid=(0.0, 0.05, 0.2), protocols=("paper", "strong"),
+    result = robustness.robustness_table(clf, src, eps_grid=(0.0, 0.05, 0.2), protocols=("paper", "strong"),
                                          batch_size=64)
     acc = {(r["protocol"], r["eps"]): r["accuracy"] for r in result["results"]}
     assert acc[("strong", 0.0)] == acc[("paper", 0.0)] == 1.0
@@ -91,34 +66,44 @@ def test_strong_never_exceeds_paper_and_sanity_is_reported():
     assert acc[("strong", 0.2)] < 1.0  # the attacks do bite
     assert result["sanity"]["strong_le_paper"] and result["sanity"]["strong_monotone_in_eps"]
     assert "strong" in result["attacks"] and len(result["attacks"]["strong"]) == 3
-    table = evaluation.markdown_table(result)
+    table = robustness.markdown_table(result)
     assert "| paper |" in table and "| strong |" in table
 
 
 def test_markdown_and_json(tmp_path):
     result = {"results": [{"protocol": "paper", "eps": 0.0, "eps_01": 0.0, "accuracy": 0.5, "num_examples": 4}],
               "dataset": "d", "split": "test"}
-    assert "50.00%" in evaluation.markdown_table(result)
-    evaluation.write_json(result, str(tmp_path / "a" / "r.json"))
+    assert "50.00%" in robustness.markdown_table(result)
+    robustness.write_json(result, str(tmp_path / "a" / "r.json"))
     assert (tmp_path / "a" / "r.json").exists()
 
 
-def test_local_lipschitz_of_a_linear_model_is_closed_form():
-    # two-class linear model: d CE / dx = (p1 - y) * w, so ||.||_2 = |p1 - y| * ||w||_2
-    source, w, xq = _linear_source(n=16)
+def test_saved_examples_are_the_images_that_decided_each_example(tmp_path):
+    """Under 'strong', a broken example's saved image is the one that broke it, from whichever attack did."""
+    source, w, xq = _linear_source(n=64)
     clf = _linear_classifier(w)
-    llv = evaluation.local_lipschitz(clf, xq, source.labels).numpy()
-    s = (xq * w).sum((1, 2, 3))
-    p1 = 1 / (1 + np.exp(-s))
-    np.testing.assert_allclose(llv, np.abs(p1 - source.labels) * np.linalg.norm(w), rtol=1e-4)
+    path = tmp_path / "ex.npz"
+    result = robustness.robustness_table(clf, source, eps_grid=(0.0, 0.05), protocols=("strong",), batch_size=64,
+                                         save_examples=str(path))
+    ex = np.load(path, allow_pickle=False)
+    x, y, adv = ex["x"], ex["y"], ex["strong_eps0.05"]
+    pred = np.argmax(clf(adv).numpy(), 1)
+    acc = {r["eps"]: r["accuracy"] for r in result["results"]}
+    assert np.abs(adv - x).max() <= 0.05 + 1e-6
+    # the saved images reproduce the table: exactly the non-robust examples are misclassified on them
+    assert np.mean(pred == y) == pytest.approx(acc[0.05]) and acc[0.05] < 1.0
+    np.testing.assert_array_equal(ex["strong_eps0"], x)  # eps 0: the clean images decide
 
 
-def test_gap_analysis_and_plot(tmp_path):
-    source, w, _ = _linear_source(n=64)
-    other, _, _ = _linear_source(n=64, seed=1)
+def test_traced_attacks_do_not_keep_a_classifier_alive():
+    import gc
+    import weakref
+
+    source, w, _ = _linear_source(n=32)
     clf = _linear_classifier(w)
-    gap = evaluation.gap_analysis(clf, source, other, eps_grid=(0.0, 0.1), num_examples=64)
-    assert gap["train_accuracy"][0] == 1.0 and gap["train_accuracy"][1] <= 1.0
-    assert len(gap["llv"]["train"]) == 64
-    evaluation.plot_gap(gap, str(tmp_path / "gap.png"))
-    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[-1] in (3, 4)
+    robustness.accuracy_under_attack(clf, source, eps=0.05, steps=2)
+    assert 2 in clf._robgan_traces  # traced once for 2 steps, reused for every eps
+    ref = weakref.ref(clf)
+    del clf
+    gc.collect()
+    assert ref() is None
