@@ -92,23 +92,24 @@ def start_experiment_script(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     cfg = config_from_flags()
-    from robgan_tf import runner
+    from robgan_tf import runtime
 
-    runner.setup_runtime(cfg)
+    runtime.setup_runtime(cfg)
     return cfg
 
 
 def guarded(fn):
-    """Runs fn(); data, config, missing-checkpoint, storage, lock and divergence errors become one clear line
-    and exit 2."""
+    """Runs fn(); the package's data, config, missing-checkpoint, storage, lock and divergence errors become
+    one clear line and exit 2 (a ValueError from TensorFlow, say, is a bug and keeps its traceback)."""
     from robgan_tf.data import DataError
-    from robgan_tf.runner import TrainingDiverged
+    from robgan_tf.experiment import ConfigError
+    from robgan_tf.loops import TrainingDiverged
     from robgan_tf.storage import CheckpointError, RunLocked, StorageError
 
     try:
         return fn()
-    except (DataError, ValueError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
-            CheckpointError) as e:
+    except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
+            CheckpointError) as e:  # the package's own errors; any other exception keeps its traceback
         fail(str(e))
     except OSError as e:  # a write the package did not wrap (a full or read-only disk)
         fail(f"storage error: {e.strerror or e} ({e.filename or 'path unknown'}). Nothing after this point was "

@@ -76,13 +76,14 @@ def _load_model(path):
     config = os.path.join(path, "config.json")
     if not os.path.exists(config):
         common.fail(f"--model={path} is neither a SavedModel directory (saved_model.pb) nor a run (config.json).")
-    from robgan_tf import runner
+    from robgan_tf import run as run_lib
+    from robgan_tf import runtime
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(path)
-    runner.setup_runtime(cfg)
-    run = runner.Run(cfg, need_train_data=False, read_only=True)
-    classifier, provenance = runner.load_final_classifier(run)
+    runtime.setup_runtime(cfg)
+    run = run_lib.Run(cfg, need_train_data=False, read_only=True)
+    classifier, provenance = run_lib.load_final_classifier(run)
     return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": run.resolution,
                         "generator": run.sampling_generator() if run.generator is not None else None,
                         "num_classes": run.num_classes, "z_dim": cfg.z_dim,

@@ -5,7 +5,8 @@
 from absl import app, flags
 
 import common
-from robgan_tf import export, runner
+from robgan_tf import export
+from robgan_tf import run as run_lib
 
 common.define_experiment_flags()
 flags.DEFINE_string("export_dir", "", "Where to write the export; default LOGDIR/export. The run itself is only read.")
@@ -16,8 +17,8 @@ def main(argv):
     cfg = common.start_experiment_script(argv)
 
     def go():
-        run = runner.Run(cfg, need_train_data=False, read_only=True)
-        paths = export.export_run(run, *runner.load_final_classifier(run), out=FLAGS.export_dir or None)
+        run = run_lib.Run(cfg, need_train_data=False, read_only=True)
+        paths = export.export_run(run, *run_lib.load_final_classifier(run), out=FLAGS.export_dir or None)
         for k, v in paths.items():
             print(f"{k}: {v}")
 

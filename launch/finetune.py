@@ -5,7 +5,8 @@
 from absl import app
 
 import common
-from robgan_tf import runner
+from robgan_tf import loops
+from robgan_tf import run as run_lib
 
 common.define_experiment_flags()
 
@@ -14,8 +15,8 @@ def main(argv):
     cfg = common.start_experiment_script(argv)
     if cfg.finetune_steps <= 0:
         common.fail("--finetune_steps must be > 0 to fine-tune.")
-    run = common.guarded(lambda: runner.Run(cfg, create=False))
-    common.guarded(lambda: runner.finetune(run))
+    run = common.guarded(lambda: run_lib.Run(cfg, create=False))
+    common.guarded(lambda: loops.finetune(run))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ With no flags: the whole pipeline on the embedded digits dataset (about 1 to 5 m
 from absl import app
 
 import common
-from robgan_tf import runner
+from robgan_tf import pipeline
 
 common.define_experiment_flags()
 
 
 def main(argv):
     cfg = common.start_experiment_script(argv)
-    common.guarded(lambda: runner.pipeline(cfg))
+    common.guarded(lambda: pipeline.pipeline(cfg))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import os
 from absl import app, flags
 
 import common
-from robgan_tf import runner
+from robgan_tf import run as run_lib
+from robgan_tf import runtime
+from robgan_tf import samples
 
 flags.DEFINE_string("model", None, "A run's --logdir, or an exported generator SavedModel directory.")
 flags.DEFINE_string("out", "samples.png", "Output PNG path.")
@@ -44,8 +46,8 @@ def _generator(path):
     cfg = ExperimentConfig.of_run(path)
     if cfg.mode == "advtrain":
         common.fail(f"{path} was trained with --mode=advtrain: it has no generator.")
-    runner.setup_runtime(cfg)
-    run = runner.Run(cfg, need_train_data=False, read_only=True)
+    runtime.setup_runtime(cfg)
+    run = run_lib.Run(cfg, need_train_data=False, read_only=True)
     if not run.restore():
         common.fail(f"no checkpoint in {path}/checkpoints: train first.")
     return run.sampling_generator(), run.num_classes, cfg.z_dim
@@ -54,7 +56,7 @@ def _generator(path):
 def main(argv):
     common.start_model_script(argv, FLAGS.model)
     generator, num_classes, z_dim = _generator(FLAGS.model)
-    runner.write_png(FLAGS.out, runner.sample_grid(generator, num_classes, z_dim, cols=FLAGS.cols, seed=FLAGS.seed))
+    samples.write_png(FLAGS.out, samples.sample_grid(generator, num_classes, z_dim, cols=FLAGS.cols, seed=FLAGS.seed))
     print(f"wrote {FLAGS.out}")
 
 

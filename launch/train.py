@@ -5,15 +5,16 @@
 from absl import app
 
 import common
-from robgan_tf import runner
+from robgan_tf import loops
+from robgan_tf import run as run_lib
 
 common.define_experiment_flags()
 
 
 def main(argv):
     cfg = common.start_experiment_script(argv)
-    run = common.guarded(lambda: runner.Run(cfg))
-    common.guarded(lambda: runner.train(run))
+    run = common.guarded(lambda: run_lib.Run(cfg))
+    common.guarded(lambda: loops.train(run))
 
 
 if __name__ == "__main__":

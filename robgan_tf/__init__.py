@@ -14,7 +14,11 @@ Modules, each with one job:
   quality     Inception Score / FID maths and labelled backends
   inception2015  the 2015-12-05 TF Inception graph (local file), upgraded to run in TF 2
   experiment  ExperimentConfig: every flag of the launch scripts
-  runner      training / fine-tuning loops, checkpoints, TensorBoard, the pipeline
+  runtime     logical devices, determinism, precision, the strategy, the chief
+  run         opening a run (created and locked, or read-only): data, networks, optimizers, checkpoints
+  loops       the training and fine-tuning loops: one skeleton
+  samples     sample grids
+  pipeline    train -> fine-tune -> evaluate -> export
   storage     atomic writes, the run lock, checkpoint saves and export swaps that fail cleanly
   judge       an independent scikit-learn judge of the digits demo's generator
   export      SavedModels servable without robgan_tf

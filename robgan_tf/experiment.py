@@ -32,6 +32,10 @@ PAPER_EPS = {"cifar10": (0.0, 0.02, 0.04, 0.08), "imagenet143": (0.0, 0.01, 0.02
 DEFAULT_EPS = (0.0, 0.02, 0.04, 0.08)
 
 
+class ConfigError(ValueError):
+    """A flag value or combination that cannot work; the message names the flag and the fix."""
+
+
 def parse_eps_grid(text, dataset, flag="eps"):
     """A comma-separated eps list ([-1, 1] units); empty: the paper's grid for the dataset."""
     if not text.strip():
@@ -39,9 +43,9 @@ def parse_eps_grid(text, dataset, flag="eps"):
     try:
         grid = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--{flag} must be comma-separated numbers, got {text!r}.") from None
+        raise ConfigError(f"--{flag} must be comma-separated numbers, got {text!r}.") from None
     if any(e < 0 for e in grid):
-        raise ValueError(f"--{flag} values must be >= 0, got {text!r}.")
+        raise ConfigError(f"--{flag} values must be >= 0, got {text!r}.")
     return grid
 
 
@@ -149,55 +153,57 @@ class ExperimentConfig:
         for name, field in self.__dataclass_fields__.items():
             choices = field.metadata.get("choices")
             if choices and getattr(self, name) not in choices:
-                raise ValueError(f"--{name}={getattr(self, name)!r} is not one of {list(choices)}.")
+                raise ConfigError(f"--{name}={getattr(self, name)!r} is not one of {list(choices)}.")
         if self.resolution not in (0, 16, 32, 64, 128):
-            raise ValueError(f"--resolution must be 16 (tiny preset only), 32, 64 or 128 (or 0 for the dataset's own), "
+            raise ConfigError(f"--resolution must be 16 (tiny preset only), 32, 64 or 128 (or 0 for the dataset's own), "
                              f"got {self.resolution}.")
         for flag, preset in (("arch", self.arch), ("d_arch", self.discriminator_preset)):
             try:
                 get_spec(preset, self.image_resolution)
             except ValueError as e:
-                raise ValueError(f"--{flag}={preset} --resolution={self.image_resolution}: {e}") from None
+                raise ConfigError(f"--{flag}={preset} --resolution={self.image_resolution}: {e}") from None
         if self.discriminator_preset == "preact_resnet18" and (self.d_norm == "batch" or self.d_bias == "on"):
-            raise ValueError("--d_arch=preact_resnet18 has no BatchNorm and no conv biases (the authors' "
+            raise ConfigError("--d_arch=preact_resnet18 has no BatchNorm and no conv biases (the authors' "
                              "PreActResNet18); drop --d_norm=batch / --d_bias=on.")
         if self.d_head == "projection" and self.mode == "advtrain":
-            raise ValueError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
+            raise ConfigError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
                              "trains a classifier: use --d_head=acgan.")
         positive = ("batch_size", "train_steps", "n_dis", "checkpoint_every", "keep_checkpoints", "log_every",
                     "sample_every", "cpu_replicas", "z_dim")
         if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
-            raise ValueError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
+            raise ConfigError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
                              f"divide evenly over --cpu_replicas={self.cpu_replicas}.")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
+                raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}.")
         for name in ("finetune_steps", "eval_examples", "halve_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+                raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.attack_eps < 0:
-            raise ValueError(f"--attack_eps must be >= 0, got {self.attack_eps}.")
+            raise ConfigError(f"--attack_eps must be >= 0, got {self.attack_eps}.")
         if self.attack_steps < 0:
-            raise ValueError(f"--attack_steps must be >= 0, got {self.attack_steps}.")
+            raise ConfigError(f"--attack_steps must be >= 0, got {self.attack_steps}.")
         if self.attack_step_size < 0:
-            raise ValueError(f"--attack_step_size must be >= 0 (0: automatic), got {self.attack_step_size}.")
+            raise ConfigError(f"--attack_step_size must be >= 0 (0: automatic), got {self.attack_step_size}.")
         if self.mode == "robgan" and (self.attack_eps == 0 or self.attack_steps == 0):
-            raise ValueError("--mode=robgan needs an attack: --attack_eps > 0 and --attack_steps > 0 "
+            raise ConfigError("--mode=robgan needs an attack: --attack_eps > 0 and --attack_steps > 0 "
                              "(use --mode=gan to train without one).")
         if self.batch_size % self.cpu_replicas:
-            raise ValueError(f"--batch_size={self.batch_size} must divide evenly over --cpu_replicas={self.cpu_replicas}.")
+            raise ConfigError(f"--batch_size={self.batch_size} must divide evenly over --cpu_replicas={self.cpu_replicas}.")
         if self.jit_compile and (self.cpu_replicas > 1 or self.strategy in ("mirrored", "multi_worker")):
-            raise ValueError("--jit_compile needs a single replica; drop it or use --strategy=default.")
+            raise ConfigError("--jit_compile needs a single replica; drop it or use --strategy=default.")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
+            raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
         try:
             self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
-        except ValueError as e:  # name the flags, not the dataclass fields
-            raise ValueError(f"{e} (flags: --{' --'.join(self._TRAIN_FLAGS)})") from None
+            self.finetune_config(10)
+        except ValueError as e:  # the dataclasses' own checks: name the flags, not the fields
+            raise ConfigError(f"{e} (flags: --{' --'.join(self._TRAIN_FLAGS)})") from None
         return self
 
-    _TRAIN_FLAGS = ("lr_schedule", "halve_every", "lr_boundaries", "lr_decay_start", "reset_adam", "optimizer")
+    _TRAIN_FLAGS = ("lr_schedule", "halve_every", "lr_boundaries", "lr_decay_start", "reset_adam", "optimizer",
+                    "finetune_lambda", "finetune_eps")
 
     @property
     def discriminator_preset(self):
@@ -243,7 +249,7 @@ class ExperimentConfig:
         try:
             return tuple(int(b) for b in self.lr_boundaries.split(","))
         except ValueError:
-            raise ValueError(f"--lr_boundaries must be comma-separated integers, got {self.lr_boundaries!r}.") from None
+            raise ConfigError(f"--lr_boundaries must be comma-separated integers, got {self.lr_boundaries!r}.") from None
 
     def train_config(self, num_classes):
         return TrainConfig(
@@ -302,7 +308,7 @@ class ExperimentConfig:
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
         if diffs:
-            raise ValueError(f"--logdir {os.path.dirname(path)} holds a run with other settings ("
+            raise ConfigError(f"--logdir {os.path.dirname(path)} holds a run with other settings ("
                              + "; ".join(diffs) + "). Use a new --logdir, or the run's own settings. (Learning "
                              "rates, schedules, lengths and logging may change on resume; these may not.)")
         return {k: [old[k], v] for k, v in self.to_dict().items() if k in old and old[k] != v and k != "logdir"}

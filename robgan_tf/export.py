@@ -110,7 +110,7 @@ def export_run(run, classifier, provenance, out=None):
     """Exports a run's generator (EMA weights when on; none in advtrain), classifier and manifest as one set
     into `out` (default LOGDIR/export); returns the paths.
 
-    `provenance` (runner.weights_provenance) records in the manifest which training iteration and
+    `provenance` (run.weights_provenance) records in the manifest which training iteration and
     fine-tuning step the exported weights come from."""
     cfg, info = run.cfg, run.info
     final = os.path.abspath(out or os.path.join(cfg.logdir, "export"))

@@ -78,3 +78,15 @@ def test_flags_reach_every_discriminator_option():
     assert cfg.attack_config().loss == "ce"  # the two-head attack needs the AC-GAN head
     assert ExperimentConfig(dataset="digits").augmentation == "none"  # the 16 px demo: crops hurt, no flips
     assert ExperimentConfig(dataset="imagenet143").augmentation == "resized_crop_flip"
+
+
+def test_launch_scripts_turn_only_the_packages_errors_into_one_line():
+    from robgan_tf.experiment import ConfigError
+
+    with pytest.raises(SystemExit) as exit_info:
+        common.guarded(lambda: (_ for _ in ()).throw(ConfigError("--x is wrong")))
+    assert exit_info.value.code == 2
+    with pytest.raises(ValueError, match="a TensorFlow shape bug"):  # not ours: keeps its traceback
+        common.guarded(lambda: (_ for _ in ()).throw(ValueError("a TensorFlow shape bug")))
+    with pytest.raises(ValueError, match="finetune lambda must be >= 0"):
+        ExperimentConfig(finetune_lambda=-1.0).validate()

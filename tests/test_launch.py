@@ -77,12 +77,13 @@ def test_pipeline_writes_every_artifact(pipeline_run):
 
 def test_exports_serve_without_robgan_tf(pipeline_run):
     logdir, _ = pipeline_run
-    from robgan_tf import runner
+    from robgan_tf import loops
+    from robgan_tf import run as run_lib
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(logdir)
-    run = runner.Run(cfg, need_train_data=False, read_only=True)
-    classifier, provenance = runner.load_final_classifier(run)
+    run = run_lib.Run(cfg, need_train_data=False, read_only=True)
+    classifier, provenance = run_lib.load_final_classifier(run)
     # the manifest records the weights the exports come from: the end of training and of fine-tuning
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
     assert manifest["weights"]["training_iteration"] == provenance["training_iteration"] == 4
@@ -241,29 +242,30 @@ def test_logdir_with_incompatible_run_is_refused(pipeline_run):
 
 
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
-    from robgan_tf import runner
+    from robgan_tf import loops
+    from robgan_tf import run as run_lib
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig(logdir=str(tmp_path), train_steps=2, batch_size=16, attack_steps=1, checkpoint_every=1,
                            log_every=1, sample_every=100, z_dim=16)
-    run = runner.Run(cfg)
-    runner.train(run)
+    run = run_lib.Run(cfg)
+    loops.train(run)
     good = run.manager.latest_checkpoint
     # poison D after the checkpoint (train() would restore the good weights first: skip that once)
     w = run.discriminator.dense_cls.layer.kernel
     w.assign(tf.fill(w.shape, float("nan")))
     run.restore = lambda: None
     cfg.train_steps = 4
-    with pytest.raises(runner.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)
+    with pytest.raises(loops.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)
                        + r".*lower learning rates \(e.g. --lr_d=0.0005 --lr_g=0.0002\) to resume from it"):
-        runner.train(run)
+        loops.train(run)
     assert run.manager.latest_checkpoint == good
     reader = tf.train.load_checkpoint(good)
     assert all(np.isfinite(reader.get_tensor(n)).all() for n in reader.get_variable_to_shape_map()
                if reader.get_variable_to_dtype_map()[n].is_floating)
     # the advice can be followed: the same run accepts the lower learning rates and records the change
     lower = ExperimentConfig(**{**cfg.to_dict(), "logdir": cfg.logdir, "lr_d": 1e-4, "lr_g": 1e-4})
-    assert runner.Run(lower).restore() == good
+    assert run_lib.Run(lower).restore() == good
     assert json.loads(open(tmp_path / "history.jsonl").readlines()[-1])["changed"]["lr_d"] == [1e-3, 1e-4]
 
 

@@ -11,7 +11,12 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
-from robgan_tf import export, runner, storage
+from robgan_tf import export, storage
+from robgan_tf import loops
+from robgan_tf import pipeline
+from robgan_tf import run as run_lib
+from robgan_tf import runtime
+from robgan_tf import samples
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import current_lr
 
@@ -25,9 +30,9 @@ def trained(tmp_path_factory):
     """A trained (not fine-tuned) run with an EMA generator; tests copy it before changing it."""
     logdir = str(tmp_path_factory.mktemp("trained"))
     cfg = ExperimentConfig(logdir=logdir, **SMALL)
-    runner.setup_runtime(cfg)  # enables op determinism for this module; switched off again below
+    runtime.setup_runtime(cfg)  # enables op determinism for this module; switched off again below
     try:
-        runner.train(runner.Run(cfg))
+        loops.train(run_lib.Run(cfg))
         yield logdir
     finally:
         tf_config.disable_op_determinism()
@@ -44,7 +49,7 @@ class _Killed(Exception):
 
 def _kill_after(monkeypatch, n_steps):
     """Makes the next loop die after n_steps optimizer steps, like a kill -9 between two checkpoints."""
-    real = runner.make_distributed_step
+    real = loops.make_distributed_step
 
     def patched(*args, **kwargs):
         step, calls = real(*args, **kwargs), [0]
@@ -57,31 +62,31 @@ def _kill_after(monkeypatch, n_steps):
 
         return dying
 
-    monkeypatch.setattr(runner, "make_distributed_step", patched)
+    monkeypatch.setattr(loops, "make_distributed_step", patched)
 
 
 def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, tmp_path, monkeypatch):
-    straight = runner.finetune(runner.Run(_copy(trained, tmp_path / "straight")))
+    straight = loops.finetune(run_lib.Run(_copy(trained, tmp_path / "straight")))
     expected = [w.numpy() for w in straight.run.discriminator.weights]
 
     cfg = _copy(trained, tmp_path / "killed")
     _kill_after(monkeypatch, 3)  # checkpoint at step 2, killed during step 4
     with pytest.raises(_Killed):
-        runner.finetune(runner.Run(cfg))
+        loops.finetune(run_lib.Run(cfg))
     monkeypatch.undo()
     storage.RunLock.hold(cfg.logdir).release()  # a killed process holds no lock
     assert tf.train.latest_checkpoint(str(tmp_path / "killed" / "finetune_checkpoints")).endswith("-2")
     # a new process: every object rebuilt from disk, the generator initialised at random
-    resumed = runner.finetune(runner.Run(cfg))
+    resumed = loops.finetune(run_lib.Run(cfg))
     assert int(resumed.step.numpy()) == 6
     for a, b in zip(resumed.run.discriminator.weights, expected):
         np.testing.assert_array_equal(a.numpy(), b, err_msg=a.path)
 
 
 def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
-    run = runner.Run(_copy(trained, tmp_path / "ema"))
+    run = run_lib.Run(_copy(trained, tmp_path / "ema"))
     untrained = [w.numpy().copy() for w in run.sampling_generator().weights]
-    ft = runner.FinetuneRun(run)  # restores the training checkpoint before taking the generator
+    ft = run_lib.FinetuneRun(run)  # restores the training checkpoint before taking the generator
     reader = tf.train.load_checkpoint(run.manager.latest_checkpoint)
     saved_ema = [reader.get_tensor(f"ema/w{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(untrained))]
     for w, saved in zip(ft.tuner.generator.weights, saved_ema):
@@ -90,20 +95,20 @@ def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
 
 
 def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
-    run = runner.Run(_copy(trained, tmp_path / "noft"))
+    run = run_lib.Run(_copy(trained, tmp_path / "noft"))
     with pytest.raises(FileNotFoundError, match="has no fine-tuning checkpoint.*launch/finetune.py"):
-        runner.load_final_classifier(run)
+        run_lib.load_final_classifier(run)
 
 
 def test_results_and_exports_name_their_weights(trained, tmp_path):
     from robgan_tf import export
 
-    run = runner.Run(_copy(trained, tmp_path / "prov"))
-    ft = runner.finetune(run)
-    classifier, provenance = runner.load_final_classifier(runner.Run(run.cfg, read_only=True))
+    run = run_lib.Run(_copy(trained, tmp_path / "prov"))
+    ft = loops.finetune(run)
+    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(run.cfg, read_only=True))
     assert provenance["training_iteration"] == 4 and provenance["finetune_step"] == 6
     assert provenance["finetune_checkpoint"].endswith("finetune_checkpoints/ckpt-6") and provenance["ema_generator"]
-    result = runner.evaluate_run(run, ft.classifier, runner.weights_provenance(run, ft))
+    result = pipeline.evaluate_run(run, ft.classifier, run_lib.weights_provenance(run, ft))
     assert json.load(open(os.path.join(run.cfg.logdir, "eval", "robustness.json")))["weights"] == provenance
     assert result["weights"]["finetune_steps_planned"] == 6
     paths = export.export_run(run, classifier, provenance)
@@ -119,17 +124,17 @@ def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_i
     before = sorted(os.listdir(ckpts))
     with pytest.raises(storage.CheckpointError, match=r"ckpt-4 cannot be restored .* newest intact one is "
                                                       r".*ckpt-2: resume from it with --resume_from=.*ckpt-2"):
-        runner.Run(cfg, read_only=True).restore()
+        run_lib.Run(cfg, read_only=True).restore()
     assert sorted(os.listdir(ckpts)) == before  # nothing deleted or moved
     cfg.resume_from = str(ckpts / "ckpt-2")
-    run = runner.Run(cfg, read_only=True)
+    run = run_lib.Run(cfg, read_only=True)
     assert run.restore().endswith("ckpt-2") and int(run.step.numpy()) == 2
 
 
 def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "lr")
     cfg.lr_d, cfg.lr_g = 1e-4, 5e-5
-    run = runner.Run(cfg)
+    run = run_lib.Run(cfg)
     run.restore()
     assert float(current_lr(run.model.d_optimizer)) == pytest.approx(1e-4)  # not the checkpoint's 1e-3
     assert float(current_lr(run.model.g_optimizer)) == pytest.approx(5e-5)
@@ -140,7 +145,7 @@ def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the
     run.close()
     cfg.arch = "sngan"
     with pytest.raises(ValueError, match=r"--arch: run has 'tiny', now 'sngan'"):
-        runner.Run(cfg)
+        run_lib.Run(cfg)
 
 
 def _tree(root):
@@ -151,27 +156,27 @@ def _tree(root):
 @pytest.fixture(scope="module")
 def finetuned(trained, tmp_path_factory):
     cfg = _copy(trained, tmp_path_factory.mktemp("ft") / "run")
-    run = runner.Run(cfg)
-    runner.finetune(run)
+    run = run_lib.Run(cfg)
+    loops.finetune(run)
     run.close()
     return cfg
 
 
 def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     before = _tree(finetuned.logdir)
-    run = runner.Run(finetuned, read_only=True, need_train_data=False)
-    classifier, provenance = runner.load_final_classifier(run)
+    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    classifier, provenance = run_lib.load_final_classifier(run)
     export.export_run(run, classifier, provenance, out=str(tmp_path / "elsewhere"))
-    runner.sample_grid(run.sampling_generator(), run.num_classes, finetuned.z_dim)
+    samples.sample_grid(run.sampling_generator(), run.num_classes, finetuned.z_dim)
     assert _tree(finetuned.logdir) == before
     with pytest.raises(FileNotFoundError, match="no run at .*nowhere .no config.json.: train one there first"):
-        runner.Run(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL), read_only=True)
+        run_lib.Run(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL), read_only=True)
     assert not os.path.exists(tmp_path / "nowhere")
 
 
 def test_an_export_is_a_complete_readable_set_or_the_previous_one(finetuned, tmp_path, monkeypatch):
-    run = runner.Run(finetuned, read_only=True, need_train_data=False)
-    classifier, provenance = runner.load_final_classifier(run)
+    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path / "exp" / "export"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -195,8 +200,8 @@ def test_an_export_is_a_complete_readable_set_or_the_previous_one(finetuned, tmp
 
 
 def test_served_models_check_their_inputs(finetuned, tmp_path):
-    run = runner.Run(finetuned, read_only=True, need_train_data=False)
-    paths = export.export_run(run, *runner.load_final_classifier(run), out=str(tmp_path / "export"))
+    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    paths = export.export_run(run, *run_lib.load_final_classifier(run), out=str(tmp_path / "export"))
     clf = tf.saved_model.load(paths["classifier"]).signatures["serving_default"]
     gen = tf.saved_model.load(paths["generator"]).signatures["serving_default"]
     ok = clf(images=tf.zeros([2, 16, 16, 1]))["logits"]

@@ -1,0 +1,186 @@
+"""The training and fine-tuning loops: one skeleton (resume, step, non-finite stop, progress and
+TensorBoard, in-training evaluation, checkpoints) that both stages run with their own pieces."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import tensorflow as tf
+
+from robgan_tf import data as data_lib
+from robgan_tf import storage
+from robgan_tf.gap import gap_analysis
+from robgan_tf.robustness import accuracy_under_attack
+from robgan_tf.run import FinetuneRun, Run
+from robgan_tf.runtime import distributed_iterator, is_chief
+from robgan_tf.samples import sample_grid
+from robgan_tf.training import current_lr, make_distributed_step
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; nothing was written over the last good checkpoint."""
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def _finite(logs):
+    return all(math.isfinite(float(v)) for v in logs.values())
+
+
+def _weights_finite(variables):
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
+
+
+class _Progress:
+    """Prints and logs (step, metrics, it/s, ETA) every log_every steps and resets the metrics."""
+
+    def __init__(self, prefix, total, start, writer, metrics):
+        self.prefix, self.total, self.writer, self.metrics = prefix, total, writer, metrics
+        self.last_t, self.last_step = time.time(), start
+
+    def __call__(self, step, logs, **scalars):
+        now = time.time()
+        rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
+        parts = " ".join(f"{k}={float(v):.3f}" for k, v in logs.items())
+        eta = time.strftime("%H:%M:%S", time.gmtime(max((self.total - step) / max(rate, 1e-9), 0)))
+        _log(f"[{self.prefix}] {step}/{self.total} {parts} | {rate:.2f} it/s | ETA {eta}")
+        with self.writer.as_default(step=step):
+            for k, v in {**logs, **scalars, "iterations_per_second": rate}.items():
+                tf.summary.scalar(k, float(v))
+        for m in self.metrics:
+            m.reset_state()
+        self.last_t, self.last_step = now, step
+
+
+def _record_config(cfg, writer):
+    with writer.as_default():
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
+        tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
+
+
+
+def _record_config(cfg, writer):
+    with writer.as_default():
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
+        tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
+
+
+def log_gap(classifier, run, eps, step, n=256):
+    """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
+    train vs test, on n examples of each split."""
+    gap = gap_analysis(classifier, run.train_source, run.test_source, eps_grid=(eps,), num_examples=n, steps=10)
+    tf.summary.scalar("gap/train_robust_accuracy", gap["train_accuracy"][0], step=step)
+    tf.summary.scalar("gap/test_robust_accuracy", gap["test_accuracy"][0], step=step)
+    tf.summary.scalar("gap/train_llv_mean", gap["llv_mean"]["train"], step=step)
+    tf.summary.scalar("gap/test_llv_mean", gap["llv_mean"]["test"], step=step)
+
+
+def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, learning_rates, monitor,
+              monitor_every, watched, advice):
+    """The loop both stages share: steps from step_var to `total`, with the stage's pieces plugged in.
+
+    dataset(start) gives the stage's input pipeline from a step; learning_rates() the scalars to log;
+    monitor(step) the chief's in-training evaluation (inside the stage's TensorBoard writer); watched the
+    variables that must be finite before a checkpoint; advice() what to do after a divergence.
+    """
+    cfg = run.cfg
+    start = int(step_var.numpy())
+    if start >= total:
+        _log(f"[{name}] already at {unit} {start} of {total}; nothing to do")
+        return {}
+    iterator = distributed_iterator(run.strategy, dataset(start))
+    step_fn = make_distributed_step(model, run.strategy, jit_compile=cfg.jit_compile)
+    chief = is_chief(run.strategy)
+    writer = (tf.summary.create_file_writer(os.path.join(cfg.logdir, name)) if chief
+              else tf.summary.create_noop_writer())
+    if start == 0 and name == "train":
+        _record_config(cfg, writer)
+    progress = _Progress(name, total, start, writer, model.metrics)
+    logs, t0 = {}, time.time()
+    for s in range(start + 1, total + 1):
+        logs = step_fn(iterator)
+        step_var.assign(s)
+        if not _finite(logs):
+            bad = {k: float(v) for k, v in logs.items()}
+            raise TrainingDiverged(f"non-finite loss at {unit} {s} ({bad}). " + advice())
+        if s % cfg.log_every == 0 or s == total:
+            progress(s, logs, **learning_rates())
+        if chief and (s % monitor_every == 0 or s == total):
+            with writer.as_default(step=s):
+                monitor(s)
+        if s % cfg.checkpoint_every == 0 or s == total:
+            if not _weights_finite(watched):
+                raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
+            storage.save_checkpoint(manager, s)
+    writer.flush()
+    _log(f"[{name}] done: {total} {unit}s in {time.time() - t0:.0f}s")
+    return {k: float(v) for k, v in logs.items()}
+
+
+def _advice(manager, logdir, flags):
+    last = manager.latest_checkpoint
+    where = (f"Nothing was saved over the last good checkpoint, {last}. Rerun the same command with {flags} to "
+             "resume from it" if last else f"No checkpoint had been written yet. Rerun the same command with "
+             f"{flags} to start again")
+    return where + f"; the change is recorded in {os.path.join(logdir, 'history.jsonl')}. Check the data too."
+
+
+def train(run: Run):
+    """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics."""
+    cfg, model = run.cfg, run.model
+    latest = run.restore()
+    if latest:
+        _log(f"[train] resuming from {latest} at iteration {int(run.step.numpy())}")
+
+    def learning_rates():
+        lrs = {"lr_d": current_lr(model.d_optimizer)}
+        if model.g_optimizer is not None:
+            lrs["lr_g"] = current_lr(model.g_optimizer)
+        return lrs
+
+    def monitor(step):
+        if run.generator is not None:
+            tf.summary.image("samples", sample_grid(run.sampling_generator(), run.num_classes, cfg.z_dim)[None],
+                             step=step)
+        log_gap(model.classifier, run, cfg.attack_eps, step)
+
+    lower = f"lower learning rates (e.g. --lr_d={cfg.lr_d / 2:g} --lr_g={cfg.lr_g / 2:g})"
+    return _run_loop(
+        run, name="train", unit="iteration", total=cfg.iterations, step_var=run.step, manager=run.manager,
+        model=model, dataset=lambda start: data_lib.train_dataset(
+            run.train_source, model.examples_per_step(cfg.batch_size), seed=cfg.seed, start_step=start,
+            augment=cfg.augmentation, dequantize=cfg.dequantize),
+        learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every,
+        watched=run.discriminator.weights + (run.generator.weights if run.generator is not None else []),
+        advice=lambda: _advice(run.manager, cfg.logdir, lower))
+
+
+def finetune(run: Run):
+    """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the FinetuneRun."""
+    cfg = run.cfg
+    ft = FinetuneRun(run)
+    if cfg.finetune_steps == 0:
+        return ft
+    latest = ft.restore()  # else: start from the trained discriminator FinetuneRun restored
+    if latest:
+        _log(f"[finetune] resuming from {latest} at step {int(ft.step.numpy())}")
+    eps = ft.config.attack.eps
+
+    def monitor(step):
+        tf.summary.scalar("test_clean_accuracy", accuracy_under_attack(
+            ft.classifier, run.test_source, eps=0.0, steps=0, num_examples=256))
+        tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}", accuracy_under_attack(
+            ft.classifier, run.test_source, eps=eps, steps=10, num_examples=256))
+        log_gap(ft.classifier, run, eps, step)
+
+    _run_loop(
+        run, name="finetune", unit="fine-tuning step", total=cfg.finetune_steps, step_var=ft.step,
+        manager=ft.manager, model=ft.tuner, dataset=lambda start: data_lib.train_dataset(
+            run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start, augment=cfg.augmentation),
+        learning_rates=lambda: {"lr": current_lr(ft.tuner.optimizer)}, monitor=monitor,
+        monitor_every=cfg.log_every * 4, watched=run.discriminator.weights,
+        advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})"))
+    return ft

@@ -1,0 +1,201 @@
+"""Opening a run: its settings, data, networks, optimizers and checkpoints (training, and eq. 10
+fine-tuning), created and locked for writing or opened read-only, and which weights it holds.
+
+A run directory (`--logdir`) holds:
+  config.json            the full settings (a rerun with incompatible settings is refused)
+  history.jsonl          every setting changed on a resume
+  checkpoints/           G, D, EMA weights, both optimizers, RNG state and the iteration counter
+  finetune_checkpoints/  the classifier, its optimizer, RNG, step and the frozen generator during eq. 10
+  train/, finetune/, eval/   TensorBoard event files (scalars, sample grids, the evaluation table)
+  eval/robustness.json   the robustness table;  samples.png   a sample grid;  export/   SavedModels
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import keras
+import tensorflow as tf
+
+from robgan_tf import data as data_lib
+from robgan_tf import storage
+from robgan_tf.experiment import NATIVE_RESOLUTION, ExperimentConfig
+from robgan_tf.runtime import is_chief, make_strategy, worker_dir
+from robgan_tf.training import FineTuner, RobGAN, make_optimizers
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def model_variables(model):
+    """Every variable of a Keras model (trainable, BN statistics, SN vectors) keyed by position.
+
+    tf.train.Checkpoint does not traverse Keras 3's layer lists, so handing it the model would save
+    only the variables that sit directly on it (and, through the optimizer, the trainable ones) --
+    silently dropping BN statistics and SN vectors. Positional keys also survive Keras' automatic
+    layer renaming ("discriminator_1") when several models are built in one process.
+    """
+    return {f"v{i:04d}": w for i, w in enumerate(model.weights)}
+
+
+class Run:
+    """Everything one run needs: config, strategy, data and models (built in the strategy scope).
+
+    read_only=True opens an existing run to read it (evaluate, sample, export): it writes nothing into the
+    run directory. create=False opens an existing run to continue it (fine-tuning) and never makes a new one. Otherwise the run is created or resumed: the chief takes the run's lock (one writer per
+    run), saves config.json and records any setting changed since the last start in history.jsonl.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, read_only=False, create=True):
+        self.cfg = cfg.validate()
+        config_path = os.path.join(cfg.logdir, "config.json")
+        if (read_only or not create) and not os.path.exists(config_path):
+            raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
+                                    f"(launch/train.py --logdir={cfg.logdir}).")
+        changes = cfg.check_compatible(config_path)
+        self.read_only = read_only
+        self.strategy = strategy or make_strategy(cfg)
+        # Load (and so validate) the data before any model is built.
+        res = cfg.resolution or (cfg.image_resolution if cfg.dataset in NATIVE_RESOLUTION else None)
+        self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
+        self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
+                             if need_train_data else None)
+        info = self.test_source.info
+        self.info = info
+        self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
+        self.resolution = info.image_shape[0]
+        if self.resolution != cfg.image_resolution and cfg.resolution:
+            raise ValueError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
+        with self.strategy.scope():
+            self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
+            self.train_config = cfg.train_config(self.num_classes)
+            self.model = RobGAN(self.discriminator, self.generator, self.train_config)
+            self.model.compile(*make_optimizers(self.train_config))
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+            objects = dict(discriminator=model_variables(self.discriminator), d_optimizer=self.model.d_optimizer,
+                           rng=self.model.rng, step=self.step)
+            if self.generator is not None:
+                objects.update(generator=model_variables(self.generator), g_optimizer=self.model.g_optimizer)
+            if self.model.ema_weights:
+                objects["ema"] = {f"w{i}": w for i, w in enumerate(self.model.ema_weights)}
+            self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+        if is_chief(self.strategy) and not read_only:
+            try:
+                os.makedirs(cfg.logdir, exist_ok=True)
+            except OSError as e:
+                raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
+            self.lock = storage.RunLock.hold(cfg.logdir)
+            if changes:
+                storage.append_jsonl(os.path.join(cfg.logdir, "history.jsonl"), {
+                    "time": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
+            cfg.save(config_path)
+
+    def close(self):
+        """Releases the run's lock (also released when the process ends, however it ends)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+    def restore(self):
+        """Restores the latest training checkpoint (or --resume_from); returns its path or None.
+
+        The learning rates are those of the current settings, not of the checkpoint (a resume may lower them)."""
+        path = _restore(self.checkpoint, self.manager, self.cfg.resume_from)
+        if path:
+            for opt, lr in ((self.model.d_optimizer, self.train_config.lr_d),
+                            (self.model.g_optimizer, self.train_config.lr_g)):
+                inner = getattr(opt, "inner_optimizer", opt)
+                if opt is not None and not isinstance(inner._learning_rate,
+                                                      keras.optimizers.schedules.LearningRateSchedule):
+                    inner.learning_rate = lr
+        return path
+
+    def sampling_generator(self):
+        return self.model.sampling_generator() if self.generator is not None else None
+
+
+def _restore(checkpoint, manager, resume_from=""):
+    """Restores `resume_from` when it belongs to this manager's directory, else the latest checkpoint.
+    An unreadable checkpoint raises CheckpointError naming the newest intact one."""
+    mine = resume_from and os.path.realpath(os.path.dirname(resume_from)) == os.path.realpath(manager.directory)
+    path = resume_from if mine else manager.latest_checkpoint
+    if path:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as e:  # noqa: BLE001 -- a damaged file fails in many ways (OpError, IndexError, ...)
+            raise storage.unreadable_checkpoint_error(manager, path, e) from e
+    return path
+
+
+class FinetuneRun:
+    """Eq. 10 fine-tuning state: the classifier view of D, frozen G, optimizer, checkpoint.
+
+    The trained run is restored FIRST (G, its EMA and D), so the frozen generator is the trained one
+    whatever happens next. The fine-tuning checkpoint holds D, the optimizer, the RNG, the step and the
+    frozen generator's weights, so a resumed fine-tuning samples from exactly the generator it started
+    with, even if the training checkpoints have rotated since.
+    """
+
+    def __init__(self, run: Run):
+        cfg = run.cfg
+        self.run = run
+        if not run.restore():
+            raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
+                                    "(launch/train.py), then fine-tune.")
+        self.config = cfg.finetune_config(run.num_classes)
+        with run.strategy.scope():
+            self.classifier = run.discriminator.classifier()
+            self.generator = run.sampling_generator()  # after the restore: the trained (EMA) weights
+            self.tuner = FineTuner(self.classifier, self.generator, self.config)
+            self.tuner.compile()
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="finetune_step")
+            objects = dict(discriminator=model_variables(run.discriminator), optimizer=self.tuner.optimizer,
+                           rng=self.tuner.rng, step=self.step)
+            if self.generator is not None:
+                objects["generator"] = model_variables(self.generator)
+            self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, run.strategy, "finetune_checkpoints"),
+            max_to_keep=cfg.keep_checkpoints)
+
+    def restore(self):
+        return _restore(self.checkpoint, self.manager, self.run.cfg.resume_from)
+
+
+def weights_provenance(run: Run, ft: FinetuneRun | None = None):
+    """Which weights a result or export comes from: the training iteration and fine-tuning step."""
+    cfg = run.cfg
+    out = {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
+           "training_checkpoint": run.manager.latest_checkpoint, "ema_generator": bool(cfg.ema_decay),
+           "finetune_step": None, "finetune_steps_planned": cfg.finetune_steps, "finetune_checkpoint": None}
+    if ft is not None:
+        out.update(finetune_step=int(ft.step.numpy()), finetune_checkpoint=ft.manager.latest_checkpoint)
+    return out
+
+
+def load_final_classifier(run: Run):
+    """(classifier, provenance): the fine-tuned classifier when the run fine-tunes, else the trained D's.
+
+    A run configured to fine-tune (finetune_steps > 0) whose fine-tuning has not started is an error, not a
+    silent fallback to the un-fine-tuned discriminator. `provenance` says which weights were loaded.
+    """
+    cfg = run.cfg
+    if not cfg.finetune_steps:
+        if not run.restore():
+            raise FileNotFoundError(f"no checkpoint in {cfg.logdir}/checkpoints: train first.")
+        return run.discriminator.classifier(), weights_provenance(run)
+    ft = FinetuneRun(run)
+    if not ft.restore():
+        raise FileNotFoundError(
+            f"{cfg.logdir} is set to fine-tune for {cfg.finetune_steps} steps but has no fine-tuning checkpoint "
+            f"in {cfg.logdir}/finetune_checkpoints: run launch/finetune.py --logdir={cfg.logdir} first (or "
+            "launch/pipeline.py, which resumes where the run stopped).")
+    provenance = weights_provenance(run, ft)
+    if provenance["finetune_step"] < cfg.finetune_steps:
+        _log(f"[warning] fine-tuning stopped at step {provenance['finetune_step']} of {cfg.finetune_steps}; "
+             "using those weights (launch/finetune.py resumes it).")
+    return ft.classifier, provenance
