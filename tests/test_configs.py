@@ -56,6 +56,9 @@ def test_flagfile_parses_validates_and_builds(path):
 
 
 @pytest.mark.parametrize("overrides,message", [
+    (dict(attack_eps=-0.1), "attack_eps must be >= 0"),
+    (dict(train_steps=0), "train_steps must be > 0"),
+    (dict(mode="robgan", attack_steps=0), "needs an attack"),
     (dict(d_arch="preact_resnet18", resolution=64), "--d_arch=preact_resnet18 --resolution=64: .* no 64px"),
     (dict(d_arch="preact_resnet18", d_norm="batch"), "no BatchNorm and no conv biases"),
     (dict(mode="advtrain", d_head="projection"), "projection needs labels"),
