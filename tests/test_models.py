@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robgan_tf.layers import DiscriminatorBlock, GeneratorBlock, PreActBlock, SpectralNorm
-from robgan_tf.models import PRESETS, Classifier, Discriminator, Generator, count_params, get_spec
+from robgan_tf.layers import DiscriminatorBlock, PreActBlock, SpectralNorm
+from robgan_tf.models import PRESETS, Discriminator, Generator, count_params, get_spec
 
 CASES = [("tiny", 32, 1), ("tiny", 32, 3), ("tiny", 64, 3), ("tiny", 128, 1), ("sngan", 32, 3),
          ("authors", 32, 3)]
@@ -220,11 +220,3 @@ def test_bad_arguments_are_rejected_clearly():
     with pytest.raises(ValueError, match="head"):
         Discriminator(10, 32, "tiny", head="film")
     assert get_spec("sngan", 32) is PRESETS[("sngan", 32)]
-
-
-def test_block_types_used():
-    g = Generator(3, 32, "tiny")
-    d = Discriminator(3, 32, "tiny")
-    assert all(isinstance(b, GeneratorBlock) for b in g.blocks)
-    assert all(isinstance(b, DiscriminatorBlock) for b in d.blocks) and d.blocks[0].optimized
-    assert isinstance(d.classifier(), Classifier)
