@@ -78,13 +78,17 @@ def accuracy_under_attack(classifier, source, *, eps, steps, num_examples=None, 
     with `steps` steps, on the first num_examples of `source` (eps 0 or steps 0: clean accuracy)."""
     steps = int(steps) if eps else 0
     traces = _traces(classifier)
-    if steps not in traces:  # eps and the step are tensors: one trace serves the whole eps grid
+    key = (steps, tuple(source.info.image_shape))
+    if key not in traces:  # one trace for every batch size and eps: eps and the step are tensor arguments
         def correct(x, y, eps, step_size):
             adv = pgd(classifier, x, y, eps=eps, steps=steps, step_size=step_size) if steps else x
             return tf.reduce_sum(tf.cast(predict(classifier, adv) == y, tf.int32))
 
-        traces[steps] = tf.function(correct, reduce_retracing=True)
-    correct = traces[steps]
+        scalar = tf.TensorSpec([], tf.float32)
+        traces[key] = tf.function(correct, input_signature=[
+            tf.TensorSpec([None, *source.info.image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
+            scalar, scalar])
+    correct = traces[key]
     step = eps * PAPER_STEP_FRACTION if steps else 0.0
     eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step, tf.float32)
     hits, n = 0, 0

@@ -102,7 +102,9 @@ def test_traced_attacks_do_not_keep_a_classifier_alive():
     source, w, _ = _linear_source(n=32)
     clf = _linear_classifier(w)
     robustness.accuracy_under_attack(clf, source, eps=0.05, steps=2)
-    assert 2 in clf._robgan_traces  # traced once for 2 steps, reused for every eps
+    robustness.accuracy_under_attack(clf, source, eps=0.1, steps=2, batch_size=7)  # other eps and batch sizes
+    assert list(clf._robgan_traces) == [(2, (4, 4, 1))]  # one trace serves them all
+    assert clf._robgan_traces[(2, (4, 4, 1))].experimental_get_tracing_count() == 1
     ref = weakref.ref(clf)
     del clf
     gc.collect()
