@@ -103,13 +103,15 @@ def guarded(fn):
     one clear line and exit 2 (a ValueError from TensorFlow, say, is a bug and keeps its traceback)."""
     from robgan_tf.data import DataError
     from robgan_tf.experiment import ConfigError
+    from robgan_tf.inception2015 import InceptionGraphError
     from robgan_tf.loops import TrainingDiverged
+    from robgan_tf.quality import WeightsError
     from robgan_tf.storage import CheckpointError, RunLocked, StorageError
 
     try:
         return fn()
     except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
-            CheckpointError) as e:  # the package's own errors; any other exception keeps its traceback
+            CheckpointError, WeightsError, InceptionGraphError) as e:  # the package's own errors; any other exception keeps its traceback
         fail(str(e))
     except OSError as e:  # a write the package did not wrap (a full or read-only disk)
         fail(f"storage error: {e.strerror or e} ({e.filename or 'path unknown'}). Nothing after this point was "

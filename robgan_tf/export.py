@@ -101,7 +101,12 @@ def _swap_in(tmp, final):
     if os.path.exists(final):
         old = os.path.join(os.path.dirname(final), storage.temp_name(_OLD))
         os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if old:  # put the previous complete export back
+            os.replace(old, final)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -101,6 +101,10 @@ class ClassifierBackend:
         return tf.nn.softmax(class_logits(self.classifier, images)).numpy(), self.features(images)
 
 
+class WeightsError(ValueError):
+    """A local weights file is not the one expected (its sha256 differs)."""
+
+
 def _local_weights(path, what, source, expected_sha256):
     """sha256 of a local weights file; clear errors when it is missing or is not the expected file."""
     if not path or not os.path.isfile(path):
@@ -109,7 +113,7 @@ def _local_weights(path, what, source, expected_sha256):
             "download it on a machine with internet and pass its path. Nothing is downloaded here.")
     digest = sha256_of(path)
     if expected_sha256 and digest != expected_sha256.strip().lower():
-        raise ValueError(f"{path} has sha256 {digest}, expected {expected_sha256}: a different or corrupted file.")
+        raise WeightsError(f"{path} has sha256 {digest}, expected {expected_sha256}: a different or corrupted file.")
     return digest
 
 

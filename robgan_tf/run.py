@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.experiment import NATIVE_RESOLUTION, ExperimentConfig
+from robgan_tf.experiment import NATIVE_RESOLUTION, ConfigError, ExperimentConfig
 from robgan_tf.runtime import is_chief, make_strategy, worker_dir
 from robgan_tf.training import FineTuner, RobGAN, make_optimizers
 
@@ -43,8 +43,9 @@ class Run:
     """Everything one run needs: config, strategy, data and models (built in the strategy scope).
 
     read_only=True opens an existing run to read it (evaluate, sample, export): it writes nothing into the
-    run directory. create=False opens an existing run to continue it (fine-tuning) and never makes a new one. Otherwise the run is created or resumed: the chief takes the run's lock (one writer per
-    run), saves config.json and records any setting changed since the last start in history.jsonl.
+    run directory. create=False opens an existing run to continue it (fine-tuning), never making a new one.
+    Otherwise the run is created or resumed. A writing chief takes the run's lock (one writer per run), saves
+    config.json and records any setting changed since the last start in history.jsonl.
     """
 
     def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, read_only=False, create=True):
@@ -66,7 +67,7 @@ class Run:
         self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
         self.resolution = info.image_shape[0]
         if self.resolution != cfg.image_resolution and cfg.resolution:
-            raise ValueError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
+            raise ConfigError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
         with self.strategy.scope():
             self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
             self.train_config = cfg.train_config(self.num_classes)

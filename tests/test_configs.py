@@ -89,6 +89,10 @@ def test_launch_scripts_turn_only_the_packages_errors_into_one_line():
     with pytest.raises(SystemExit) as exit_info:
         common.guarded(lambda: (_ for _ in ()).throw(ConfigError("--x is wrong")))
     assert exit_info.value.code == 2
+    from robgan_tf.quality import WeightsError
+
+    with pytest.raises(SystemExit):  # a wrong weights file is bad input too
+        common.guarded(lambda: (_ for _ in ()).throw(WeightsError("x.h5 has sha256 ...")))
     with pytest.raises(ValueError, match="a TensorFlow shape bug"):  # not ours: keeps its traceback
         common.guarded(lambda: (_ for _ in ()).throw(ValueError("a TensorFlow shape bug")))
     with pytest.raises(ValueError, match="finetune lambda must be >= 0"):

@@ -197,6 +197,20 @@ def test_an_export_is_a_complete_readable_set_or_the_previous_one(finetuned, tmp
         export.export_run(run, classifier, provenance, out=str(out))
     assert sorted(os.listdir(tmp_path / "exp")) == ["export"]
     assert open(out / "manifest.json").read() == manifest
+    monkeypatch.undo()
+    real_replace = os.replace
+
+    def fails_moving_the_new_export_in(src, dst):
+        if os.path.basename(src).startswith(".export-tmp-"):
+            raise OSError(30, "Read-only file system")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fails_moving_the_new_export_in)  # between the two renames of the swap
+    with pytest.raises(storage.StorageError, match="Read-only file system"):
+        export.export_run(run, classifier, provenance, out=str(out))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]  # the previous export was put back
+    assert open(out / "manifest.json").read() == manifest
 
 
 def test_served_models_check_their_inputs(finetuned, tmp_path):
