@@ -27,7 +27,7 @@ flags.DEFINE_integer("n_dis", 1, "D updates per G update.")
 flags.DEFINE_integer("attack_steps", 5, "PGD steps on the real batch.")
 flags.DEFINE_float("attack_eps", 0.0625, "PGD radius ([-1, 1] units).")
 flags.DEFINE_float("attack_step_size", 0.0078, "PGD step (the authors' fixed 0.0078).")
-flags.DEFINE_enum("mode", "robgan", ["robgan", "gan", "advtrain"], "What one iteration trains.")
+flags.DEFINE_enum("method", "robgan", ["robgan", "gan", "advtrain"], "What one iteration trains.")
 flags.DEFINE_integer("iterations", 10, "Timed iterations.")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, allocation).")
 flags.DEFINE_integer("component_iterations", 3, "Timed repetitions of each component for the split.")
@@ -79,13 +79,13 @@ def main(argv):
     if FLAGS.iterations < 1 or FLAGS.warmup < 0 or FLAGS.batch_size < 1 or FLAGS.n_dis < 1:
         common.fail("--iterations, --batch_size and --n_dis must be >= 1 and --warmup >= 0.")
     k, r, c = FLAGS.num_classes, FLAGS.resolution, FLAGS.channels
-    cfg = TrainConfig(num_classes=k, mode=FLAGS.mode, n_dis=FLAGS.n_dis, mixed_precision=FLAGS.mixed_precision,
+    cfg = TrainConfig(num_classes=k, method=FLAGS.method, n_dis=FLAGS.n_dis, mixed_precision=FLAGS.mixed_precision,
                       attack=AttackConfig(eps=FLAGS.attack_eps, steps=FLAGS.attack_steps,
                                           step_size=FLAGS.attack_step_size,
-                                          loss="ce" if FLAGS.mode == "advtrain" else "two_head"))
+                                          loss="ce" if FLAGS.method == "advtrain" else "two_head"))
     try:
         d = Discriminator(k, r, FLAGS.arch if FLAGS.d_arch == "same" else FLAGS.d_arch, channels=c)
-        g = Generator(k, r, FLAGS.arch, channels=c) if FLAGS.mode != "advtrain" else None
+        g = Generator(k, r, FLAGS.arch, channels=c) if FLAGS.method != "advtrain" else None
     except ValueError as e:
         common.fail(str(e))
     model = RobGAN(d, g, cfg)
@@ -138,7 +138,7 @@ def main(argv):
     med = statistics.median(times)
     result = {
         "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
-                                               "attack_steps", "attack_eps", "attack_step_size", "mode",
+                                               "attack_steps", "attack_eps", "attack_step_size", "method",
                                                "jit_compile", "mixed_precision", "intra_op_threads",
                                                "inter_op_threads")},
         "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},

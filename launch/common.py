@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
+from robgan_tf.config import METHODS  # noqa: E402
 from robgan_tf.experiment import ExperimentConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,6 +36,10 @@ def define_experiment_flags(flag_values=FLAGS):
             flags.DEFINE_enum(f.name, f.default, list(choices), help_text, **kw)
         else:
             flags.DEFINE_string(f.name, f.default, help_text, **kw)
+    # Deprecated names, kept for one release: they warn and translate (config_from_flags).
+    flags.DEFINE_enum("mode", None, list(METHODS), "Deprecated: use --method.", flag_values=flag_values)
+    flags.DEFINE_integer("train_steps", None, "Deprecated: use --train_iterations (this counted D updates; it becomes "
+                         "ceil(train_steps / n_dis) iterations).", flag_values=flag_values)
 
 
 def config_from_flags():
@@ -44,10 +49,11 @@ def config_from_flags():
     saved = os.path.join(FLAGS.logdir, "config.json")
     if os.path.exists(saved):
         with open(saved) as fh:
-            base = json.load(fh)
+            base = ExperimentConfig.upgrade(json.load(fh))
         for f in _FIELDS:
             if not FLAGS[f.name].present and f.name in base and f.name not in ExperimentConfig.NOT_STICKY:
                 values[f.name] = base[f.name]
+    _translate_deprecated(values)
     cfg = ExperimentConfig(**values)
     try:
         cfg.validate()
@@ -55,6 +61,26 @@ def config_from_flags():
     except ValueError as e:
         fail(str(e))
     return cfg
+
+
+def _warn(message):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _translate_deprecated(values):
+    """--mode and --train_steps (0.1 names) still work for one release, with a warning."""
+    if FLAGS["mode"].present:
+        if FLAGS["method"].present and FLAGS.method != FLAGS.mode:
+            fail(f"--mode={FLAGS.mode} and --method={FLAGS.method} disagree; --mode is deprecated, give --method only.")
+        _warn(f"--mode is deprecated and will be removed; use --method={FLAGS.mode}.")
+        values["method"] = FLAGS.mode
+    if FLAGS["train_steps"].present:
+        if FLAGS["train_iterations"].present:
+            fail("give --train_iterations or the deprecated --train_steps, not both.")
+        iterations = -(-FLAGS.train_steps // values["n_dis"])
+        _warn(f"--train_steps is deprecated (it counted D updates); using --train_iterations={iterations} "
+              f"(--train_steps / --n_dis={values['n_dis']}).")
+        values["train_iterations"] = iterations
 
 
 def parse_flags(argv):

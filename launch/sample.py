@@ -44,8 +44,8 @@ def _generator(path):
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(path)
-    if cfg.mode == "advtrain":
-        common.fail(f"{path} was trained with --mode=advtrain: it has no generator.")
+    if cfg.method == "advtrain":
+        common.fail(f"{path} was trained with --method=advtrain: it has no generator.")
     runtime.setup_runtime(cfg)
     run = run_lib.Run(cfg, need_train_data=False, read_only=True)
     if not run.restore():

@@ -10,7 +10,7 @@ from robgan_tf.attacks import LOSSES as ATTACK_LOSSES
 from robgan_tf.attacks import PAPER_STEP_FRACTION
 from robgan_tf.losses import LossConfig
 
-MODES = ("robgan", "gan", "advtrain")
+METHODS = ("robgan", "gan", "advtrain")
 LR_SCHEDULES = ("constant", "linear", "halve", "step")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -50,7 +50,7 @@ class AttackConfig:
 class TrainConfig:
     """Rob-GAN / GAN / adversarial-training hyperparameters (defaults: the authors' code).
 
-    mode: "robgan" (generator + attacker), "gan" (no attacker: AC-GAN / SN-GAN), "advtrain" (no
+    method: "robgan" (generator + attacker), "gan" (no attacker: AC-GAN / SN-GAN), "advtrain" (no
       generator: Madry adversarial training of the classifier, class loss only).
     train_steps counts D updates; G is updated once every n_dis D updates. Every other count
     (halve_every, lr_decay_start, lr_boundaries) is in D updates too.
@@ -64,7 +64,7 @@ class TrainConfig:
     """
 
     num_classes: int
-    mode: str = "robgan"
+    method: str = "robgan"
     z_dim: int = 128
     n_dis: int = 1
     train_steps: int = 1000
@@ -89,8 +89,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}.")
         if self.n_dis < 1:
@@ -119,18 +119,18 @@ class TrainConfig:
                              "needs optimizer='adam' and one of those schedules.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
-        if self.mode == "advtrain" and self.attack.loss == "two_head":
+        if self.method == "advtrain" and self.attack.loss == "two_head":
             raise ValueError("advtrain trains the classifier only; use attack loss 'ce' or 'margin'.")
-        if self.mode == "robgan" and not self.attack.active:
-            raise ValueError("mode 'robgan' needs an attack (eps > 0 and steps > 0); use mode 'gan' for none.")
+        if self.method == "robgan" and not self.attack.active:
+            raise ValueError("method 'robgan' needs an attack (eps > 0 and steps > 0); use method 'gan' for none.")
 
     @property
     def uses_generator(self):
-        return self.mode != "advtrain"
+        return self.method != "advtrain"
 
     @property
     def uses_attack(self):
-        return self.mode != "gan" and self.attack.active
+        return self.method != "gan" and self.attack.active
 
 
 @dataclasses.dataclass(frozen=True)

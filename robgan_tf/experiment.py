@@ -11,7 +11,7 @@ import json
 import os
 
 from robgan_tf import data as data_lib
-from robgan_tf.config import AttackConfig, FinetuneConfig, LR_SCHEDULES, MODES, OPTIMIZERS, TrainConfig
+from robgan_tf.config import METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
 from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
 from robgan_tf.transforms import AUGMENTATIONS
@@ -74,8 +74,8 @@ class ExperimentConfig:
     d_bias: str = _f("preset", "Conv biases in D: preset (sngan/tiny on, authors off), on, off.", TRISTATE)
     z_dim: int = _f(128, "Generator noise dimension.")
     # method
-    mode: str = _f("robgan", "robgan: G + D + attacker; gan: no attacker (AC-GAN/SN-GAN); advtrain: no G (Madry).",
-                   MODES)
+    method: str = _f("robgan", "robgan: G + D + attacker; gan: no attacker (AC-GAN/SN-GAN); advtrain: no G (adversarial "
+                     "training). (--mode is a deprecated alias.)", METHODS)
     loss_variant: str = _f("split", "split (eq. 9: D's class loss on reals only) or acgan (eq. 8).", VARIANTS)
     gan_loss: str = _f("bce", "bce (the paper's log-likelihood, non-saturating G) or hinge.", GAN_LOSSES)
     loss_weights: str = _f("authors", "Loss term weights: authors (D 0.5 S_real + 0.5 C_real + 1.0 S_fake; G 0.5/0.5), "
@@ -101,16 +101,19 @@ class ExperimentConfig:
     momentum: float = _f(0.9, "SGD momentum for --optimizer=sgd.")
     weight_decay: float = _f(0.0, "L2 weight decay on D's kernels, added to the loss (Madry: 2e-4).")
     lr_schedule: str = _f("constant", "constant; linear (to 0 at the end, from --lr_decay_start: SN-GAN); halve "
-                          "(every --halve_every D updates: the authors); step (x --lr_step_factor at each of "
+                          "(every --halve_every iterations: the authors); step (x --lr_step_factor at each of "
                           "--lr_boundaries: Madry).", LR_SCHEDULES)
-    halve_every: int = _f(0, "D updates between halvings for --lr_schedule=halve.")
-    lr_decay_start: int = _f(0, "D updates before the linear decay starts (--lr_schedule=linear).")
-    lr_boundaries: str = _f("", "Comma-separated D-update counts where --lr_schedule=step multiplies the lr.")
+    halve_every: int = _f(0, "Iterations between halvings for --lr_schedule=halve.")
+    lr_decay_start: int = _f(0, "Iterations before the linear decay starts (--lr_schedule=linear).")
+    lr_boundaries: str = _f("", "Comma-separated iteration counts where --lr_schedule=step multiplies the lr.")
     lr_step_factor: float = _f(0.1, "Factor applied at each --lr_boundaries count.")
     reset_adam: bool = _f(False, "Restart Adam's moments where the halve/step schedule lowers the lr (the "
                           "authors re-create Adam there).")
     ema_decay: float = _f(0.0, "Generator weight EMA decay for sampling and export; 0: off.")
-    train_steps: int = _f(600, "Training length in D updates.")
+    train_iterations: int = _f(600, "Training length in iterations; one iteration = --n_dis D updates + one G update. "
+                               "Every training count (--checkpoint_every, --log_every, --sample_every, "
+                               "--halve_every, --lr_decay_start, --lr_boundaries) is in iterations. (--train_steps, "
+                               "a deprecated alias, counted D updates.)")
     # fine-tuning (eq. 10)
     finetune_steps: int = _f(200, "Fine-tuning steps (eq. 10); 0 skips fine-tuning.")
     finetune_lambda: float = _f(0.3, "Weight of the fake-image term in eq. 10.")
@@ -165,10 +168,10 @@ class ExperimentConfig:
         if self.discriminator_preset == "preact_resnet18" and (self.d_norm == "batch" or self.d_bias == "on"):
             raise ConfigError("--d_arch=preact_resnet18 has no BatchNorm and no conv biases (the authors' "
                              "PreActResNet18); drop --d_norm=batch / --d_bias=on.")
-        if self.d_head == "projection" and self.mode == "advtrain":
+        if self.d_head == "projection" and self.method == "advtrain":
             raise ConfigError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
                              "trains a classifier: use --d_head=acgan.")
-        positive = ("batch_size", "train_steps", "n_dis", "checkpoint_every", "keep_checkpoints", "log_every",
+        positive = ("batch_size", "train_iterations", "n_dis", "checkpoint_every", "keep_checkpoints", "log_every",
                     "sample_every", "cpu_replicas", "z_dim")
         if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
             raise ConfigError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
@@ -185,9 +188,9 @@ class ExperimentConfig:
             raise ConfigError(f"--attack_steps must be >= 0, got {self.attack_steps}.")
         if self.attack_step_size < 0:
             raise ConfigError(f"--attack_step_size must be >= 0 (0: automatic), got {self.attack_step_size}.")
-        if self.mode == "robgan" and (self.attack_eps == 0 or self.attack_steps == 0):
-            raise ConfigError("--mode=robgan needs an attack: --attack_eps > 0 and --attack_steps > 0 "
-                             "(use --mode=gan to train without one).")
+        if self.method == "robgan" and (self.attack_eps == 0 or self.attack_steps == 0):
+            raise ConfigError("--method=robgan needs an attack: --attack_eps > 0 and --attack_steps > 0 "
+                             "(use --method=gan to train without one).")
         if self.batch_size % self.cpu_replicas:
             raise ConfigError(f"--batch_size={self.batch_size} must divide evenly over --cpu_replicas={self.cpu_replicas}.")
         if self.jit_compile and (self.cpu_replicas > 1 or self.strategy in ("mirrored", "multi_worker")):
@@ -226,7 +229,7 @@ class ExperimentConfig:
                           norm={"preset": "preset", "batch": "batch", "none": None}[self.d_norm],
                           use_bias=tri[self.d_bias])
         g = (Generator(num_classes, resolution, self.arch, channels=channels, z_dim=self.z_dim)
-             if self.mode != "advtrain" else None)
+             if self.method != "advtrain" else None)
         return g, d
 
     def eps_grid(self):
@@ -234,11 +237,11 @@ class ExperimentConfig:
 
     @property
     def iterations(self):
-        """Training iterations (one = n_dis D updates + one G update); train_steps counts D updates."""
-        return -(-self.train_steps // self.n_dis)
+        """Training iterations (one = n_dis D updates + one G update)."""
+        return self.train_iterations
 
     def attack_config(self):
-        two_head = self.mode != "advtrain" and self.d_head == "acgan"
+        two_head = self.method != "advtrain" and self.d_head == "acgan"
         return AttackConfig(eps=self.attack_eps, steps=self.attack_steps,
                             step_size=self.attack_step_size or None, random_start=self.attack_random_start,
                             loss="two_head" if two_head else "ce")
@@ -253,12 +256,13 @@ class ExperimentConfig:
 
     def train_config(self, num_classes):
         return TrainConfig(
-            num_classes=num_classes, mode=self.mode, z_dim=self.z_dim, n_dis=self.n_dis,
-            train_steps=self.train_steps, lr_g=self.lr_g, lr_d=self.lr_d, beta1=self.adam_beta1,
+            # The library counts D updates; the flags count iterations of n_dis D updates each.
+            num_classes=num_classes, method=self.method, z_dim=self.z_dim, n_dis=self.n_dis,
+            train_steps=self.train_iterations * self.n_dis, lr_g=self.lr_g, lr_d=self.lr_d, beta1=self.adam_beta1,
             beta2=self.adam_beta2, adam_epsilon=self.adam_epsilon,
             optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
-            lr_schedule=self.lr_schedule, halve_every=self.halve_every, lr_decay_start=self.lr_decay_start,
-            lr_boundaries=self.lr_boundary_list(), lr_step_factor=self.lr_step_factor, reset_adam=self.reset_adam,
+            lr_schedule=self.lr_schedule, halve_every=self.halve_every * self.n_dis,
+            lr_decay_start=self.lr_decay_start * self.n_dis, lr_boundaries=tuple(b * self.n_dis for b in self.lr_boundary_list()), lr_step_factor=self.lr_step_factor, reset_adam=self.reset_adam,
             ema_decay=self.ema_decay or None,
             loss=LossConfig.named(self.loss_weights, gan_loss=self.gan_loss, variant=self.loss_variant),
             attack=self.attack_config(), mixed_precision=self.mixed_precision, seed=self.seed)
@@ -276,7 +280,7 @@ class ExperimentConfig:
     # rates and schedules, lengths, logging cadence, evaluation, distribution) may change when a run resumes,
     # and each change is recorded in LOGDIR/history.jsonl.
     IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
-                "mode", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
+                "method", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
                 "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "seed",
                 "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
@@ -287,10 +291,21 @@ class ExperimentConfig:
     def to_dict(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "resume_from"}
 
+    @staticmethod
+    def upgrade(d):
+        """A config dict with 0.1 / early 0.2 names brought up to date: mode -> method, and train_steps (D
+        updates) -> train_iterations."""
+        d = dict(d)
+        if "mode" in d and "method" not in d:
+            d["method"] = d.pop("mode")
+        if "train_steps" in d and "train_iterations" not in d:
+            d["train_iterations"] = -(-int(d.pop("train_steps")) // int(d.get("n_dis", 1)))
+        return d
+
     @classmethod
     def from_dict(cls, d):
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in cls.upgrade(d).items() if k in known})
 
     @classmethod
     def of_run(cls, logdir):
@@ -304,7 +319,7 @@ class ExperimentConfig:
         if not os.path.exists(path):
             return {}
         with open(path) as f:
-            old = json.load(f)
+            old = self.upgrade(json.load(f))
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
         if diffs:

@@ -1,7 +1,7 @@
 """Rob-GAN training (paper section 3.3) and eq. 10 fine-tuning, as Keras models with custom steps.
 
 `RobGAN.train_step` is one iteration: n_dis D updates, each on its own real batch (PGD-attacked
-first in robgan/advtrain mode), then one G update. It runs under `fit` and under `strategy.run` (see
+first by the robgan/advtrain methods), then one G update. It runs under `fit` and under `strategy.run` (see
 `make_distributed_step`, the loop used for MultiWorkerMirroredStrategy, where Keras' own `fit` is
 unreliable). Losses are averaged over the GLOBAL batch because gradients are summed across replicas.
 """
@@ -214,8 +214,8 @@ class RobGAN(keras.Model):
         if config is None:
             raise ValueError("RobGAN needs a TrainConfig.")
         if config.uses_generator and generator is None:
-            raise ValueError(f"mode {config.mode!r} needs a generator; only 'advtrain' runs without one.")
-        if config.mode == "robgan" and config.attack.loss == "two_head" and discriminator.head != "acgan":
+            raise ValueError(f"method {config.method!r} needs a generator; only 'advtrain' runs without one.")
+        if config.method == "robgan" and config.attack.loss == "two_head" and discriminator.head != "acgan":
             raise ValueError("The two-head attack loss needs the AC-GAN head; use attack loss 'ce' with "
                              "the projection discriminator.")
         if config.uses_generator and generator.num_classes != config.num_classes:
@@ -253,7 +253,7 @@ class RobGAN(keras.Model):
 
     def compile(self, d_optimizer, g_optimizer=None, jit_compile=False, **kwargs):
         if self.generator is not None and g_optimizer is None:
-            raise ValueError(f"mode {self.config.mode!r} trains a generator; pass g_optimizer.")
+            raise ValueError(f"method {self.config.method!r} trains a generator; pass g_optimizer.")
         super().compile(optimizer=d_optimizer, jit_compile=jit_compile, **kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         # Create slot variables now, inside the caller's strategy scope, not lazily in the traced
@@ -264,7 +264,7 @@ class RobGAN(keras.Model):
 
     # -- pieces of a step
     def attack(self, images, labels):
-        """PGD on the real batch with D in inference mode (identity in 'gan' mode)."""
+        """PGD on the real batch with D in inference mode (identity for the 'gan' method)."""
         a = self.config.attack
         if not self.config.uses_attack:
             return tf.cast(images, tf.float32)

@@ -46,22 +46,22 @@ def test_flagfile_parses_validates_and_builds(path):
     train = cfg.train_config(k)
     model = RobGAN(d, g, train)  # builds both networks
     model.compile(*make_optimizers(train))
-    assert count_params(d) > 1e6 and (g is None) == (cfg.mode == "advtrain")
+    assert count_params(d) > 1e6 and (g is None) == (cfg.method == "advtrain")
     if cfg.finetune_steps:
         cfg.finetune_config(k)
     # faithful settings the paper's runs depend on
-    if cfg.arch == "authors" and cfg.mode != "advtrain":
+    if cfg.arch == "authors" and cfg.method != "advtrain":
         assert cfg.attack_step_size == 0.0078 and cfg.reset_adam and cfg.lr_schedule == "halve"
         assert cfg.augmentation == {"cifar10": "crop_flip", "imagenet143": "resized_crop_flip"}[cfg.dataset]
 
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(attack_eps=-0.1), "attack_eps must be >= 0"),
-    (dict(train_steps=0), "train_steps must be > 0"),
-    (dict(mode="robgan", attack_steps=0), "needs an attack"),
+    (dict(train_iterations=0), "train_iterations must be > 0"),
+    (dict(method="robgan", attack_steps=0), "needs an attack"),
     (dict(d_arch="preact_resnet18", resolution=64), "--d_arch=preact_resnet18 --resolution=64: .* no 64px"),
     (dict(d_arch="preact_resnet18", d_norm="batch"), "no BatchNorm and no conv biases"),
-    (dict(mode="advtrain", d_head="projection"), "projection needs labels"),
+    (dict(method="advtrain", d_head="projection"), "projection needs labels"),
     (dict(lr_schedule="step"), "lr_boundaries"),
     (dict(lr_schedule="step", lr_boundaries="10,x"), "comma-separated integers"),
     (dict(reset_adam=True), "reset_adam restarts Adam"),
@@ -74,7 +74,7 @@ def test_flag_combinations_that_cannot_work_are_refused_with_the_flag_named(over
 
 def test_flags_reach_every_discriminator_option():
     cfg = ExperimentConfig(arch="tiny", d_arch="authors", d_head="projection", d_spectral_norm="on", d_norm="none",
-                           d_bias="on", mode="gan").validate()
+                           d_bias="on", method="gan").validate()
     g, d = cfg.build_models(10, 32, 3)
     assert g.preset == "tiny" and d.preset == "authors" and d.head == "projection"
     assert d.spectral_norm and d.norm is None and d.use_bias
@@ -97,3 +97,14 @@ def test_launch_scripts_turn_only_the_packages_errors_into_one_line():
         common.guarded(lambda: (_ for _ in ()).throw(ValueError("a TensorFlow shape bug")))
     with pytest.raises(ValueError, match="finetune lambda must be >= 0"):
         ExperimentConfig(finetune_lambda=-1.0).validate()
+
+
+def test_flag_counts_are_iterations_and_old_names_still_read():
+    cfg = ExperimentConfig(n_dis=5, train_iterations=100, lr_schedule="halve", halve_every=20, method="gan")
+    train = cfg.train_config(10)  # the library counts D updates
+    assert cfg.iterations == 100 and train.train_steps == 500 and train.halve_every == 100 and train.method == "gan"
+    step = ExperimentConfig(n_dis=2, lr_schedule="step", lr_boundaries="10,30").train_config(10)
+    assert step.lr_boundaries == (20, 60)
+    # a config.json written by 0.1 (mode, train_steps in D updates) still opens
+    old = ExperimentConfig.from_dict({"mode": "advtrain", "train_steps": 501, "n_dis": 5})
+    assert old.method == "advtrain" and old.train_iterations == 101

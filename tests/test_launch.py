@@ -39,7 +39,7 @@ def _scalar_tags(event_dir):
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("pipe"))
-    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_steps=4", "--finetune_steps=2", *TINY)
+    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=2", *TINY)
     return logdir, proc.stdout
 
 
@@ -58,7 +58,7 @@ def test_pipeline_writes_every_artifact(pipeline_run):
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
     assert manifest["class_names"] == [str(i) for i in range(10)]
     assert manifest["resolution"] == 16 and manifest["channels"] == 1 and manifest["image_range"] == [-1.0, 1.0]
-    assert manifest["training_flags"]["train_steps"] == 4 and len(manifest["git_commit"]) > 0
+    assert manifest["training_flags"]["train_iterations"] == 4 and len(manifest["git_commit"]) > 0
     # progress, the table and the paths reach the user
     assert "[train] 4/4" in stdout and "it/s" in stdout and "ETA" in stdout
     assert "| paper |" in stdout and "export/classifier" in stdout and "samples.png" in stdout
@@ -177,7 +177,7 @@ def _final_weights(logdir):
 
 
 def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
-    args = ["--train_steps=10", "--deterministic", "--finetune_steps=0", *TINY]
+    args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY]
     straight = tmp_path / "straight"
     _run("train.py", f"--logdir={straight}", *args)
     killed = tmp_path / "killed"
@@ -201,9 +201,11 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
 
 
 def test_two_cpu_replicas_mirrored(tmp_path):
+    # the deprecated --train_steps still works, with a warning (n_dis 1: 2 D updates = 2 iterations)
     proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=2", "--cpu_replicas=2", "--strategy=mirrored",
                 *TINY)
     assert "[train] 2/2" in proc.stdout
+    assert "warning: --train_steps is deprecated" in proc.stderr and "--train_iterations=2" in proc.stderr
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-2")
 
 
@@ -236,8 +238,9 @@ def test_reading_scripts_refuse_what_they_cannot_read_before_any_work(pipeline_r
 
 def test_logdir_with_incompatible_run_is_refused(pipeline_run):
     logdir, _ = pipeline_run
-    proc = _run("train.py", f"--logdir={logdir}", "--mode=gan", check=False, timeout=120)
-    assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr and "--mode" in proc.stderr
+    proc = _run("train.py", f"--logdir={logdir}", "--mode=gan", check=False, timeout=120)  # the deprecated name
+    assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr and "--method" in proc.stderr
+    assert "warning: --mode is deprecated" in proc.stderr
 
 
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
@@ -245,7 +248,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
     from robgan_tf import run as run_lib
     from robgan_tf.experiment import ExperimentConfig
 
-    cfg = ExperimentConfig(logdir=str(tmp_path), train_steps=2, batch_size=16, attack_steps=1, checkpoint_every=1,
+    cfg = ExperimentConfig(logdir=str(tmp_path), train_iterations=2, batch_size=16, attack_steps=1, checkpoint_every=1,
                            log_every=1, sample_every=100, z_dim=16)
     run = run_lib.Run(cfg)
     loops.train(run)
@@ -254,7 +257,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
     w = run.discriminator.dense_cls.layer.kernel
     w.assign(tf.fill(w.shape, float("nan")))
     run.restore = lambda: None
-    cfg.train_steps = 4
+    cfg.train_iterations = 4
     with pytest.raises(loops.TrainingDiverged, match=r"iteration 3 .*" + os.path.basename(good)
                        + r".*lower learning rates \(e.g. --lr_d=0.0005 --lr_g=0.0002\) to resume from it"):
         loops.train(run)
@@ -285,7 +288,7 @@ def test_multi_worker_training_with_train_script(tmp_path):
     for i in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={logdir}", "--train_steps=2",
+            [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={logdir}", "--train_iterations=2",
              "--strategy=multi_worker", *TINY], cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True))
     outs = []

@@ -20,7 +20,7 @@ from robgan_tf import samples
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import current_lr
 
-SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_steps=4,
+SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_iterations=4,
              finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, ema_decay=0.5,
              deterministic=True, seed=3)
 
