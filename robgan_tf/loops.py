@@ -61,13 +61,6 @@ def _record_config(cfg, writer):
         tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
 
 
-
-def _record_config(cfg, writer):
-    with writer.as_default():
-        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
-        tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
-
-
 def log_gap(classifier, run, eps, step, n=256):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
     train vs test, on n examples of each split."""

@@ -55,7 +55,7 @@ class Run:
             raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
                                     f"(launch/train.py --logdir={cfg.logdir}).")
         changes = cfg.check_compatible(config_path)
-        self.read_only = read_only
+        self.lock = None  # held while this process writes the run
         self.strategy = strategy or make_strategy(cfg)
         # Load (and so validate) the data before any model is built.
         res = cfg.resolution or (cfg.image_resolution if cfg.dataset in NATIVE_RESOLUTION else None)
@@ -97,9 +97,8 @@ class Run:
 
     def close(self):
         """Releases the run's lock (also released when the process ends, however it ends)."""
-        lock = getattr(self, "lock", None)
-        if lock is not None:
-            lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
     def restore(self):
         """Restores the latest training checkpoint (or --resume_from); returns its path or None.

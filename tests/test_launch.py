@@ -77,7 +77,6 @@ def test_pipeline_writes_every_artifact(pipeline_run):
 
 def test_exports_serve_without_robgan_tf(pipeline_run):
     logdir, _ = pipeline_run
-    from robgan_tf import loops
     from robgan_tf import run as run_lib
     from robgan_tf.experiment import ExperimentConfig
 
