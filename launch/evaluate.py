@@ -1,6 +1,7 @@
 """Accuracy under l_inf PGD for an exported classifier or a run, as a table and JSON.
 
-    python launch/evaluate.py --model=runs/c10/export/classifier --protocol=both --json_out=eval.json
+    python launch/evaluate.py --model=runs/c10/export/classifier --protocol=paper,strong --json_out=eval.json
+    python launch/evaluate.py --model=runs/c10/export/classifier --protocol=autoattack --eps=8/255
     python launch/evaluate.py --model=runs/c10          # a run's logdir: its (fine-tuned) classifier
     python launch/evaluate.py --model=runs/c10 --quality=tf_inception_2015 --inception_weights=inception-2015-12-05.tgz
                                                         # also IS / FID of its generator (local weights)
@@ -14,15 +15,22 @@ import common  # noqa: F401  (quiet TF logging)
 from robgan_tf import data as data_lib
 from robgan_tf import gap as gap_lib
 from robgan_tf import robustness
-from robgan_tf.experiment import parse_eps_grid
+from robgan_tf.experiment import eps_label, parse_eps_grid
 
 flags.DEFINE_string("model", None, "An exported classifier SavedModel directory, or a run's --logdir.")
 flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
 flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
-flags.DEFINE_string("eps", "", "Comma-separated eps in [-1, 1] units; default: the paper's grid for the dataset.")
-flags.DEFINE_enum("protocol", "paper", ["paper", "strong", "both", "none"],
-                  "Attack protocol (see robgan_tf.robustness); none: no robustness table (e.g. only --quality).")
+flags.DEFINE_string("eps", "", "Comma-separated eps: plain numbers are in the images' [-1, 1] units (0.0627); "
+                    "fractions are on the [0, 1] pixel scale papers use (8/255 = 0.0627 here). Both are printed. "
+                    "Default: the paper's grid for the dataset.")
+flags.DEFINE_list("protocol", ["paper"],
+                  "Comma-separated attack protocols (see robgan_tf.robustness): paper (the paper's PGD, comparable "
+                  "with Table 1), strong (PGD with restarts, margin and targeted losses), autoattack (AutoAttack's "
+                  "standard l_inf version: the number to quote; minutes to hours), both (= paper,strong); none: no "
+                  "robustness table (e.g. only --quality).")
+flags.DEFINE_integer("attack_seed", 0, "Seed of AutoAttack's random starts and Square's random search.")
+flags.DEFINE_bool("progress", True, "Print a progress line (examples left, elapsed, ETA) on stderr.")
 flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
@@ -49,6 +57,22 @@ flags.DEFINE_string("fid_stats", "", "Cache of the train split's feature statist
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
+
+
+def _protocols(values):
+    """--protocol's list as protocol names, in order, without repeats (both = paper,strong; none = nothing)."""
+    out = []
+    for v in values:
+        names = {"both": ["paper", "strong"], "none": []}.get(v, [v])
+        for name in names:
+            if name not in robustness.ALL_PROTOCOLS:
+                common.fail(f"--protocol: unknown protocol {v!r}; choose from "
+                            f"{', '.join(robustness.ALL_PROTOCOLS)}, both or none (comma-separated).")
+            if name not in out:
+                out.append(name)
+    if "none" in values and out:
+        common.fail("--protocol=none cannot be combined with other protocols.")
+    return tuple(out)
 
 
 def _load_model(path):
@@ -148,10 +172,11 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
 def main(argv):
     common.start_model_script(argv, FLAGS.model)
 
-    if FLAGS.protocol == "none" and FLAGS.quality == "none" and FLAGS.analysis == "none":
+    protocols = _protocols(FLAGS.protocol)
+    if not protocols and FLAGS.quality == "none" and FLAGS.analysis == "none":
         common.fail("--protocol=none with --quality=none leaves nothing to evaluate; set one of them.")
-    if FLAGS.protocol == "none" and FLAGS.save_examples:
-        common.fail("--save_examples needs an attack protocol (--protocol=paper, strong or both).")
+    if not protocols and FLAGS.save_examples:
+        common.fail("--save_examples needs an attack protocol (--protocol=paper, strong or autoattack).")
 
     def go():
         classifier, defaults = _load_model(FLAGS.model)
@@ -177,14 +202,14 @@ def main(argv):
             if FLAGS.json_out:
                 robustness.write_json(gap, FLAGS.json_out)
             return
-        if FLAGS.protocol == "none":
+        if not protocols:
             result = {"model": os.path.abspath(FLAGS.model), "dataset": dataset}
         else:
-            protocols = ("paper", "strong") if FLAGS.protocol == "both" else (FLAGS.protocol,)
+            print("eps: " + ", ".join(f"{e:g} ([0, 1] scale {eps_label(e)})" for e in grid))
             result = robustness.robustness_table(
                 classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
                 batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
-                save_examples=FLAGS.save_examples or None)
+                save_examples=FLAGS.save_examples or None, seed=FLAGS.attack_seed, verbose=FLAGS.progress)
             print(robustness.markdown_table(result))
             print("sanity:", json.dumps(result["sanity"]))
         result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known

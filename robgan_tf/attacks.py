@@ -92,7 +92,9 @@ def _one_run(model, x, labels, eps, steps, step_size, random_start, loss, target
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x_adv)
             objective = tf.reduce_sum(per_example_loss(classifier_outputs(model, x_adv), labels, loss, targeted))
-        grad = tape.gradient(objective, x_adv)
+        # A model whose output does not depend on its input through differentiable ops (e.g. it quantises
+        # the input) has a zero gradient, not an error: PGD then stays put, as on any masked gradient.
+        grad = tape.gradient(objective, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # A loaded signature with open dimensions returns a gradient of unknown shape; the loop needs x's.
         return i + 1, tf.ensure_shape(_project(x_adv + step_size * tf.sign(grad), x, eps), x.shape)
 

@@ -36,17 +36,37 @@ class ConfigError(ValueError):
     """A flag value or combination that cannot work; the message names the flag and the fix."""
 
 
+def parse_eps(token, flag="eps"):
+    """One eps in [-1, 1] units: a plain number is in those units; a fraction N/M (as papers write 8/255) is on
+    the [0, 1] pixel scale and is doubled (8/255 -> 16/255 = 0.0627)."""
+    token = token.strip()
+    try:
+        if "/" in token:
+            num, den = token.split("/")
+            value = 2.0 * float(num) / float(den)
+        else:
+            value = float(token)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"--{flag}: {token!r} is neither a number ([-1, 1] units) nor a fraction like 8/255 "
+                          "([0, 1] scale).") from None
+    if value < 0:
+        raise ConfigError(f"--{flag} values must be >= 0, got {token!r}.")
+    return value
+
+
+def eps_label(eps):
+    """eps in [-1, 1] units as papers write it on the [0, 1] scale: '8/255' when it is a whole number of
+    255ths, else the decimal."""
+    n = eps / 2.0 * 255.0
+    return f"{round(n)}/255" if abs(n - round(n)) < 1e-4 else f"{eps / 2.0:g}"
+
+
 def parse_eps_grid(text, dataset, flag="eps"):
-    """A comma-separated eps list ([-1, 1] units); empty: the paper's grid for the dataset."""
+    """A comma-separated eps list in [-1, 1] units (fractions like 8/255 on the [0, 1] scale, see parse_eps);
+    empty: the paper's grid for the dataset."""
     if not text.strip():
         return PAPER_EPS.get(dataset, DEFAULT_EPS)
-    try:
-        grid = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{flag} must be comma-separated numbers, got {text!r}.") from None
-    if any(e < 0 for e in grid):
-        raise ConfigError(f"--{flag} values must be >= 0, got {text!r}.")
-    return grid
+    return tuple(parse_eps(v, flag) for v in text.split(","))
 
 
 def _f(default, help, choices=None):
@@ -122,7 +142,8 @@ class ExperimentConfig:
     finetune_batch_size: int = _f(0, "Fine-tuning batch size (the authors: 128 after training at 64); 0: --batch_size.")
     finetune_reset_adam: bool = _f(True, "Restart Adam at each fine-tuning stage (the authors re-create it).")
     # evaluation
-    eval_eps: str = _f("", "Comma-separated eps grid for evaluation; empty: the paper's grid for the dataset.")
+    eval_eps: str = _f("", "Comma-separated eps grid for evaluation, in [-1, 1] units (0.0627), or as fractions on "
+                       "the [0, 1] scale (8/255, doubled); empty: the paper's grid for the dataset.")
     eval_examples: int = _f(0, "Test examples to evaluate; 0: the whole test split.")
     # run
     seed: int = _f(0, "Seed for weights, data order and noise.")

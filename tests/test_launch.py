@@ -124,13 +124,22 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
 def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     out = tmp_path / "eval.json"
-    proc = _run("evaluate.py", f"--model={logdir}/export/classifier", "--eps=0,0.05", "--num_examples=32",
-                f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
+    proc = _run("evaluate.py", f"--model={logdir}/export/classifier", "--eps=0,8/255", "--num_examples=32",
+                "--protocol=paper,autoattack", f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
     result = json.load(open(out))
-    assert [r["eps"] for r in result["results"]] == [0.0, 0.05] and result["results"][0]["num_examples"] == 32
+    eps = 16 / 255  # 8/255 on the [0, 1] scale
+    assert [(r["protocol"], r["eps"]) for r in result["results"]] == [
+        ("paper", 0.0), ("paper", pytest.approx(eps)), ("autoattack", 0.0), ("autoattack", pytest.approx(eps))]
+    assert result["results"][0]["num_examples"] == 32
     ex = np.load(tmp_path / "ex.npz")
-    assert ex["x"].shape == (32, 16, 16, 1) and np.abs(ex["paper_eps0.05"] - ex["x"]).max() <= 0.05 + 1e-6
-    assert "| paper |" in proc.stdout
+    assert ex["x"].shape == (32, 16, 16, 1)
+    for key in (f"paper_eps{eps:g}", f"autoattack_eps{eps:g}"):
+        assert np.abs(ex[key] - ex["x"]).max() <= eps + 1e-6
+    block = result["robustbench"][0]
+    assert block["eps"] == "8/255" and block["threat_model"] == "Linf" and block["n_ex"] == 32
+    assert float(block["autoattack_acc"]) == pytest.approx(100 * result["results"][3]["accuracy"], abs=0.006)
+    assert "| paper |" in proc.stdout and "| autoattack |" in proc.stdout and "apgd-t | fab-t | square" in proc.stdout
+    assert "0.0627451 ([0, 1] scale 8/255)" in proc.stdout
     q = _run("evaluate.py", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=classifier",
              "--num_samples=200", f"--json_out={tmp_path / 'q.json'}")
     gq = json.load(open(tmp_path / "q.json"))["generator_quality"]

@@ -109,3 +109,53 @@ def test_traced_attacks_do_not_keep_a_classifier_alive():
     del clf
     gc.collect()
     assert ref() is None
+
+
+def _ten_class_source(n=120, seed=5, quantize=False):
+    """A 10-class linear model on 4x4 images, labels = its own clean predictions (so clean accuracy is 1)."""
+    rng = np.random.default_rng(seed)
+    w = tf.constant(rng.normal(size=(16, 10)).astype(np.float32))
+    images = rng.integers(64, 192, size=(n, 4, 4, 1)).astype(np.uint8)
+
+    def clf(x, training=False):
+        flat = tf.reshape(x, [tf.shape(x)[0], -1])
+        if quantize:  # rounding: every input gradient is zero (gradient masking by construction)
+            flat = tf.stop_gradient(tf.round(flat * 100.0) / 100.0)
+        return flat @ w
+
+    y = np.argmax(clf(images.astype(np.float32) / 127.5 - 1).numpy(), -1).astype(np.int32)
+    return Source(images, y, DatasetInfo("lin10", "test", 10, tuple("abcdefghij"), (4, 4, 1), n, True)), clf
+
+
+def test_autoattack_protocol_stages_robustbench_block_and_clean_masking_indicators():
+    source, clf = _ten_class_source()
+    eps = 8 / 255 * 2
+    result = robustness.robustness_table(clf, source, eps_grid=(0.0, eps), protocols=("paper", "autoattack"),
+                                         batch_size=50, verbose=False)
+    rows = {(r["protocol"], r["eps"]): r for r in result["results"]}
+    aa_row = rows[("autoattack", eps)]
+    assert [s["attack"] for s in aa_row["stages"]] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = [s["accuracy"] for s in aa_row["stages"]]
+    assert accs[0] == 1.0 and accs == sorted(accs, reverse=True) and accs[-1] == aa_row["accuracy"]
+    assert 0 < aa_row["accuracy"] < 1 and aa_row["accuracy"] <= rows[("paper", eps)]["accuracy"]
+    assert rows[("autoattack", 0.0)]["accuracy"] == 1.0
+    assert result["robustbench"] == [{"threat_model": "Linf", "eps": "8/255", "clean_acc": "100.00",
+                                      "autoattack_acc": f"{100 * aa_row['accuracy']:.2f}", "n_ex": 120,
+                                      "dataset": "lin10", "number_forward_passes": 1}]
+    sanity = result["sanity"]
+    assert sanity["autoattack_le_paper"] and sanity["autoattack_monotone_in_eps"]
+    assert sanity["zero_gradient_fraction"] == 0.0 and sanity["large_eps_accuracy"] == 0.0
+    assert not sanity["possible_gradient_masking"] and sanity["square_broke"] == 0
+    table = robustness.markdown_table(result)
+    assert "| autoattack |" in table and "[8/255]" in table and "gradient masking" not in table
+    assert "| eps | clean | apgd-ce | apgd-t | fab-t | square | seconds |" in table
+
+
+def test_autoattack_protocol_flags_gradient_masking():
+    source, clf = _ten_class_source(n=40, quantize=True)
+    result = robustness.robustness_table(clf, source, eps_grid=(0.3,), protocols=("autoattack",), batch_size=40,
+                                         verbose=False)
+    sanity = result["sanity"]
+    assert sanity["zero_gradient_fraction"] == 1.0 and sanity["square_broke"] > 0
+    assert sanity["possible_gradient_masking"] and len(sanity["masking_reasons"]) >= 2
+    assert "possible gradient masking" in robustness.markdown_table(result)
