@@ -9,6 +9,7 @@ from robgan_tf import data as data_lib
 from robgan_tf import storage
 from robgan_tf.attacks import class_logits
 from robgan_tf.losses import class_ce
+from robgan_tf.progress import Progress
 from robgan_tf.robustness import accuracy_under_attack
 
 
@@ -22,18 +23,25 @@ def local_lipschitz(classifier, images, labels):
     return tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
 
 
-def gap_analysis(classifier, train_source, test_source, *, eps_grid, num_examples=1000, steps=20, batch_size=200):
+def gap_analysis(classifier, train_source, test_source, *, eps_grid, num_examples=1000, steps=20, batch_size=200,
+                 verbose=True):
     """Accuracy under PGD (paper protocol) on train vs test over eps, and the LLV on both splits."""
     out = {"eps": [float(e) for e in eps_grid], "train_accuracy": [], "test_accuracy": [], "llv": {}}
+    progress = Progress("gap analysis", 2 * len(eps_grid) + 2, unit="passes", enabled=verbose)
     for eps in eps_grid:
         for split, src in (("train", train_source), ("test", test_source)):
             acc = accuracy_under_attack(classifier, src, eps=float(eps), steps=steps, num_examples=num_examples,
                                         batch_size=batch_size)
             out[f"{split}_accuracy"].append(acc)
+            progress.note(last=f"{split} eps {float(eps):g}")
+            progress.update(1)
     for split, src in (("train", train_source), ("test", test_source)):
         values = [local_lipschitz(classifier, x, y).numpy() for x, y in data_lib.eval_dataset(src, batch_size,
                                                                                                num_examples)]
         out["llv"][split] = np.concatenate(values).tolist()
+        progress.note(last=f"{split} LLV")
+        progress.update(1)
+    progress.close()
     out["llv_mean"] = {k: float(np.mean(v)) for k, v in out["llv"].items()}
     return out
 

@@ -64,7 +64,8 @@ def _record_config(cfg, writer):
 def log_gap(classifier, run, eps, step, n=256):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV,
     train vs test, on n examples of each split."""
-    gap = gap_analysis(classifier, run.train_source, run.test_source, eps_grid=(eps,), num_examples=n, steps=10)
+    gap = gap_analysis(classifier, run.train_source, run.test_source, eps_grid=(eps,), num_examples=n, steps=10,
+                       verbose=False)
     tf.summary.scalar("gap/train_robust_accuracy", gap["train_accuracy"][0], step=step)
     tf.summary.scalar("gap/test_robust_accuracy", gap["test_accuracy"][0], step=step)
     tf.summary.scalar("gap/train_llv_mean", gap["llv_mean"]["train"], step=step)

@@ -19,10 +19,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from robgan_tf import storage
 from robgan_tf import data as data_lib
 from robgan_tf import inception2015
+from robgan_tf import storage
 from robgan_tf.attacks import class_logits, predict
+from robgan_tf.progress import Progress
 
 KERAS_INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 KERAS_INCEPTION_SOURCE = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
@@ -206,7 +207,7 @@ def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100
         yield generator(z, labels, training=False)
 
 
-def real_statistics(backend, source, cache_path=None, batch_size=100):
+def real_statistics(backend, source, cache_path=None, batch_size=100, verbose=True):
     """Feature mean/covariance of a dataset split, cached as .npz with metadata describing them."""
     meta = {"backend": backend.name, "dataset": source.info.name, "split": source.info.split,
             "num_examples": source.info.num_examples, "image_shape": list(source.info.image_shape),
@@ -215,7 +216,14 @@ def real_statistics(backend, source, cache_path=None, batch_size=100):
         with np.load(cache_path, allow_pickle=False) as z:
             if json.loads(str(z["meta"])) == meta:
                 return z["mu"], z["sigma"]
-    feats = np.concatenate([backend.features(x) for x, _ in data_lib.eval_dataset(source, batch_size)])
+    progress = Progress(f"[{backend.name}] features of {source.info.name}/{source.info.split}",
+                        source.info.num_examples, unit="images", enabled=verbose)
+    feats = []
+    for x, _ in data_lib.eval_dataset(source, batch_size):
+        feats.append(backend.features(x))
+        progress.update(int(x.shape[0]))
+    progress.close()
+    feats = np.concatenate(feats)
     mu, sigma = feature_statistics(feats)
     if cache_path:
         storage.atomic_save(cache_path, lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, meta=np.array(json.dumps(meta))))
@@ -223,20 +231,23 @@ def real_statistics(backend, source, cache_path=None, batch_size=100):
 
 
 def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_samples=5000, splits=10,
-                      cache_path=None, batch_size=100, seed=0):
+                      cache_path=None, batch_size=100, seed=0, verbose=True):
     """Inception Score (mean, std over splits) of generated images under `backend` and, when `source` (the
     train split) is given, their FID against its cached statistics -- both from one pass over the samples."""
     probs, feats = [], []
+    progress = Progress(f"[{backend.name}] generated images", num_samples, unit="images", enabled=verbose)
     for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed):
         p, f = backend.outputs(x)
         probs.append(p)
         feats.append(f)
+        progress.update(int(p.shape[0]))
+    progress.close()
     mean, std = inception_score(np.concatenate(probs), splits)
     out = {"inception_score": mean, "inception_score_std": std, "num_samples": num_samples, "splits": splits,
            "backend": backend.name, "backend_label": backend.label,
            "weights_sha256": getattr(backend, "sha256", None)}
     if source is not None:
-        mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size)
+        mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size, verbose)
         mu_g, sigma_g = feature_statistics(np.concatenate(feats))
         out["fid"] = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
         out["fid_reference"] = f"{source.info.name}/{source.info.split} ({source.info.num_examples} images)"
