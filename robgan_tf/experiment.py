@@ -329,6 +329,30 @@ class ExperimentConfig:
         return cls(**{k: v for k, v in cls.upgrade(d).items() if k in known})
 
     @classmethod
+    def for_logdir(cls, logdir, overrides=None, translate=None):
+        """The settings a command runs with: the run's config.json when `logdir` holds one (else the
+        defaults), with `overrides` (the flags given) on top, NOT_STICKY fields excepted; validated, and
+        checked compatible with the saved run. translate(values) may rewrite the merged values first (the
+        deprecated flags)."""
+        values = {f.name: f.default for f in dataclasses.fields(cls)}
+        saved = os.path.join(logdir, "config.json")
+        if os.path.exists(saved):
+            with open(saved) as f:
+                base = cls.upgrade(json.load(f))
+            values.update({k: v for k, v in base.items() if k in values and k not in cls.NOT_STICKY})
+        values.update(overrides or {})
+        values["logdir"] = logdir
+        if translate:
+            translate(values)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; see --help for the flags.")
+        cfg = cls(**values)
+        cfg.validate()
+        cfg.check_compatible(saved)
+        return cfg
+
+    @classmethod
     def of_run(cls, logdir):
         """The settings of the run in `logdir` (its config.json), with logdir where the run is now."""
         with open(os.path.join(logdir, "config.json")) as f:

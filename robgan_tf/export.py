@@ -1,16 +1,26 @@
-"""SavedModel export of the generator and the robust classifier, servable without robgan_tf.
+"""Exports in TF Serving's layout, servable without robgan_tf, plus .keras files and a model card.
 
-  export/generator/   serving_default(z: float32 [N, z_dim], labels: int32 [N]) -> {"images": [N, H, W, C] in [-1, 1]}
-  export/classifier/  serving_default(images: float32 [N, H, W, C] in [-1, 1]) -> {"logits", "probabilities"}
-  export/manifest.json
+  export/classifier/<version>/   SavedModel, signatures (each returns logits, probabilities, classes, class_names):
+      serving_default(images: float32 [N, H, W, C] in [-1, 1])
+      classify_uint8(images: uint8 [N, H, W, C], 0..255)
+      classify_image_bytes(image_bytes: string [N], encoded PNG / JPEG / BMP / GIF of any size, resized inside)
+  export/generator/<version>/    SavedModel, signatures (each returns images in [-1, 1] and images_uint8):
+      serving_default(z: float32 [N, z_dim], labels: int32 [N])
+      sample(labels: int64 [N], seed: int64 []) and sample_int32(labels: int32 [N], seed: int64 []): z drawn
+          inside (stateless normal from the seed), so a client sends only labels
+  export/classifier.keras, export/generator.keras   the newest version as Keras files
+                                                    (keras.saving.load_model after `import robgan_tf`)
+  export/manifest.json                              the newest version's model card (each version folder also
+                                                    holds its own in assets.extra/model_card.json)
 
-The three are written into a temporary sibling folder and swapped in together, so an export is complete
-(generator, classifier, manifest) or the previous complete export is left untouched; folders are world-readable
-(0755) like any saved model. The serving functions check their inputs (shape, label range, finiteness) and fail
-with a message naming the expected input.
+`<version>` is the next free number (1, 2, ...) unless given; TF Serving serves the highest. A version is
+written into a temporary folder and renamed into place, so it appears complete or not at all and earlier
+versions are never touched; folders are world-readable (0755). The serving functions check their inputs (shape,
+label range, finiteness) and fail with a message naming the expected input.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -19,8 +29,14 @@ import keras
 import tensorflow as tf
 
 from robgan_tf import storage
+from robgan_tf.loading import _versions
 
-_TMP, _OLD = ".export-tmp-", ".export-old-"
+_TMP = ".export-tmp-"
+KINDS = ("classifier", "generator")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made as asked (e.g. its version exists); the message says what to do."""
 
 
 def _git_commit():
@@ -32,19 +48,27 @@ def _git_commit():
         return "unknown"
 
 
-def _write_archive(model, fn, signature, path):
+def _write_archive(model, endpoints, path):
+    """endpoints: [(name, fn, input_signature)], the first also becomes serving_default when not named so."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=fn, input_signature=signature)
+    for name, fn, signature in endpoints:
+        archive.add_endpoint(name=name, fn=fn, input_signature=signature)
     archive.write_out(path, verbose=False)
     return path
 
 
+def to_uint8(images):
+    """[-1, 1] float images -> uint8 0..255 (rounded), the inverse of the data pipeline's x / 127.5 - 1."""
+    return tf.cast(tf.round(tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
 def export_generator(generator, path):
-    """Writes a SavedModel: serving_default(z, labels) -> {"images"} (inference mode), inputs checked."""
+    """Writes the generator SavedModel (see the module docstring); inference mode, inputs checked."""
     z_dim, k = generator.z_dim, generator.num_classes
 
-    def serve(z, labels):
+    def generate(z, labels):
+        labels = tf.cast(labels, tf.int32)
         checks = [
             tf.debugging.assert_equal(tf.shape(z)[1], z_dim, message=f"generator expects z of shape [N, {z_dim}]"),
             tf.debugging.assert_equal(tf.shape(z)[0], tf.shape(labels)[0],
@@ -54,99 +78,211 @@ def export_generator(generator, path):
             tf.debugging.assert_all_finite(z, message="generator expects finite z"),
         ]
         with tf.control_dependencies(checks):
-            return {"images": tf.cast(generator(tf.identity(z), labels, training=False), tf.float32)}
+            images = tf.cast(generator(tf.identity(z), labels, training=False), tf.float32)
+        return {"images": images, "images_uint8": to_uint8(images)}
 
-    signature = [tf.TensorSpec([None, z_dim], tf.float32, name="z"), tf.TensorSpec([None], tf.int32, name="labels")]
-    return _write_archive(generator, serve, signature, path)
+    def sample(labels, seed):
+        z = tf.random.stateless_normal([tf.shape(labels)[0], z_dim], seed=tf.stack([tf.cast(seed, tf.int64),
+                                                                                    tf.constant(0, tf.int64)]))
+        return generate(z, labels)
+
+    seed = tf.TensorSpec([], tf.int64, name="seed")
+    return _write_archive(generator, [
+        ("serving_default", generate, [tf.TensorSpec([None, z_dim], tf.float32, name="z"),
+                                       tf.TensorSpec([None], tf.int32, name="labels")]),
+        ("sample", sample, [tf.TensorSpec([None], tf.int64, name="labels"), seed]),
+        ("sample_int32", sample, [tf.TensorSpec([None], tf.int32, name="labels"), seed]),
+    ], path)
 
 
-def export_classifier(classifier, path, image_shape):
-    """Writes a SavedModel: serving_default(images) -> {"logits", "probabilities"}; differentiable; checked."""
+def export_classifier(classifier, path, image_shape, class_names):
+    """Writes the classifier SavedModel (see the module docstring); differentiable; inputs checked."""
     shape = [int(d) for d in image_shape]
-    expected = f"classifier expects float32 images [N, {shape[0]}, {shape[1]}, {shape[2]}] in [-1, 1]"
+    h, w, c = shape
+    names = tf.constant([str(n) for n in class_names])
+    def expected(dtype, range_):
+        return f"classifier expects {dtype} images [N, {h}, {w}, {c}] in {range_}"
 
-    def serve(images):
-        checks = [tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant(shape), message=expected),
-                  tf.debugging.assert_all_finite(images, message=expected + " (got NaN or inf)")]
+    def outputs(images):
+        logits = tf.cast(classifier(images, training=False), tf.float32)
+        classes = tf.argmax(logits, -1)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits), "classes": classes,
+                "class_names": tf.gather(names, classes)}
+
+    def checked(images, message):
+        return [tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant(shape), message=message)]
+
+    def classify(images):
+        message = expected("float32", "[-1, 1]")
+        checks = checked(images, message) + [tf.debugging.assert_all_finite(images, message=message + " (got NaN or inf)")]
         with tf.control_dependencies(checks):
-            logits = tf.cast(classifier(tf.identity(images), training=False), tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+            return outputs(tf.identity(images))
 
-    # Every size stays open in the signature so a wrong one reaches the check above and gets its message,
+    def classify_uint8(images):
+        with tf.control_dependencies(checked(images, expected("uint8", "0..255"))):
+            return outputs(tf.cast(images, tf.float32) / 127.5 - 1.0)
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=c, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [h, w], method="bilinear", antialias=True)
+        return tf.clip_by_value(image, 0.0, 255.0) / 127.5 - 1.0
+
+    def classify_image_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
+        return outputs(images)
+
+    # Every size stays open in the signatures so a wrong one reaches the checks above and gets its message,
     # instead of an opaque graph error (or, for a smaller image, silently some logits).
-    signature = [tf.TensorSpec([None, None, None, None], tf.float32, name="images")]
-    return _write_archive(classifier, serve, signature, path)
+    return _write_archive(classifier, [
+        ("serving_default", classify, [tf.TensorSpec([None, None, None, None], tf.float32, name="images")]),
+        ("classify_uint8", classify_uint8, [tf.TensorSpec([None, None, None, None], tf.uint8, name="images")]),
+        ("classify_image_bytes", classify_image_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+    ], path)
 
 
-def write_manifest(path, **fields):
-    storage.atomic_write_json(path, fields)
+def file_digests(folder):
+    """sha256 of every file below `folder`, by relative path (the model card records them)."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            if rel.startswith("assets.extra"):
+                continue  # the card itself lives there
+            h = hashlib.sha256()
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[rel] = h.hexdigest()
+    return out
 
 
-def clean_stale(parent):
-    """Removes temporary export folders of dead processes; if a crash fell between the two renames of the
-    swap, puts the previous complete export back first."""
-    final = os.path.join(parent, "export")
-    for old in storage.stale_temps(parent, _OLD):
-        if not os.path.exists(final):
-            os.replace(old, final)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    for tmp in storage.stale_temps(parent, _TMP):
+def next_version(export_dir):
+    """1 + the highest version of either model in `export_dir` (1 for a new one)."""
+    return 1 + max([0] + [v for kind in KINDS for v in _versions(os.path.join(export_dir, kind))])
+
+
+def clean_stale(export_dir):
+    """Removes temporary export folders of dead processes, and a half-placed version (its classifier moved in,
+    its generator not) left by a crash between the two renames."""
+    for tmp in storage.stale_temps(export_dir, _TMP):
+        for kind in KINDS:
+            marker = os.path.join(tmp, f"placed-{kind}")
+            if os.path.exists(marker):  # this version's folder was moved in before the crash: take it out
+                with open(marker) as f:
+                    shutil.rmtree(f.read().strip(), ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_in(tmp, final):
-    """Moves the complete new export `tmp` to `final`, the previous one (if any) out of the way first."""
-    old = None
-    if os.path.exists(final):
-        old = os.path.join(os.path.dirname(final), storage.temp_name(_OLD))
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if old:  # put the previous complete export back
-            os.replace(old, final)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def model_card(run, provenance, version, robustness=None):
+    """What a user of the export needs to know, in one JSON."""
+    from robgan_tf import __version__
+
+    cfg, info = run.cfg, run.info
+    return {
+        "version": version, "robgan_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "git_commit": _git_commit(),
+        "dataset": info.name, "class_names": list(info.class_names), "num_classes": info.num_classes,
+        "resolution": info.image_shape[0], "channels": info.image_shape[-1],
+        "image_range": [-1.0, 1.0],
+        "eps_units": "eps is in the images' [-1, 1] units: 8/255 on the [0, 1] scale is 16/255 = 0.0627 here",
+        "z_dim": cfg.z_dim if run.generator is not None else None, "ema": bool(cfg.ema_decay),
+        "method": cfg.method, "weights": provenance,
+        "robustness": robustness,
+        "training_flags": cfg.to_dict(),
+        "signatures": {
+            "classifier": {
+                "serving_default": "images float32 [N, H, W, C] in [-1, 1]",
+                "classify_uint8": "images uint8 [N, H, W, C] 0..255",
+                "classify_image_bytes": "image_bytes string [N]: encoded PNG / JPEG / BMP / GIF, any size",
+                "outputs": "logits, probabilities, classes (int64 index), class_names (string)"},
+            "generator": {
+                "serving_default": "z float32 [N, z_dim], labels int32 [N]",
+                "sample": "labels int64 [N], seed int64 []",
+                "sample_int32": "labels int32 [N], seed int64 []",
+                "outputs": "images float32 [N, H, W, C] in [-1, 1], images_uint8"}},
+        "intended_use": ("Research on adversarially robust classification and conditional image generation with "
+                         f"Rob-GAN, on {info.name}-like images at {info.image_shape[0]} px. The classifier's "
+                         "robustness holds only for l_inf perturbations of the sizes in `robustness`, measured "
+                         "by the protocol named there; it is not a certified or general-purpose defence."),
+    }
 
 
-def export_run(run, classifier, provenance, out=None):
-    """Exports a run's generator (EMA weights when on; none in advtrain), classifier and manifest as one set
-    into `out` (default LOGDIR/export); returns the paths.
+def _robustness_of(run, provenance):
+    """The run's saved robustness table when it was measured on exactly these weights, else None."""
+    import json
 
-    `provenance` (run.weights_provenance) records in the manifest which training iteration and
-    fine-tuning step the exported weights come from."""
+    path = os.path.join(run.cfg.logdir, "eval", "robustness.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    if result.get("weights") != provenance:
+        return None
+    return {"results": result["results"], "attacks": result.get("attacks"), "split": result.get("split"),
+            "robustbench": result.get("robustbench")}
+
+
+def export_run(run, classifier, provenance, out=None, version=None, robustness=None):
+    """Exports a run's classifier and generator (EMA weights when on; none in advtrain) as version `version`
+    (default: the next free one) of the export directory `out` (default LOGDIR/export); returns the paths.
+
+    `provenance` (run.weights_provenance) records which training iteration and fine-tuning step the weights
+    come from; `robustness` (a robustness_table result on these weights) goes into the model card -- by default
+    the run's eval/robustness.json when it was measured on these weights."""
     cfg, info = run.cfg, run.info
     final = os.path.abspath(out or os.path.join(cfg.logdir, "export"))
-    parent = os.path.dirname(final)
     try:
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(final, exist_ok=True)
     except OSError as e:
-        raise storage.storage_error(e, parent, "Nothing was exported.") from e
-    clean_stale(parent)
-    tmp = os.path.join(parent, storage.temp_name(_TMP))
+        raise storage.storage_error(e, final, "Nothing was exported.") from e
+    clean_stale(final)
+    version = int(version or next_version(final))
+    if version < 1:
+        raise ExportError(f"export versions are positive integers, got {version}.")
+    kinds = [k for k in KINDS if k == "classifier" or run.generator is not None]
+    taken = [os.path.join(final, k, str(version)) for k in kinds if os.path.exists(os.path.join(final, k, str(version)))]
+    if taken:
+        raise ExportError(f"{taken[0]} exists: export versions are never overwritten. Omit --export_version to "
+                          f"take the next free one ({next_version(final)}), or remove that folder.")
+    if robustness is None:
+        robustness = _robustness_of(run, provenance)
+    elif "results" in robustness:
+        robustness = {k: robustness.get(k) for k in ("results", "attacks", "split", "robustbench")}
+    card = model_card(run, provenance, version, robustness)
+    tmp = os.path.join(final, storage.temp_name(_TMP))
+    placed = []
     try:
         os.makedirs(tmp)
-        export_classifier(classifier, os.path.join(tmp, "classifier"), info.image_shape)
+        export_classifier(classifier, os.path.join(tmp, "classifier"), info.image_shape, info.class_names)
+        classifier.save(os.path.join(tmp, "classifier.keras"))
         if run.generator is not None:
-            export_generator(run.sampling_generator(), os.path.join(tmp, "generator"))
-        write_manifest(
-            os.path.join(tmp, "manifest.json"), dataset=info.name, class_names=list(info.class_names),
-            num_classes=info.num_classes, resolution=info.image_shape[0], channels=info.image_shape[-1],
-            image_range=[-1.0, 1.0], z_dim=cfg.z_dim if run.generator is not None else None,
-            ema=bool(cfg.ema_decay), training_flags=cfg.to_dict(), weights=provenance, git_commit=_git_commit(),
-            signatures={"generator": "serving_default(z float32 [N, z_dim], labels int32 [N]) -> images",
-                        "classifier": "serving_default(images float32 [N, H, W, C]) -> logits, probabilities"})
+            g = run.sampling_generator()
+            export_generator(g, os.path.join(tmp, "generator"))
+            g.save(os.path.join(tmp, "generator.keras"))
+        card["sha256"] = {k: file_digests(os.path.join(tmp, k)) for k in kinds}
+        card["sha256"].update({f"{k}.keras": file_digests(tmp)[f"{k}.keras"] for k in kinds})
+        for k in kinds:
+            storage.atomic_write_json(os.path.join(tmp, k, "assets.extra", "model_card.json"), card)
         storage.make_readable(tmp)
-        _swap_in(tmp, final)
+        for k in kinds:  # each version folder appears whole (one rename); the marker lets a crash be undone
+            dest = os.path.join(final, k, str(version))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            storage.atomic_write(os.path.join(tmp, f"placed-{k}"), dest)
+            os.replace(os.path.join(tmp, k), dest)
+            placed.append(dest)
+        for k in kinds:
+            os.replace(os.path.join(tmp, f"{k}.keras"), os.path.join(final, f"{k}.keras"))
+        storage.atomic_write_json(os.path.join(final, "manifest.json"), card)
+        shutil.rmtree(tmp, ignore_errors=True)
     except BaseException as e:
+        for dest in placed:  # a version is complete or absent
+            shutil.rmtree(dest, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise storage.storage_error(e, final, "The previous complete export (if any) is untouched.") from e
+            raise storage.storage_error(e, final, "Earlier export versions are untouched.") from e
         raise
-    paths = {"classifier": os.path.join(final, "classifier")}
-    if run.generator is not None:
-        paths["generator"] = os.path.join(final, "generator")
+    paths = {k: os.path.join(final, k, str(version)) for k in kinds}
+    paths.update({f"{k}_keras": os.path.join(final, f"{k}.keras") for k in kinds})
     paths["manifest"] = os.path.join(final, "manifest.json")
     return paths

@@ -51,7 +51,7 @@ def pipeline(cfg: ExperimentConfig):
     if not is_chief(run.strategy):  # evaluation, exports and samples are the chief's
         return None, {}, {}
     result = evaluate_run(run, classifier, provenance)
-    paths = export.export_run(run, classifier, provenance)
+    paths = export.export_run(run, classifier, provenance, robustness=result)
     summary = {}
     sample_path = None
     if run.generator is not None:
@@ -84,3 +84,17 @@ def pipeline(cfg: ExperimentConfig):
         _log(f"Sample grid: {sample_path}")
     _log(f"TensorBoard: tensorboard --logdir {cfg.logdir}")
     return result, paths, summary
+
+
+def run_pipeline(logdir="runs/robgan", **settings):
+    """The whole pipeline from Python, with the command line's defaults: any ExperimentConfig field (every flag
+    of robgan-pipeline) as a keyword, e.g. run_pipeline(logdir="runs/demo", train_iterations=300, seed=1).
+    As on the command line, a logdir that holds a run resumes it with its saved settings under the given ones.
+
+    Returns (robustness result, export paths, summary) -- see `pipeline`.
+    """
+    from robgan_tf import runtime
+
+    cfg = ExperimentConfig.for_logdir(logdir, settings)
+    runtime.setup_runtime(cfg)
+    return pipeline(cfg)

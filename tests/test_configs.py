@@ -2,18 +2,16 @@
 import glob
 import os
 import re
-import sys
 
 import pytest
 from absl import flags
 
+from robgan_tf.cli import common  # the launch scripts' flag definitions
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.models import count_params
 from robgan_tf.training import RobGAN, make_optimizers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
-import common  # noqa: E402  (the launch scripts' flag definitions)
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 NUM_CLASSES = {"cifar10": 10, "imagenet143": 143}

@@ -1,10 +1,13 @@
 """The launch scripts end to end, as a user runs them (subprocesses), on digits with tiny settings."""
+import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,8 +21,10 @@ TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=
 
 
 def _run(script, *args, check=True, timeout=300):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    """Runs a tool as an installed user does: its console script (robgan-NAME), from a folder outside the
+    checkout. (The launch/ shims run in the kill -9 test and tests/test_benchmark.py.)"""
+    tool = shutil.which("robgan-" + script[:-len(".py")].replace("_", "-"))
+    proc = subprocess.run([tool, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -46,7 +51,8 @@ def pipeline_run(tmp_path_factory):
 def test_pipeline_writes_every_artifact(pipeline_run):
     logdir, stdout = pipeline_run
     for rel in ("config.json", "checkpoints/checkpoint", "finetune_checkpoints/checkpoint", "eval/robustness.json",
-                "export/generator/saved_model.pb", "export/classifier/saved_model.pb", "export/manifest.json",
+                "export/generator/1/saved_model.pb", "export/classifier/1/saved_model.pb", "export/manifest.json",
+                "export/classifier.keras", "export/generator.keras",
                 "samples.png"):
         assert os.path.exists(os.path.join(logdir, rel)), rel
     result = json.load(open(os.path.join(logdir, "eval", "robustness.json")))
@@ -61,7 +67,8 @@ def test_pipeline_writes_every_artifact(pipeline_run):
     assert manifest["training_flags"]["train_iterations"] == 4 and len(manifest["git_commit"]) > 0
     # progress, the table and the paths reach the user
     assert "[train] 4/4" in stdout and "it/s" in stdout and "ETA" in stdout
-    assert "| paper |" in stdout and "export/classifier" in stdout and "samples.png" in stdout
+    assert "| paper |" in stdout and "export/classifier/1" in stdout and "samples.png" in stdout
+    assert manifest["robustness"]["results"] == result["results"]  # the model card carries the exported weights' table
     # TensorBoard: every loss/accuracy, learning rates, speed, sample grids, fine-tuning robustness, the table
     train_tags = _scalar_tags(os.path.join(logdir, "train"))
     assert {"d_loss", "g_loss", "real_fake_acc", "real_class_acc", "fake_class_acc", "lr_d", "lr_g",
@@ -92,14 +99,22 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     labels = np.array([0, 4, 9], np.int32)
     expected_logits = classifier(x, training=False).numpy()
     expected_images = run.sampling_generator()(z, labels, training=False).numpy()
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 1)).astype(np.uint8)
+    expected_classes = np.argmax(classifier(pixels.astype(np.float32) / 127.5 - 1, training=False).numpy(), -1)
     np.savez(os.path.join(logdir, "inputs.npz"), x=x, z=z, labels=labels)
+    # a REST request as TF Serving's REST API takes it: binary inputs as {"b64": ...}
+    request = {"signature_name": "classify_image_bytes", "instances": [
+        {"image_bytes": {"b64": base64.b64encode(tf.io.encode_png(p).numpy()).decode()}} for p in pixels]}
+    with open(os.path.join(logdir, "request.json"), "w") as f:
+        json.dump(request, f)
+    clf_dir, gen_dir = (os.path.join(logdir, "export", k, "1") for k in ("classifier", "generator"))
     script = f"""
-import sys, json
+import base64, sys, json
 sys.modules["robgan_tf"] = None  # any import of the package now fails
 import numpy as np, tensorflow as tf
 d = np.load({os.path.join(logdir, 'inputs.npz')!r})
-clf_model = tf.saved_model.load({os.path.join(logdir, 'export', 'classifier')!r})
-gen_model = tf.saved_model.load({os.path.join(logdir, 'export', 'generator')!r})
+clf_model = tf.saved_model.load({clf_dir!r})
+gen_model = tf.saved_model.load({gen_dir!r})
 clf, gen = clf_model.signatures["serving_default"], gen_model.signatures["serving_default"]
 x = tf.constant(d["x"])
 with tf.GradientTape() as tape:
@@ -108,8 +123,12 @@ with tf.GradientTape() as tape:
     loss = tf.reduce_sum(out["logits"][:, 0])
 grad = tape.gradient(loss, x)
 img = gen(z=tf.constant(d["z"]), labels=tf.constant(d["labels"]))["images"]
+request = json.load(open({os.path.join(logdir, 'request.json')!r}))
+fn = clf_model.signatures[request["signature_name"]]
+rest = fn(image_bytes=tf.constant([base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]))
 np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), probs=out["probabilities"].numpy(),
-         grad=grad.numpy(), images=img.numpy())
+         grad=grad.numpy(), images=img.numpy(), rest_classes=rest["classes"].numpy(),
+         rest_names=rest["class_names"].numpy().astype(str))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -119,6 +138,31 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
     np.testing.assert_allclose(out["probs"].sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(out["images"], expected_images, rtol=1e-4, atol=1e-5)
     assert np.abs(out["grad"]).max() > 0  # differentiable after loading: attacks can run on it
+    np.testing.assert_array_equal(out["rest_classes"], expected_classes)
+    assert out["rest_names"].tolist() == [manifest["class_names"][c] for c in expected_classes]
+    # TensorFlow's own saved_model_cli runs every signature
+    arrays = {"pixels": pixels, "zeros": np.zeros((1, 16, 16, 1), np.float32), "labels": np.array([2, 5], np.int64),
+              "seed": np.array(3, np.int64)}
+    npy = {}
+    for key, value in arrays.items():
+        npy[key] = os.path.join(logdir, f"{key}.npy")
+        np.save(npy[key], value)
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--tag_set", "serve"]
+    runs = {
+        "classify_uint8": (clf_dir, ["--inputs", f"images={npy['pixels']}"]),
+        "serving_default": (clf_dir, ["--inputs", f"images={npy['zeros']}"]),
+        "sample": (gen_dir, ["--inputs", f"labels={npy['labels']};seed={npy['seed']}"]),
+    }
+    for name, (folder, args) in runs.items():
+        outdir = os.path.join(logdir, f"cli_{name}")
+        proc = subprocess.run([*cli, "--dir", folder, "--signature_def", name, *args, "--outdir", outdir],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if name == "classify_uint8":
+            np.testing.assert_array_equal(np.load(os.path.join(outdir, "classes.npy")), expected_classes)
+        if name == "sample":
+            assert np.load(os.path.join(outdir, "images_uint8.npy")).shape == (2, 16, 16, 1)
 
 
 def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):

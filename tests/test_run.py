@@ -174,43 +174,54 @@ def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     assert not os.path.exists(tmp_path / "nowhere")
 
 
-def test_an_export_is_a_complete_readable_set_or_the_previous_one(finetuned, tmp_path, monkeypatch):
+def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_nothing(finetuned, tmp_path,
+                                                                                      monkeypatch):
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
     classifier, provenance = run_lib.load_final_classifier(run)
-    out = tmp_path / "exp" / "export"
+    out = tmp_path / "export"
+    os.makedirs(out)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    os.makedirs(tmp_path / "exp" / f".export-tmp-{dead.pid}-0a")  # left by a killed export
-    export.export_run(run, classifier, provenance, out=str(out))
-    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]  # the stale temp folder is gone
-    assert sorted(os.listdir(out)) == ["classifier", "generator", "manifest.json"]
+    stale = out / f".export-tmp-{dead.pid}-0a"  # left by a killed export that had placed classifier/7 already
+    os.makedirs(out / "classifier" / "7")
+    os.makedirs(stale)
+    (stale / "placed-classifier").write_text(str(out / "classifier" / "7"))
+    paths = export.export_run(run, classifier, provenance, out=str(out))
+    assert paths["classifier"] == str(out / "classifier" / "1") and paths["generator"] == str(out / "generator" / "1")
+    assert sorted(os.listdir(out)) == ["classifier", "classifier.keras", "generator", "generator.keras", "manifest.json"]
+    assert os.listdir(out / "classifier") == ["1"] and os.path.exists(out / "generator" / "1" / "saved_model.pb")
     for d, dirs, files in os.walk(out):  # a server running as another user can read it
         assert os.stat(d).st_mode & 0o755 == 0o755
         assert all(os.stat(os.path.join(d, f)).st_mode & 0o644 == 0o644 for f in files)
+    v1 = _tree(out / "classifier" / "1")
+    assert export.export_run(run, classifier, provenance, out=str(out))["classifier"] == str(out / "classifier" / "2")
+    assert _tree(out / "classifier" / "1") == v1
+    assert json.load(open(out / "manifest.json"))["version"] == 2
+    with pytest.raises(export.ExportError, match=r"classifier/2 exists: export versions are never overwritten.*\(3\)"):
+        export.export_run(run, classifier, provenance, out=str(out), version=2)
     manifest = open(out / "manifest.json").read()
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(export, "export_generator", full_disk)  # fails after the classifier was written
-    with pytest.raises(storage.StorageError, match="No space left on device. The previous complete export"):
+    with pytest.raises(storage.StorageError, match="No space left on device. Earlier export versions are untouched"):
         export.export_run(run, classifier, provenance, out=str(out))
-    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]
-    assert open(out / "manifest.json").read() == manifest
     monkeypatch.undo()
     real_replace = os.replace
 
-    def fails_moving_the_new_export_in(src, dst):
-        if os.path.basename(src).startswith(".export-tmp-"):
+    def fails_moving_the_generator_in(src, dst):
+        if dst.endswith(os.path.join("generator", "3")):
             raise OSError(30, "Read-only file system")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", fails_moving_the_new_export_in)  # between the two renames of the swap
+    monkeypatch.setattr(os, "replace", fails_moving_the_generator_in)  # after classifier/3 was moved in
     with pytest.raises(storage.StorageError, match="Read-only file system"):
         export.export_run(run, classifier, provenance, out=str(out))
     monkeypatch.undo()
-    assert sorted(os.listdir(tmp_path / "exp")) == ["export"]  # the previous export was put back
-    assert open(out / "manifest.json").read() == manifest
+    assert sorted(os.listdir(out / "classifier")) == sorted(os.listdir(out / "generator")) == ["1", "2"]
+    assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temporary folder left
+    assert open(out / "manifest.json").read() == manifest and _tree(out / "classifier" / "1") == v1
 
 
 def test_served_models_check_their_inputs(finetuned, tmp_path):
@@ -231,3 +242,76 @@ def test_served_models_check_their_inputs(finetuned, tmp_path):
         gen(z=tf.zeros([1, 16]), labels=tf.constant([10]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"z of shape \[N, 16\]"):
         gen(z=tf.zeros([1, 8]), labels=tf.constant([1]))
+
+
+def _png(array):
+    return tf.io.encode_png(tf.constant(array)).numpy()
+
+
+def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, tmp_path):
+    import keras
+
+    import robgan_tf
+    from robgan_tf import loading
+
+    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    classifier, provenance = run_lib.load_final_classifier(run)
+    out = tmp_path / "export"
+    paths = export.export_run(run, classifier, provenance, out=str(out))
+    clf = tf.saved_model.load(paths["classifier"])
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
+    x = pixels.astype(np.float32) / 127.5 - 1
+    expected = classifier(x, training=False).numpy()
+    base = clf.signatures["serving_default"](images=tf.constant(x))
+    assert set(base) == {"logits", "probabilities", "classes", "class_names"}
+    np.testing.assert_allclose(base["logits"].numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert base["class_names"].numpy().tolist() == [str(c).encode() for c in np.argmax(expected, -1)]
+    u8 = clf.signatures["classify_uint8"](images=tf.constant(pixels))
+    np.testing.assert_allclose(u8["logits"].numpy(), base["logits"].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"uint8 images \[N, 16, 16, 1\] in 0..255"):
+        clf.signatures["classify_uint8"](images=tf.zeros([1, 8, 8, 1], tf.uint8))
+    # encoded images of any size: same size decodes to the same pixels; a larger one is resized inside
+    big = rng.integers(0, 256, (40, 24, 1)).astype(np.uint8)
+    by = clf.signatures["classify_image_bytes"](image_bytes=tf.constant([_png(pixels[0]), _png(big)]))
+    resized = tf.image.resize(big[None].astype(np.float32), [16, 16], antialias=True).numpy() / 127.5 - 1
+    np.testing.assert_allclose(by["logits"].numpy()[0], u8["logits"].numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by["logits"].numpy()[1], classifier(resized, training=False).numpy()[0], rtol=1e-4,
+                               atol=1e-5)
+    # the generator: a client sends labels (int64 or int32) and a seed; z is drawn inside, statelessly
+    gen = tf.saved_model.load(paths["generator"])
+    labels = tf.constant([0, 3, 9], tf.int64)
+    a = gen.signatures["sample"](labels=labels, seed=tf.constant(7, tf.int64))
+    b = gen.signatures["sample_int32"](labels=tf.cast(labels, tf.int32), seed=tf.constant(7, tf.int64))
+    np.testing.assert_array_equal(a["images"].numpy(), b["images"].numpy())
+    z = tf.random.stateless_normal([3, finetuned.z_dim], seed=tf.constant([7, 0], tf.int64))
+    direct = run.sampling_generator()(z, tf.cast(labels, tf.int32), training=False).numpy()
+    np.testing.assert_allclose(a["images"].numpy(), direct, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(a["images_uint8"].numpy(),
+                                  np.round(np.clip((a["images"].numpy() + 1) * 127.5, 0, 255)).astype(np.uint8))
+    # the .keras files load with plain Keras once robgan_tf's layers are registered
+    k_clf = keras.saving.load_model(paths["classifier_keras"])
+    np.testing.assert_allclose(k_clf(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-5)
+    k_gen = keras.saving.load_model(paths["generator_keras"])
+    np.testing.assert_allclose(k_gen(z, tf.cast(labels, tf.int32), training=False).numpy(), direct, rtol=1e-4, atol=1e-5)
+    # the model card: versions, classes, units, provenance, digests of the files as written, intended use
+    card = json.load(open(paths["manifest"]))
+    assert card == json.load(open(os.path.join(paths["classifier"], "assets.extra", "model_card.json")))
+    assert card["version"] == 1 and card["robgan_tf"] == robgan_tf.__version__ and card["tensorflow"] == tf.__version__
+    assert card["keras"] == keras.__version__ and card["class_names"] == [str(i) for i in range(10)]
+    assert card["image_range"] == [-1.0, 1.0] and "16/255 = 0.0627" in card["eps_units"]
+    assert card["weights"] == provenance and "intended_use" in card
+    assert card["sha256"]["classifier"]["saved_model.pb"] == export.file_digests(paths["classifier"])["saved_model.pb"]
+    # one loader for every form of path, each keeping its SavedModel alive on its own
+    for path in (out, out / "classifier", out / "classifier" / "1"):
+        f = robgan_tf.load_classifier(str(path))
+        assert f.class_names == card["class_names"] and f.image_shape == (16, 16, 1)
+        np.testing.assert_allclose(f(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(robgan_tf.load_classifier(finetuned.logdir)(x, training=False).numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    g = robgan_tf.load_generator(str(out / "generator"))
+    assert g.z_dim == finetuned.z_dim and g.num_classes == 10
+    np.testing.assert_allclose(g.sample(labels, seed=7).numpy(), direct, rtol=1e-4, atol=1e-5)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(loading.ModelNotFound, match="holds no exported generator"):
+        robgan_tf.load_generator(str(tmp_path / "empty"))

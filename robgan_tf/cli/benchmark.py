@@ -12,9 +12,9 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
 
-import common  # noqa: F401
+from robgan_tf.cli import common  # noqa: F401
 
 flags.DEFINE_enum("arch", "reference", ["sngan", "authors", "reference", "tiny"], "Network preset of G and D.")
 flags.DEFINE_enum("d_arch", "same", ["same", "sngan", "authors", "reference", "tiny", "preact_resnet18"],
@@ -162,5 +162,10 @@ def main(argv):
         print(f"wrote {FLAGS.json_out}")
 
 
+def run():
+    """The console script's entry point (robgan-benchmark)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -16,9 +16,9 @@ is that of a trained one. The processor is printed with the numbers.
 import json
 import time
 
-from absl import app, flags
+from absl import flags
 
-import common
+from robgan_tf.cli import common
 
 flags.DEFINE_enum("arch", "sngan", ["sngan", "authors", "reference", "tiny", "preact_resnet18"],
                   "Discriminator preset whose class head is attacked.")
@@ -127,5 +127,10 @@ def main(argv):
     print(json.dumps(result["ms_per_example"]))
 
 
+def run():
+    """The console script's entry point (robgan-benchmark-autoattack)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -12,9 +12,9 @@ pass over 50,000 images takes at that rate.
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
 
-import common
+from robgan_tf.cli import common
 
 flags.DEFINE_enum("backend", "keras_inception_v3", ["keras_inception_v3", "tf_inception_2015", "classifier"],
                   "Backend to time.")
@@ -101,5 +101,10 @@ def main(argv):
     common.guarded(go)
 
 
+def run():
+    """The console script's entry point (robgan-benchmark-quality)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

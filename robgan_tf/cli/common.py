@@ -5,7 +5,6 @@ truth). When --logdir already holds a run, its config.json is the base and only 
 the command line override it -- so rerunning a command resumes the same run.
 """
 import dataclasses
-import json
 import os
 import sys
 
@@ -45,22 +44,11 @@ def define_experiment_flags(flag_values=FLAGS):
 def config_from_flags():
     """ExperimentConfig from the run's config.json (if any) overridden by explicitly given flags."""
     quiet_logging()
-    values = {f.name: FLAGS[f.name].value for f in _FIELDS}
-    saved = os.path.join(FLAGS.logdir, "config.json")
-    if os.path.exists(saved):
-        with open(saved) as fh:
-            base = ExperimentConfig.upgrade(json.load(fh))
-        for f in _FIELDS:
-            if not FLAGS[f.name].present and f.name in base and f.name not in ExperimentConfig.NOT_STICKY:
-                values[f.name] = base[f.name]
-    _translate_deprecated(values)
-    cfg = ExperimentConfig(**values)
+    given = {f.name: FLAGS[f.name].value for f in _FIELDS if FLAGS[f.name].present}
     try:
-        cfg.validate()
-        cfg.check_compatible(saved)
+        return ExperimentConfig.for_logdir(FLAGS.logdir, given, translate=_translate_deprecated)
     except ValueError as e:
         fail(str(e))
-    return cfg
 
 
 def _warn(message):
@@ -83,13 +71,36 @@ def _translate_deprecated(values):
         values["train_iterations"] = iterations
 
 
+def run_tool(main):
+    """app.run(main) with parse_flags; --help lists the flags the tool's robgan_tf.cli modules define (absl shows
+    only the key flags of sys.argv[0], which is the console script or the launch/ shim, not those modules)."""
+    from absl import app
+
+    entry = sys.modules.get("__main__")
+    if entry is not None and not getattr(entry, "__doc__", None):  # a console script: show the tool's own doc
+        entry.__doc__ = sys.modules[main.__module__].__doc__
+    for module, defined in FLAGS.flags_by_module_dict().items():
+        if module.startswith("robgan_tf.cli"):
+            for flag in defined:
+                FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, flags_parser=parse_flags)
+
+
+HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
+
+
 def parse_flags(argv):
     """app.run's flags_parser: an unparseable or unknown flag is a one-line `error:` and exit 2, like every
-    other bad input (absl's own handler prints FATAL and exits 1)."""
+    other bad input (absl's own handler prints FATAL and exits 1); asking for --help is a success, exit 0
+    (absl exits 1 after printing it)."""
     try:
         return FLAGS(argv)
     except flags.Error as e:
         fail(f"{e} (see --help)")
+    except SystemExit:
+        if any(a in HELP for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def quiet_logging():
@@ -129,6 +140,7 @@ def guarded(fn):
     one clear line and exit 2 (a ValueError from TensorFlow, say, is a bug and keeps its traceback)."""
     from robgan_tf.data import DataError
     from robgan_tf.experiment import ConfigError
+    from robgan_tf.export import ExportError
     from robgan_tf.inception2015 import InceptionGraphError
     from robgan_tf.loops import TrainingDiverged
     from robgan_tf.quality import WeightsError
@@ -137,7 +149,7 @@ def guarded(fn):
     try:
         return fn()
     except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
-            CheckpointError, WeightsError, InceptionGraphError) as e:  # the package's own errors; any other exception keeps its traceback
+            CheckpointError, WeightsError, InceptionGraphError, ExportError) as e:  # the package's own errors; any other exception keeps its traceback
         fail(str(e))
     except OSError as e:  # a write the package did not wrap (a full or read-only disk)
         fail(f"storage error: {e.strerror or e} ({e.filename or 'path unknown'}). Nothing after this point was "

@@ -1,4 +1,4 @@
-"""Accuracy under l_inf PGD for an exported classifier or a run, as a table and JSON.
+"""Accuracy under l_inf attacks (paper, strong, AutoAttack) for an exported classifier or a run, as a table and JSON.
 
     python launch/evaluate.py --model=runs/c10/export/classifier --protocol=paper,strong --json_out=eval.json
     python launch/evaluate.py --model=runs/c10/export/classifier --protocol=autoattack --eps=8/255
@@ -9,15 +9,17 @@
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-import common  # noqa: F401  (quiet TF logging)
+from robgan_tf.cli import common  # first: quiets TF logging before TensorFlow loads
 from robgan_tf import data as data_lib
 from robgan_tf import gap as gap_lib
 from robgan_tf import robustness
+from robgan_tf import run as run_lib
 from robgan_tf.experiment import eps_label, parse_eps_grid
 
-flags.DEFINE_string("model", None, "An exported classifier SavedModel directory, or a run's --logdir.")
+flags.DEFINE_string("model", "runs/robgan", "A run's --logdir, or an export: its directory (RUN/export), the classifier's "
+                    "folder (RUN/export/classifier: the highest version) or one version folder. Default: the demo pipeline's run.")
 flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
 flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
@@ -55,7 +57,6 @@ flags.DEFINE_string("fid_stats", "", "Cache of the train split's feature statist
                     "when its metadata match); default: RUN/eval/ or the export directory, "
                     "fid_stats_<backend>_<dataset>_train.npz.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
-flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
 
@@ -76,69 +77,37 @@ def _protocols(values):
 
 
 def _load_model(path):
-    """(classifier callable, defaults dict) for a SavedModel dir or a run's logdir."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        import tensorflow as tf
+    """(classifier callable, defaults dict) for a run's logdir or an export (base folder, model folder or
+    version folder): one loader, robgan_tf.loading."""
+    from robgan_tf import loading
 
-        manifest = os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")
-        defaults = {}
-        if os.path.exists(manifest):
-            with open(manifest) as f:
-                m = json.load(f)
-            defaults = {"dataset": m.get("dataset"), "data_dir": m.get("training_flags", {}).get("data_dir", ""),
-                        "resolution": m.get("resolution")}
-            defaults.update(num_classes=m.get("num_classes"), z_dim=m.get("z_dim"), weights=m.get("weights"),
-                            stats_dir=os.path.dirname(os.path.abspath(manifest)))
-            g_path = os.path.join(os.path.dirname(os.path.abspath(path)), "generator")
-            if m.get("z_dim") and os.path.exists(os.path.join(g_path, "saved_model.pb")):
-                defaults["generator_path"] = g_path  # loaded only for --quality
-        loaded = tf.saved_model.load(path)
-        signature = loaded.signatures["serving_default"]
-        signature._robgan_keepalive = loaded  # the signature alone does not keep the variables alive
-        _check_classifier_signature(path, signature)
-        return signature, defaults
-    config = os.path.join(path, "config.json")
-    if not os.path.exists(config):
-        common.fail(f"--model={path} is neither a SavedModel directory (saved_model.pb) nor a run (config.json).")
-    from robgan_tf import run as run_lib
-    from robgan_tf import runtime
-    from robgan_tf.experiment import ExperimentConfig
-
-    cfg = ExperimentConfig.of_run(path)
-    runtime.setup_runtime(cfg)
-    run = run_lib.Run(cfg, need_train_data=False, read_only=True)
-    classifier, provenance = run_lib.load_final_classifier(run)
-    return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "resolution": run.resolution,
-                        "generator": run.sampling_generator() if run.generator is not None else None,
-                        "num_classes": run.num_classes, "z_dim": cfg.z_dim,
-                        "stats_dir": os.path.join(cfg.logdir, "eval")}
-
-
-def _check_classifier_signature(path, signature):
-    """Exit 2 before any data or attack if the SavedModel is not a classifier: one image input, a logits output."""
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if list(inputs) != ["images"] or "logits" not in outputs:
-        common.fail(f"--model={path} is not a classifier: its serving_default takes {sorted(inputs)} and returns "
-                    f"{sorted(outputs)}; a classifier takes 'images' and returns 'logits' (e.g. RUN/export/classifier).")
-    rank = inputs["images"].shape.rank
+    if loading.is_run(path):
+        run = loading.open_run(path)
+        cfg = run.cfg
+        classifier, provenance = run_lib.load_final_classifier(run)
+        return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
+                            "resolution": run.resolution,
+                            "generator": run.sampling_generator() if run.generator is not None else None,
+                            "num_classes": run.num_classes, "z_dim": cfg.z_dim,
+                            "stats_dir": os.path.join(cfg.logdir, "eval")}
+    try:
+        saved = loading.resolve_export(path, "classifier")
+        classifier = loading.ExportedClassifier(saved)
+    except loading.ModelNotFound as e:
+        common.fail(f"--model={path}: {e} A run directory (config.json) works too.")
+    card = classifier.card
+    rank = classifier.signature.structured_input_signature[1]["images"].shape.rank
     if rank not in (None, 4):
         common.fail(f"--model={path}: its 'images' input has rank {rank}, not 4 ([N, H, W, C]).")
-
-
-def _exported_generator(path):
-    """The exported generator SavedModel as a generator(z, labels, training=False) -> images callable."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["serving_default"]
-
-    def generate(z, labels, training=False):
-        del training  # the export is in inference mode
-        return signature(z=tf.convert_to_tensor(z, tf.float32), labels=tf.convert_to_tensor(labels, tf.int32))["images"]
-
-    generate.keepalive = loaded
-    return generate
+    print(f"classifier: {saved}")
+    defaults = {"dataset": card.get("dataset"), "data_dir": card.get("training_flags", {}).get("data_dir", ""),
+                "resolution": card.get("resolution"), "num_classes": card.get("num_classes"),
+                "z_dim": card.get("z_dim"), "weights": card.get("weights"),
+                "stats_dir": loading.export_dir_of(saved), "image_shape": classifier.image_shape}
+    g_path = loading.sibling(saved, "generator")
+    if card.get("z_dim") and g_path:
+        defaults["generator_path"] = g_path  # loaded only for --quality
+    return classifier, defaults
 
 
 def _quality_backend(classifier, defaults):
@@ -146,7 +115,9 @@ def _quality_backend(classifier, defaults):
     from robgan_tf import quality
 
     if defaults.get("generator_path"):
-        defaults["generator"] = _exported_generator(defaults["generator_path"])
+        from robgan_tf import loading
+
+        defaults["generator"] = loading.ExportedGenerator(defaults["generator_path"])
     if defaults.get("generator") is None:
         common.fail("--quality needs a generator: --model must be a run directory with one, or an exported "
                     "classifier whose export directory also holds generator/ and manifest.json.")
@@ -183,11 +154,10 @@ def main(argv):
         dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
         data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
         source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
-        if hasattr(classifier, "structured_input_signature"):  # an exported classifier: does the data fit it?
-            spec = classifier.structured_input_signature[1]["images"].shape
-            if spec.rank == 4 and any(s is not None and s != d for s, d in zip(spec[1:], source.info.image_shape)):
-                common.fail(f"--model={FLAGS.model} takes images {spec.as_list()[1:]}, but {dataset} has "
-                            f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
+        shape = defaults.get("image_shape")  # an exported classifier: does the data fit it?
+        if shape and tuple(shape) != tuple(source.info.image_shape):
+            common.fail(f"--model={FLAGS.model} takes images {list(shape)}, but {dataset} has "
+                        f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
         backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
         grid = parse_eps_grid(FLAGS.eps, dataset)
         if FLAGS.analysis == "gap":
@@ -222,5 +192,10 @@ def main(argv):
     common.guarded(go)
 
 
+def run():
+    """The console script's entry point (robgan-evaluate)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -1,15 +1,17 @@
-"""Export a run's generator and (fine-tuned) classifier as SavedModels into LOGDIR/export.
+"""Export a run's generator and (fine-tuned) classifier into LOGDIR/export, in TF Serving's layout.
 
     python launch/export.py --logdir=runs/c10
 """
-from absl import app, flags
+from absl import flags
 
-import common
+from robgan_tf.cli import common
 from robgan_tf import export
 from robgan_tf import run as run_lib
 
 common.define_experiment_flags()
 flags.DEFINE_string("export_dir", "", "Where to write the export; default LOGDIR/export. The run itself is only read.")
+flags.DEFINE_integer("export_version", 0, "The version folder to write (TF Serving serves the highest); 0: the next "
+                     "free number, starting at 1. Versions are never overwritten.")
 FLAGS = flags.FLAGS
 
 
@@ -18,12 +20,18 @@ def main(argv):
 
     def go():
         run = run_lib.Run(cfg, need_train_data=False, read_only=True)
-        paths = export.export_run(run, *run_lib.load_final_classifier(run), out=FLAGS.export_dir or None)
+        paths = export.export_run(run, *run_lib.load_final_classifier(run), out=FLAGS.export_dir or None,
+                                  version=FLAGS.export_version or None)
         for k, v in paths.items():
             print(f"{k}: {v}")
 
     common.guarded(go)
 
 
+def run():
+    """The console script's entry point (robgan-export)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -2,9 +2,8 @@
 
     python launch/finetune.py --logdir=runs/c10 --finetune_steps=20000 --finetune_lambda=0.3
 """
-from absl import app
 
-import common
+from robgan_tf.cli import common
 from robgan_tf import loops
 from robgan_tf import run as run_lib
 
@@ -19,5 +18,10 @@ def main(argv):
     common.guarded(lambda: loops.finetune(run))
 
 
+def run():
+    """The console script's entry point (robgan-finetune)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

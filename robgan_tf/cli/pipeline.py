@@ -2,9 +2,8 @@
 
 With no flags: the whole pipeline on the embedded digits dataset (about 1 to 5 minutes on a 2-core CPU).
 """
-from absl import app
 
-import common
+from robgan_tf.cli import common
 from robgan_tf import pipeline
 
 common.define_experiment_flags()
@@ -15,5 +14,10 @@ def main(argv):
     common.guarded(lambda: pipeline.pipeline(cfg))
 
 
+def run():
+    """The console script's entry point (robgan-pipeline)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -2,9 +2,8 @@
 
     python launch/train.py --dataset=cifar10 --data_dir=/data/cifar10.npz --arch=sngan --logdir=runs/c10
 """
-from absl import app
 
-import common
+from robgan_tf.cli import common
 from robgan_tf import loops
 from robgan_tf import run as run_lib
 
@@ -17,5 +16,10 @@ def main(argv):
     common.guarded(lambda: loops.train(run))
 
 
+def run():
+    """The console script's entry point (robgan-train)."""
+    common.run_tool(main)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    run()

@@ -1,0 +1,165 @@
+"""One loader for trained models: `load_generator(path)` and `load_classifier(path)`.
+
+`path` may be a run directory (its --logdir), an export directory (RUN/export), a model's export folder
+(RUN/export/classifier: the highest version is taken) or one version folder (RUN/export/classifier/3); exports
+from robgan_tf 0.2 (a SavedModel directly in export/classifier) load too. The returned objects keep their
+SavedModel alive for as long as they exist, so there is nothing to hold on to besides them.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+KINDS = ("generator", "classifier")
+
+
+class ModelNotFound(FileNotFoundError):
+    """The path holds no model of the asked kind; the message says what was looked for."""
+
+
+def _versions(folder):
+    """Numbered version folders holding a SavedModel, ascending."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(d) for d in os.listdir(folder)
+                  if d.isdigit() and os.path.exists(os.path.join(folder, d, "saved_model.pb")))
+
+
+def resolve_export(path, kind):
+    """The SavedModel directory of `kind` that `path` names (see the module docstring), or ModelNotFound."""
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = _versions(path)
+    if versions:
+        return os.path.join(path, str(versions[-1]))
+    for sub in (os.path.join(path, kind), os.path.join(path, "export", kind)):
+        if os.path.exists(os.path.join(sub, "saved_model.pb")) or _versions(sub):
+            return resolve_export(sub, kind)
+    raise ModelNotFound(f"{path} holds no exported {kind}: expected saved_model.pb there, numbered version folders "
+                        f"(TF Serving's layout), or {kind}/ below it (an export directory, e.g. RUN/export).")
+
+
+def model_card(saved_model_dir):
+    """The model card (manifest) describing an exported SavedModel: its version folder's
+    assets.extra/model_card.json, else the export directory's manifest.json (robgan_tf 0.2); {} if none."""
+    here = os.path.join(saved_model_dir, "assets.extra", "model_card.json")
+    up = os.path.dirname(saved_model_dir)
+    candidates = [here, os.path.join(up, "manifest.json"), os.path.join(os.path.dirname(up), "manifest.json")]
+    for c in candidates:
+        if os.path.exists(c):
+            with open(c) as f:
+                return json.load(f)
+    return {}
+
+
+def is_run(path):
+    """Whether `path` is a run directory (a --logdir with config.json), not an export."""
+    return os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def sibling(saved_model_dir, kind):
+    """The other model of the same export: classifier/3 -> generator/3, or classifier -> generator (0.2
+    layout); None when it is not there."""
+    here = os.path.abspath(saved_model_dir)
+    name = os.path.basename(here)
+    if name.isdigit():
+        path = os.path.join(os.path.dirname(os.path.dirname(here)), kind, name)
+    else:
+        path = os.path.join(os.path.dirname(here), kind)
+    return path if os.path.exists(os.path.join(path, "saved_model.pb")) else None
+
+
+def export_dir_of(saved_model_dir):
+    """The export directory an exported model belongs to (where the statistics caches go)."""
+    here = os.path.abspath(saved_model_dir)
+    up = os.path.dirname(here)
+    return os.path.dirname(up) if os.path.basename(here).isdigit() else up
+
+
+class ExportedClassifier:
+    """An exported classifier as a callable images [N, H, W, C] float32 in [-1, 1] -> logits, differentiable
+    (attacks run on it). `.card` is its model card; `.image_shape` and `.class_names` come from it."""
+
+    def __init__(self, path):
+        self.path = path
+        self._loaded = tf.saved_model.load(path)  # held here: the signature alone does not keep the variables
+        self.signature = self._loaded.signatures["serving_default"]
+        inputs, outputs = self.signature.structured_input_signature[1], self.signature.structured_outputs
+        if list(inputs) != ["images"] or "logits" not in outputs:
+            raise ModelNotFound(f"{path} is not a classifier: its serving_default takes {sorted(inputs)} and returns "
+                                f"{sorted(outputs)}; a classifier takes 'images' and returns 'logits'.")
+        self.card = model_card(path)
+        res, ch = self.card.get("resolution"), self.card.get("channels")
+        self.image_shape = (res, res, ch) if res and ch else None
+        self.class_names = self.card.get("class_names")
+        self.num_classes = self.card.get("num_classes")
+
+    def __call__(self, images, training=False):
+        del training  # an export is in inference mode
+        return self.signature(images=tf.cast(images, tf.float32))["logits"]
+
+
+class ExportedGenerator:
+    """An exported generator as a callable (z, labels, training=False) -> images in [-1, 1], like the Keras
+    Generator; `.sample(labels, seed)` draws z itself. `.z_dim`, `.num_classes`, `.card` from its model card."""
+
+    def __init__(self, path):
+        self.path = path
+        self._loaded = tf.saved_model.load(path)
+        self.signature = self._loaded.signatures["serving_default"]
+        inputs = self.signature.structured_input_signature[1]
+        if set(inputs) != {"z", "labels"}:
+            raise ModelNotFound(f"{path} is not a generator: its serving_default takes {sorted(inputs)}, not z and "
+                                "labels.")
+        self.card = model_card(path)
+        self.z_dim = int(inputs["z"].shape[-1])
+        self.num_classes = self.card.get("num_classes")
+
+    def __call__(self, z, labels, training=False):
+        del training
+        return self.signature(z=tf.cast(z, tf.float32), labels=tf.cast(labels, tf.int32))["images"]
+
+    def sample(self, labels, seed=0):
+        labels = tf.cast(labels, tf.int32)
+        z = tf.random.stateless_normal([tf.shape(labels)[0], self.z_dim], seed=[int(seed), 0])
+        return self(z, labels)
+
+
+def open_run(path):
+    """A run opened read-only (nothing is written), its runtime set up from its config.json."""
+    from robgan_tf import run as run_lib
+    from robgan_tf import runtime
+    from robgan_tf.experiment import ExperimentConfig
+
+    cfg = ExperimentConfig.of_run(path)
+    runtime.setup_runtime(cfg)
+    return run_lib.Run(cfg, need_train_data=False, read_only=True)
+
+
+def load_classifier(path, *, with_provenance=False):
+    """The robust classifier of a run (fine-tuned when the run was) or of an export, as a callable
+    images -> logits. with_provenance: also return the training iteration / fine-tuning step of its weights."""
+    if is_run(path):
+        from robgan_tf import run as run_lib
+
+        classifier, provenance = run_lib.load_final_classifier(open_run(path))
+    else:
+        classifier = ExportedClassifier(resolve_export(path, "classifier"))
+        provenance = classifier.card.get("weights")
+    return (classifier, provenance) if with_provenance else classifier
+
+
+def load_generator(path):
+    """The generator of a run (its EMA copy when the run keeps one) or of an export, as a callable
+    (z, labels, training=False) -> images in [-1, 1], with .z_dim and .num_classes."""
+    if is_run(path):
+        run = open_run(path)
+        if run.generator is None:
+            raise ModelNotFound(f"{path} was trained with --method=advtrain: it has no generator.")
+        if not run.restore():
+            raise ModelNotFound(f"{path} has no training checkpoint yet: train first (robgan-train --logdir={path}).")
+        return run.sampling_generator()
+    return ExportedGenerator(resolve_export(path, "generator"))
