@@ -24,6 +24,7 @@ def test_benchmark_tiny_writes_json(tmp_path):
     assert f["per_iteration_estimate"] == 8 * ((2 * 2 + 8) * f["d_forward_per_example"]
                                                + 4 * f["g_forward_per_example"])
     assert "median" in proc.stdout
+    assert result["processor"]["logical_cpus"] == os.cpu_count() and "processor:" in proc.stdout
 
 
 def test_quality_benchmark_writes_consistent_json(tmp_path):
@@ -40,3 +41,20 @@ def test_quality_benchmark_writes_consistent_json(tmp_path):
         [sys.executable, os.path.join(ROOT, "launch", "benchmark_quality.py"), "--backend=tf_inception_2015",
          f"--inception_weights={tmp_path / 'none.pb'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "classify_image_graph_def.pb" in missing.stderr
+
+
+def test_autoattack_benchmark_times_both_implementations_and_extrapolates_consistently(tmp_path):
+    out = tmp_path / "aa.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "benchmark_autoattack.py"), "--arch=tiny", "--resolution=16",
+         "--channels=1", "--num_examples=20", "--batch_size=10", "--iterations=2", "--unit_iterations=2",
+         "--extrapolate_to=1000", f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["speedup_vs_art"] == r["art_apgd_ce_s"] / r["ours_apgd_ce_s"]
+    ms = r["ms_per_example"]
+    assert ms["apgd"] == 1e3 * r["ours_apgd_ce_s"] / (20 * 2)
+    # AutoAttack's standard budget: 100 APGD-CE iterations, 9 x 100 APGD-T, 9 x 100 FAB-T, 5000 Square queries
+    worst = 1000 * (100 * ms["apgd"] + 900 * ms["apgd_t"] + 900 * ms["fab_t"] + 5000 * ms["square"]) / 1e3 / 3600
+    assert abs(r["full_autoattack_hours"]["worst_case"] - worst) < 1e-9
+    assert r["processor"]["logical_cpus"] == os.cpu_count() and "faster per attack iteration" in proc.stdout

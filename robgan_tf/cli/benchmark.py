@@ -74,6 +74,7 @@ def main(argv):
     keras.mixed_precision.set_global_policy("mixed_float16" if FLAGS.mixed_precision else "float32")
     from robgan_tf.config import AttackConfig, TrainConfig
     from robgan_tf.models import Discriminator, Generator, count_params
+    from robgan_tf.runtime import processor
     from robgan_tf.training import RobGAN, make_optimizers
 
     if FLAGS.iterations < 1 or FLAGS.warmup < 0 or FLAGS.batch_size < 1 or FLAGS.n_dis < 1:
@@ -146,8 +147,10 @@ def main(argv):
         "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,
         "component_median_s": split, "flops": flops,
         "attack_share": (FLAGS.n_dis * split["attack"] * 1.0 / med) if "attack" in split else 0.0,
-        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "processor": processor(),
     }
+    cpu = result["processor"]
+    print(f"processor: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {' '.join(cpu['vector_extensions'])}")
     print(f"{FLAGS.arch} {r}px batch {FLAGS.batch_size} n_dis {FLAGS.n_dis} attack {FLAGS.attack_steps} steps, "
           f"jit={jit} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter (min {min(times):.3f}, "
           f"max {max(times):.3f}), {n / med:.1f} images/s")

@@ -78,6 +78,11 @@ def main(argv):
     print(f"ours  APGD-CE: {ours:.2f} s for {n} examples x {it} iterations "
           f"({1e3 * per['apgd']:.3f} ms per example-iteration)")
     if FLAGS.art:
+        import importlib.util
+
+        if importlib.util.find_spec("art") is None:
+            common.fail("--art needs IBM ART (adversarial-robustness-toolbox): pip install \"robgan_tf[eval]\", or "
+                        "pass --noart to time only robgan_tf's attacks.")
         from art.attacks.evasion import AutoProjectedGradientDescent
         from art.estimators.classification import TensorFlowV2Classifier
 

@@ -68,6 +68,8 @@ def main(argv):
     def go():
         import numpy as np
 
+        from robgan_tf.runtime import processor
+
         backend = _backend()
         rng = np.random.default_rng(0)
         images = rng.uniform(-1, 1, (FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, FLAGS.channels))
@@ -88,7 +90,9 @@ def main(argv):
                   "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size, "batches": FLAGS.batches,
                   "median_s_per_batch": median, "min_s_per_batch": min(times), "max_s_per_batch": max(times),
                   "images_per_s": FLAGS.batch_size / median,
-                  "minutes_per_50k_images": 50000 / (FLAGS.batch_size / median) / 60}
+                  "minutes_per_50k_images": 50000 / (FLAGS.batch_size / median) / 60, "processor": processor()}
+        cpu = result["processor"]
+        print(f"processor: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {' '.join(cpu['vector_extensions'])}")
         print(f"{FLAGS.backend}: median {median:.3f} s per batch of {FLAGS.batch_size} (min {min(times):.3f}, "
               f"max {max(times):.3f}); {result['images_per_s']:.1f} images/s; one pass over 50,000 images: "
               f"{result['minutes_per_50k_images']:.1f} min (IS + FID of 50k samples against 50k train images "
