@@ -155,6 +155,9 @@ class ExperimentConfig:
     checkpoint_every: int = _f(100, "Save a checkpoint every N training iterations.")
     keep_checkpoints: int = _f(3, "How many recent checkpoints to keep.")
     log_every: int = _f(25, "Log scalars and progress every N iterations.")
+    profile_steps: str = _f("", "A,B: trace training iterations A..B with the TensorFlow profiler into LOGDIR/train "
+                            "(TensorBoard's Profile tab; needs tensorboard-plugin-profile, the [profile] extra). The "
+                            "attack, D updates and G update are named regions. Empty: no profiling.")
     sample_every: int = _f(200, "Log a sample grid every N iterations.")
     strategy: str = _f("auto", "auto (mirrored on >1 GPU or --cpu_replicas>1), default, mirrored, multi_worker.",
                        STRATEGIES)
@@ -219,6 +222,7 @@ class ExperimentConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
+        self.profile_range()
         try:
             self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
             self.finetune_config(10)
@@ -252,6 +256,18 @@ class ExperimentConfig:
         g = (Generator(num_classes, resolution, self.arch, channels=channels, z_dim=self.z_dim)
              if self.method != "advtrain" else None)
         return g, d
+
+    def profile_range(self):
+        """(first, last) iteration to profile, or None."""
+        if not self.profile_steps.strip():
+            return None
+        try:
+            first, last = (int(v) for v in self.profile_steps.split(","))
+        except ValueError:
+            raise ConfigError(f"--profile_steps must be two iterations A,B, got {self.profile_steps!r}.") from None
+        if not 1 <= first <= last:
+            raise ConfigError(f"--profile_steps={self.profile_steps}: need 1 <= A <= B.")
+        return first, last
 
     def eps_grid(self):
         return parse_eps_grid(self.eval_eps, self.dataset, "eval_eps")

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from robgan_tf import storage
 from robgan_tf.loading import _versions
+from robgan_tf.quality import quantize
 
 _TMP = ".export-tmp-"
 KINDS = ("classifier", "generator")
@@ -58,11 +59,6 @@ def _write_archive(model, endpoints, path):
     return path
 
 
-def to_uint8(images):
-    """[-1, 1] float images -> uint8 0..255 (rounded), the inverse of the data pipeline's x / 127.5 - 1."""
-    return tf.cast(tf.round(tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
-
-
 def export_generator(generator, path):
     """Writes the generator SavedModel (see the module docstring); inference mode, inputs checked."""
     z_dim, k = generator.z_dim, generator.num_classes
@@ -79,7 +75,7 @@ def export_generator(generator, path):
         ]
         with tf.control_dependencies(checks):
             images = tf.cast(generator(tf.identity(z), labels, training=False), tf.float32)
-        return {"images": images, "images_uint8": to_uint8(images)}
+        return {"images": images, "images_uint8": quantize(images)}
 
     def sample(labels, seed):
         z = tf.random.stateless_normal([tf.shape(labels)[0], z_dim], seed=tf.stack([tf.cast(seed, tf.int64),

@@ -117,6 +117,7 @@ class ExportedGenerator:
         self.card = model_card(path)
         self.z_dim = int(inputs["z"].shape[-1])
         self.num_classes = self.card.get("num_classes")
+        self.class_names = self.card.get("class_names")
 
     def __call__(self, z, labels, training=False):
         del training

@@ -93,9 +93,21 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
     if start == 0 and name == "train":
         _record_config(cfg, writer)
     progress = _Progress(name, total, start, writer, model.metrics)
+    profile = cfg.profile_range() if name == "train" and chief else None
     logs, t0 = {}, time.time()
     for s in range(start + 1, total + 1):
-        logs = step_fn(iterator)
+        if profile and s == profile[0]:
+            tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
+        if profile and profile[0] <= s <= profile[1]:
+            with tf.profiler.experimental.Trace(name, step_num=s, _r=1):  # marks each step in the trace viewer
+                logs = step_fn(iterator)
+                _finite(logs)  # wait for the step inside its trace
+        else:
+            logs = step_fn(iterator)
+        if profile and s == profile[1]:
+            tf.profiler.experimental.stop()
+            _log(f"[{name}] profiled iterations {profile[0]}..{profile[1]}: tensorboard --logdir "
+                 f"{os.path.join(cfg.logdir, name)} (Profile tab)")
         step_var.assign(s)
         if not _finite(logs):
             bad = {k: float(v) for k, v in logs.items()}

@@ -1,6 +1,7 @@
 """The whole pipeline in one call: train -> fine-tune -> evaluate -> export, and the evaluation of a run."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -19,6 +20,31 @@ def _log(msg):
     print(msg, flush=True)
 
 
+def hparams_of(cfg: ExperimentConfig):
+    """The run's settings as TensorBoard HParams values (bool / number / string; anything else as JSON)."""
+    out = {}
+    for key, value in cfg.to_dict().items():
+        out[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return out
+
+
+def log_eval_summaries(run: Run, scalars, text=None):
+    """The chief writes `scalars` (tag -> value) into logdir/eval with the run's HParams, so that
+    `tensorboard --logdir runs/` lists every run's settings and final metrics in one sortable table."""
+    from tensorboard.plugins.hparams import api as hp
+
+    if not is_chief(run.strategy):
+        return
+    writer = tf.summary.create_file_writer(os.path.join(run.cfg.logdir, "eval"))
+    with writer.as_default(step=int(run.step.numpy())):
+        hp.hparams(hparams_of(run.cfg), trial_id=os.path.basename(os.path.abspath(run.cfg.logdir)))
+        if text:
+            tf.summary.text("robustness", text)
+        for tag, value in scalars.items():
+            tf.summary.scalar(tag, value)
+    writer.flush()
+
+
 def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_out=None):
     """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard."""
     cfg = run.cfg
@@ -28,13 +54,8 @@ def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_ou
     result["weights"] = provenance
     out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
     robustness.write_json(result, out)
-    if is_chief(run.strategy):
-        writer = tf.summary.create_file_writer(os.path.join(cfg.logdir, "eval"))
-        with writer.as_default(step=int(run.step.numpy())):
-            tf.summary.text("robustness", robustness.markdown_table(result))
-            for r in result["results"]:
-                tf.summary.scalar(f"{r['protocol']}/accuracy_eps{r['eps']:g}", r["accuracy"])
-        writer.flush()
+    log_eval_summaries(run, {f"{r['protocol']}/accuracy_eps{r['eps']:g}": r["accuracy"] for r in result["results"]},
+                       text=robustness.markdown_table(result))
     return result
 
 
@@ -66,6 +87,9 @@ def pipeline(cfg: ExperimentConfig):
 
             summary["independent_judge"] = judge.judge_generator(g, cfg.z_dim, run.resolution)
     summary["seconds"] = round(time.time() - t0, 1)
+    scalars = {"generator/label_accuracy": summary.get("generator_label_accuracy"),
+               "generator/independent_judge_accuracy": summary.get("independent_judge", {}).get("accuracy")}
+    log_eval_summaries(run, {k: v for k, v in scalars.items() if v is not None})
     storage.atomic_write_json(os.path.join(cfg.logdir, "eval", "summary.json"), summary)
     _log("\n" + robustness.markdown_table(result))
     if "generator_label_accuracy" in summary:

@@ -81,6 +81,32 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
+def kernel_inception_distance(real, fake, subsets=100, subset_size=1000, seed=0):
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 between feature sets under the cubic polynomial kernel
+    k(a, b) = (a.b / d + 1)^3, averaged over `subsets` random subsets of `subset_size` rows of each (fewer when
+    a set is smaller); returns (mean, std over the subsets). Unlike FID it is unbiased at small sample sizes."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    d = real.shape[1]
+    n = min(subset_size, len(real), len(fake))
+    if n < 2:
+        raise ValueError("KID needs at least 2 feature rows in each set.")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(subsets):
+        x = real[rng.choice(len(real), n, replace=False)]
+        y = fake[rng.choice(len(fake), n, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / d + 1.0) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        values.append(within - 2.0 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+# Published IS / FID / KID use 50,000 generated images; fewer give biased (FID, IS) or noisier (KID) numbers.
+PUBLISHED_SAMPLES = 50000
+# Real features kept in the statistics cache for KID: a fixed random sample of this many images of the split.
+KID_REAL_SAMPLE = 10000
+
+
 # ----------------------------------------------------------------------------- backends
 class ClassifierBackend:
     """IS/FID with a classifier trained by this package (its softmax and its pooled D features)."""
@@ -208,14 +234,15 @@ def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100
 
 
 def real_statistics(backend, source, cache_path=None, batch_size=100, verbose=True):
-    """Feature mean/covariance of a dataset split, cached as .npz with metadata describing them."""
+    """(mean, covariance, a fixed sample of up to KID_REAL_SAMPLE feature rows for KID) of a dataset split,
+    cached as .npz with metadata describing them."""
     meta = {"backend": backend.name, "dataset": source.info.name, "split": source.info.split,
             "num_examples": source.info.num_examples, "image_shape": list(source.info.image_shape),
-            "weights_sha256": getattr(backend, "sha256", None)}
+            "weights_sha256": getattr(backend, "sha256", None), "kid_sample": KID_REAL_SAMPLE}
     if cache_path and os.path.exists(cache_path):
         with np.load(cache_path, allow_pickle=False) as z:
             if json.loads(str(z["meta"])) == meta:
-                return z["mu"], z["sigma"]
+                return z["mu"], z["sigma"], z["kid_features"]
     progress = Progress(f"[{backend.name}] features of {source.info.name}/{source.info.split}",
                         source.info.num_examples, unit="images", enabled=verbose)
     feats = []
@@ -225,15 +252,20 @@ def real_statistics(backend, source, cache_path=None, batch_size=100, verbose=Tr
     progress.close()
     feats = np.concatenate(feats)
     mu, sigma = feature_statistics(feats)
+    keep = np.sort(np.random.default_rng(0).permutation(len(feats))[:KID_REAL_SAMPLE])
+    kid_features = feats[keep].astype(np.float32)
     if cache_path:
-        storage.atomic_save(cache_path, lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, meta=np.array(json.dumps(meta))))
-    return mu, sigma
+        storage.atomic_save(cache_path, lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, kid_features=kid_features,
+                                                             meta=np.array(json.dumps(meta))))
+    return mu, sigma, kid_features
 
 
 def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_samples=5000, splits=10,
                       cache_path=None, batch_size=100, seed=0, verbose=True):
     """Inception Score (mean, std over splits) of generated images under `backend` and, when `source` (the
-    train split) is given, their FID against its cached statistics -- both from one pass over the samples."""
+    reference split) is given, their FID and KID (mean, std over subsets) against its cached features -- all
+    from one pass over the samples. `comparable_sample_count` is False below the 50,000 samples published
+    numbers use."""
     probs, feats = [], []
     progress = Progress(f"[{backend.name}] generated images", num_samples, unit="images", enabled=verbose)
     for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed):
@@ -245,11 +277,14 @@ def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_s
     mean, std = inception_score(np.concatenate(probs), splits)
     out = {"inception_score": mean, "inception_score_std": std, "num_samples": num_samples, "splits": splits,
            "backend": backend.name, "backend_label": backend.label,
-           "weights_sha256": getattr(backend, "sha256", None)}
+           "weights_sha256": getattr(backend, "sha256", None),
+           "comparable_sample_count": num_samples >= PUBLISHED_SAMPLES}
     if source is not None:
-        mu_r, sigma_r = real_statistics(backend, source, cache_path, batch_size, verbose)
-        mu_g, sigma_g = feature_statistics(np.concatenate(feats))
+        mu_r, sigma_r, real_kid = real_statistics(backend, source, cache_path, batch_size, verbose)
+        fake = np.concatenate(feats)
+        mu_g, sigma_g = feature_statistics(fake)
         out["fid"] = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+        out["kid"], out["kid_std"] = kernel_inception_distance(real_kid, fake, seed=seed)
         out["fid_reference"] = f"{source.info.name}/{source.info.split} ({source.info.num_examples} images)"
     return out
 

@@ -66,11 +66,18 @@ def correct_under_protocol(classifier, x, y, eps, protocol):
     return ok, chosen
 
 
-def _protocol_fn(classifier, protocol, clean):
-    """correct_under_protocol(x, y, eps) as one tf.function: eps is a tensor argument, so one trace serves
-    every eps > 0 (another the clean case)."""
-    return tf.function(lambda x, y, e: correct_under_protocol(classifier, x, y, 0.0 if clean else e, protocol),
-                       reduce_retracing=True)
+def _protocol_fn(classifier, protocol, clean, image_shape):
+    """correct_under_protocol(x, y, eps) as one tf.function per classifier, protocol and image shape, stored on
+    the classifier: eps is a tensor argument and the batch size is open, so one trace serves every eps > 0 and
+    every batch (another the clean case)."""
+    traces = _traces(classifier)
+    key = ("protocol", protocol, clean, tuple(image_shape))
+    if key not in traces:
+        traces[key] = tf.function(
+            lambda x, y, e: correct_under_protocol(classifier, x, y, 0.0 if clean else e, protocol),
+            input_signature=[tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
+                             tf.TensorSpec([], tf.float32)])
+    return traces[key]
 
 
 def _traces(classifier):
@@ -143,7 +150,7 @@ def robustness_table(classifier, source, *, eps_grid, protocols=("paper",), num_
                                         "autoattack_acc": f"{100 * out['robust'].mean():.2f}",
                                         "n_ex": len(y), "dataset": source.info.name, "number_forward_passes": 1})
             continue
-        fns = {clean: _protocol_fn(classifier, protocol, clean) for clean in (True, False)}
+        fns = {clean: _protocol_fn(classifier, protocol, clean, source.info.image_shape) for clean in (True, False)}
         for eps in eps_grid:
             fn, e = fns[float(eps) == 0], tf.constant(float(eps), tf.float32)
             hits, n, advs = 0, 0, []
@@ -227,7 +234,7 @@ def markdown_table(result):
     eps = sorted({r["eps"] for r in result["results"]})
     acc = {(r["protocol"], r["eps"]): r["accuracy"] for r in result["results"]}
     n = result["results"][0]["num_examples"] if result["results"] else 0
-    lines = [f"Accuracy under l_inf PGD on {result['dataset']} ({result['split']}, {n} examples); eps in [-1, 1] "
+    lines = [f"Accuracy under l_inf attacks on {result['dataset']} ({result['split']}, {n} examples); eps in [-1, 1] "
              "units ([0, 1]-scale eps in brackets)", "",
              "| protocol | " + " | ".join(f"{e:g} [{e / 2 * 255:.1f}/255]" for e in eps) + " |",
              "|---|" + "---|" * len(eps)]

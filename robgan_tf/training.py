@@ -326,10 +326,15 @@ class RobGAN(keras.Model):
         """
         n = self.config.n_dis
         images, labels = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
+        # The name scopes label the ops in the profiler's trace viewer (--profile_steps).
         for x, y in zip(tf.split(images, n), tf.split(labels, n)):
-            self.d_step(self.attack(x, y), y)
+            with tf.name_scope("attack"):
+                x_adv = self.attack(x, y)
+            with tf.name_scope("d_update"):
+                self.d_step(x_adv, y)
         if self.generator is not None:
-            self.g_step(tf.shape(images)[0] // n)
+            with tf.name_scope("g_update"):
+                self.g_step(tf.shape(images)[0] // n)
         return {name: m.result() for name, m in self._trackers.items()}
 
     def examples_per_step(self, batch_size):

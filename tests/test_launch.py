@@ -77,7 +77,18 @@ def test_pipeline_writes_every_artifact(pipeline_run):
     assert "test_clean_accuracy" in ft_tags and any(t.startswith("test_robust_accuracy") for t in ft_tags)
     gap_tags = {"gap/train_robust_accuracy", "gap/test_robust_accuracy", "gap/train_llv_mean", "gap/test_llv_mean"}
     assert gap_tags <= train_tags and gap_tags <= ft_tags
-    assert "robustness" in _scalar_tags(os.path.join(logdir, "eval"))
+    eval_tags = _scalar_tags(os.path.join(logdir, "eval"))
+    assert {"robustness", "paper/accuracy_eps0.02", "generator/label_accuracy",
+            "generator/independent_judge_accuracy"} <= eval_tags
+    # TensorBoard's HParams table: the run's settings beside those metrics
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    infos = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
+             for name in os.listdir(os.path.join(logdir, "eval")) if name.startswith("events.out")
+             for e in tf.compat.v1.train.summary_iterator(os.path.join(logdir, "eval", name))
+             for v in e.summary.value if v.tag == "_hparams_/session_start_info"]
+    assert infos and infos[0].hparams["method"].string_value == "robgan"
+    assert infos[0].hparams["train_iterations"].number_value == 4
     png = tf.io.decode_png(tf.io.read_file(os.path.join(logdir, "samples.png")))
     assert png.shape == (10 * 16, 8 * 16, 1)  # one row per class, 8 samples each
 
@@ -189,6 +200,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     gq = json.load(open(tmp_path / "q.json"))["generator_quality"]
     assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
     assert gq["backend"] == "classifier" and "not comparable" in q.stdout
+    assert gq["kid_std"] >= 0 and "KID" in q.stdout and "fewer than the 50,000 published" in q.stdout
     # the same from the exports alone (generator/ beside the classifier): the same IS and label accuracy
     _run("evaluate.py", f"--model={logdir}/export/classifier", "--protocol=none", "--quality=classifier",
          "--num_samples=200", f"--fid_stats={tmp_path / 'stats.npz'}", f"--json_out={tmp_path / 'qx.json'}")
@@ -218,8 +230,21 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     gap = json.load(open(tmp_path / "gap.json"))
     assert len(gap["train_accuracy"]) == len(gap["test_accuracy"]) == 2 and len(gap["llv"]["test"]) == 32
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[0] > 100
-    _run("sample.py", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3")
+    _run("sample.py", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3",
+         "--num_samples=25", f"--out_dir={tmp_path / 'dump'}", f"--npz={tmp_path / 'dump.npz'}")
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "g.png"))).shape == (160, 48, 1)
+    # class-balanced samples for external metric tools: one PNG folder per class, and the same images in an .npz
+    dump = np.load(tmp_path / "dump.npz", allow_pickle=False)
+    assert dump["images"].shape == (25, 16, 16, 1) and dump["images"].dtype == np.uint8
+    assert np.bincount(dump["labels"]).tolist() == [3] * 5 + [2] * 5 and dump["class_names"].tolist() == list("0123456789")
+    folders = sorted(os.listdir(tmp_path / "dump"))
+    assert folders == [f"{k:03d}_{k}" for k in range(10)]
+    first = sorted(os.listdir(tmp_path / "dump" / "000_0"))[0]
+    png = tf.io.decode_png(tf.io.read_file(str(tmp_path / "dump" / "000_0" / first))).numpy()
+    np.testing.assert_array_equal(png, dump["images"][int(first[:-4])])
+    again = _run("sample.py", f"--model={logdir}/export", "--num_samples=5", f"--out_dir={tmp_path / 'dump'}",
+                 check=False)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
 
 
 def _final_weights(logdir):

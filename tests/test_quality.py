@@ -50,13 +50,14 @@ def test_real_statistics_are_cached_with_metadata(tmp_path):
                  DatasetInfo("tiny", "train", 10, tuple("0123456789"), (4, 4, 1), 40, True))
     backend = quality.ClassifierBackend(lambda x, training=False: tf.reshape(x, [tf.shape(x)[0], -1]))
     cache = str(tmp_path / "stats.npz")
-    mu, sigma = quality.real_statistics(backend, src, cache, batch_size=16)
+    mu, sigma, kid_real = quality.real_statistics(backend, src, cache, batch_size=16)
     flat = src.images.reshape(40, -1).astype(np.float64) / 127.5 - 1
+    np.testing.assert_allclose(kid_real, flat, atol=1e-6)  # fewer than KID_REAL_SAMPLE rows: all of them, in order
     np.testing.assert_allclose(mu, flat.mean(0), atol=1e-6)
     np.testing.assert_allclose(sigma, np.cov(flat, rowvar=False), atol=1e-6)
     assert os.path.exists(cache)
     src.images[:] = 0  # a cache hit does not recompute
-    mu2, _ = quality.real_statistics(backend, src, cache)
+    mu2, _, _ = quality.real_statistics(backend, src, cache)
     np.testing.assert_array_equal(mu, mu2)
     # FID of generated images: against the cached statistics, equal to the closed form on the same features
     painter = _LabelPainter()
@@ -66,6 +67,8 @@ def test_real_statistics_are_cached_with_metadata(tmp_path):
     np.testing.assert_allclose(out["fid"], quality.frechet_distance(mu, sigma, gen.mean(0), np.cov(gen, rowvar=False)),
                                rtol=1e-6)
     assert out["fid"] > 1.0 and out["fid_reference"] == "tiny/train (40 images)"
+    assert (out["kid"], out["kid_std"]) == quality.kernel_inception_distance(kid_real, gen, seed=3)
+    assert out["kid"] > 0 and out["comparable_sample_count"] is False
 
 
 def test_keras_inception_backend_needs_a_local_file_and_checks_sha256(tmp_path):
@@ -127,3 +130,26 @@ def test_frechet_distance_known_answers():
     c2 = np.cov(rng.normal(size=(5000, 4)) * [1, 2, 3, 4], rowvar=False)
     ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
     assert quality.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-6)
+
+
+def _kid_by_loops(x, y):
+    """The unbiased MMD^2 written term by term (one subset: all rows)."""
+    d = x.shape[1]
+    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kernel_inception_distance_known_answers():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 5)) + 0.5
+    mean, std = quality.kernel_inception_distance(x, y, subsets=3, subset_size=30)
+    assert mean == pytest.approx(_kid_by_loops(x, y), rel=1e-10) and std == pytest.approx(0.0, abs=1e-12)
+    # unbiased: two samples of one distribution average ~0 (within a few standard errors), a shifted one does not
+    a, b = rng.normal(size=(4000, 8)), rng.normal(size=(4000, 8))
+    same, same_std = quality.kernel_inception_distance(a, b, subsets=50, subset_size=500)
+    shifted, _ = quality.kernel_inception_distance(a, b + 0.3, subsets=50, subset_size=500)
+    assert abs(same) < 3 * same_std / np.sqrt(50) + 1e-3 and shifted > 20 * abs(same)

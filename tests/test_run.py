@@ -315,3 +315,38 @@ def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, tmp_pa
     os.makedirs(tmp_path / "empty")
     with pytest.raises(loading.ModelNotFound, match="holds no exported generator"):
         robgan_tf.load_generator(str(tmp_path / "empty"))
+
+
+def test_profile_steps_trace_those_iterations_with_named_regions(trained, tmp_path):
+    cfg = _copy(trained, tmp_path / "prof")
+    cfg.train_iterations, cfg.profile_steps = 6, "5,6"
+    loops.train(run_lib.Run(cfg))
+    traces = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "prof" / "train" / "plugins" / "profile")
+              for f in files if f.endswith(".xplane.pb")]
+    assert len(traces) == 1
+    data = open(traces[0], "rb").read()
+    for region in (b"attack", b"d_update", b"g_update"):  # the train step's name scopes reach the trace
+        assert region in data
+    with pytest.raises(ValueError, match="--profile_steps must be two iterations A,B"):
+        ExperimentConfig(logdir=str(tmp_path / "x"), profile_steps="5").validate()
+
+
+def test_run_pipeline_from_python_uses_the_command_line_defaults_and_resumes(tmp_path):
+    import robgan_tf
+
+    logdir = str(tmp_path / "py")
+    result, paths, summary = robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, finetune_steps=1,
+                                                    batch_size=8, attack_steps=1, eval_examples=16, z_dim=16,
+                                                    log_every=1, sample_every=100)
+    saved = json.load(open(os.path.join(logdir, "config.json")))
+    defaults = ExperimentConfig()
+    assert saved["arch"] == defaults.arch and saved["lr_d"] == defaults.lr_d  # untouched settings: the CLI's
+    assert saved["train_iterations"] == 2 and paths["classifier"].endswith(os.path.join("classifier", "1"))
+    assert [r["eps"] for r in result["results"]] == list(defaults.eps_grid())
+    # a second call on the same logdir resumes with the saved settings under the new ones
+    _, paths2, _ = robgan_tf.run_pipeline(logdir=logdir, train_iterations=3)
+    again = json.load(open(os.path.join(logdir, "config.json")))
+    assert again["train_iterations"] == 3 and again["batch_size"] == 8 and again["z_dim"] == 16
+    assert paths2["classifier"].endswith(os.path.join("classifier", "2"))
+    with pytest.raises(ValueError, match="unknown setting"):
+        robgan_tf.run_pipeline(logdir=logdir, no_such_flag=1)

@@ -42,8 +42,8 @@ flags.DEFINE_enum("analysis", "none", ["none", "gap"],
 flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
 flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3", "tf_inception_2015"],
                   "Also score the generator (of the run, or the export/generator beside an exported classifier): "
-                  "Inception Score and FID against "
-                  "the train split, with this backend, plus the per-class label accuracy of generated images. "
+                  "Inception Score, FID and KID against "
+                  "--fid_ref_split, with this backend, plus the per-class label accuracy of generated images. "
                   "tf_inception_2015 gives numbers comparable with SN-GAN's (TF-Inception) published ones, not with "
                   "the Rob-GAN paper's (torchvision Inception); classifier works offline "
                   "but is not comparable; keras_inception_v3 is a proxy.")
@@ -53,9 +53,10 @@ flags.DEFINE_string("inception_weights", "", "Local weights for the Inception ba
 flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given; the "
                     "sha256 actually read is always recorded in the JSON).")
 flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
-flags.DEFINE_string("fid_stats", "", "Cache of the train split's feature statistics for --quality (.npz, reused "
-                    "when its metadata match); default: RUN/eval/ or the export directory, "
-                    "fid_stats_<backend>_<dataset>_train.npz.")
+flags.DEFINE_enum("fid_ref_split", "train", ["train", "test"], "The real split FID and KID compare with.")
+flags.DEFINE_string("fid_stats", "", "Cache of the reference split's feature statistics for --quality (.npz, "
+                    "reused when its metadata match); default: RUN/eval/ or the export directory, "
+                    "fid_stats_<backend>_<dataset>_<split>.npz.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 FLAGS = flags.FLAGS
 
@@ -129,14 +130,20 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     from robgan_tf import quality
 
     g, k, z_dim = defaults["generator"], defaults["num_classes"], defaults["z_dim"]
-    train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
-    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{dataset}_train.npz")
-    out = {**quality.generator_metrics(backend, g, k, z_dim, train, FLAGS.num_samples, cache_path=cache),
+    split = FLAGS.fid_ref_split
+    reference = data_lib.load(dataset, split, defaults.get("resolution") or None, data_dir)
+    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{dataset}_{split}.npz")
+    out = {**quality.generator_metrics(backend, g, k, z_dim, reference, FLAGS.num_samples, cache_path=cache),
            "fid_statistics_cache": cache,
            "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}
     print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
-          f"FID {out['fid']:.3f} ({FLAGS.num_samples} samples); label accuracy of generated images "
+          f"FID {out['fid']:.3f}, KID {out['kid']:.4f} +- {out['kid_std']:.4f} against {dataset}/{split} "
+          f"({FLAGS.num_samples} samples); label accuracy of generated images "
           f"{sum(out['label_accuracy_per_class']) / k:.1%}")
+    if not out["comparable_sample_count"]:
+        print(f"note: {FLAGS.num_samples} samples, fewer than the {quality.PUBLISHED_SAMPLES:,} published IS / FID / "
+              "KID use: FID and IS are biased at this size, so these numbers compare only with others made with "
+              "the same count, not with published ones.")
     return out
 
 
