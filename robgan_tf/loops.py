@@ -2,7 +2,6 @@
 TensorBoard, in-training evaluation, checkpoints) that both stages run with their own pieces."""
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -26,8 +25,21 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def _finite(logs):
-    return all(math.isfinite(float(v)) for v in logs.values())
+class _NonFiniteMarker:
+    """Remembers, on the device, the first step whose metrics were not finite, so the loop reads a value back
+    only at log and checkpoint steps (no per-step host round trip) and still names the step that diverged."""
+
+    def __init__(self):
+        self.first = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.mark = tf.function(self._mark, reduce_retracing=True)
+
+    def _mark(self, logs, step):
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in logs.values()])
+        self.first.assign(tf.where(tf.logical_and(tf.logical_not(finite), self.first < 0),
+                                   tf.cast(step, tf.int64), self.first))
+
+    def first_bad(self):
+        return int(self.first.numpy())
 
 
 def _weights_finite(variables):
@@ -94,6 +106,7 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
         _record_config(cfg, writer)
     progress = _Progress(name, total, start, writer, model.metrics)
     profile = cfg.profile_range() if name == "train" and chief else None
+    marker = _NonFiniteMarker()
     logs, t0 = {}, time.time()
     for s in range(start + 1, total + 1):
         if profile and s == profile[0]:
@@ -101,7 +114,7 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
         if profile and profile[0] <= s <= profile[1]:
             with tf.profiler.experimental.Trace(name, step_num=s, _r=1):  # marks each step in the trace viewer
                 logs = step_fn(iterator)
-                _finite(logs)  # wait for the step inside its trace
+                tf.nest.map_structure(lambda t: t.numpy(), logs)  # wait for the step inside its trace
         else:
             logs = step_fn(iterator)
         if profile and s == profile[1]:
@@ -109,15 +122,19 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
             _log(f"[{name}] profiled iterations {profile[0]}..{profile[1]}: tensorboard --logdir "
                  f"{os.path.join(cfg.logdir, name)} (Profile tab)")
         step_var.assign(s)
-        if not _finite(logs):
-            bad = {k: float(v) for k, v in logs.items()}
-            raise TrainingDiverged(f"non-finite loss at {unit} {s} ({bad}). " + advice())
-        if s % cfg.log_every == 0 or s == total:
+        marker.mark(logs, tf.constant(s, tf.int64))  # a tensor: a Python int would retrace every step
+        log_now, save_now = s % cfg.log_every == 0 or s == total, s % cfg.checkpoint_every == 0 or s == total
+        if log_now or save_now or (chief and s % monitor_every == 0):
+            bad = marker.first_bad()
+            if bad >= 0:
+                now = {k: float(v) for k, v in logs.items()}
+                raise TrainingDiverged(f"non-finite loss at {unit} {bad} (at {unit} {s}: {now}). " + advice())
+        if log_now:
             progress(s, logs, **learning_rates())
         if chief and (s % monitor_every == 0 or s == total):
             with writer.as_default(step=s):
                 monitor(s)
-        if s % cfg.checkpoint_every == 0 or s == total:
+        if save_now:
             if not _weights_finite(watched):
                 raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
             storage.save_checkpoint(manager, s)

@@ -350,3 +350,16 @@ def test_run_pipeline_from_python_uses_the_command_line_defaults_and_resumes(tmp
     assert paths2["classifier"].endswith(os.path.join("classifier", "2"))
     with pytest.raises(ValueError, match="unknown setting"):
         robgan_tf.run_pipeline(logdir=logdir, no_such_flag=1)
+
+
+def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad_iteration(trained, tmp_path):
+    cfg = _copy(trained, tmp_path / "nan")
+    cfg.train_iterations, cfg.log_every, cfg.checkpoint_every, cfg.sample_every = 9, 3, 3, 100
+    run = run_lib.Run(cfg)
+    good = run.restore()  # iteration 4
+    w = run.discriminator.dense_cls.layer.kernel
+    w.assign(tf.fill(w.shape, float("nan")))
+    run.restore = lambda: None
+    with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: "):
+        loops.train(run)
+    assert run.manager.latest_checkpoint == good  # nothing saved at iteration 6

@@ -1,0 +1,24 @@
+"""Seconds per training iteration of loops.train (tiny preset, digits, the demo's defaults) at --log_every=25."""
+import json, os, sys, tempfile, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+from robgan_tf import loops, runtime
+from robgan_tf import run as run_lib
+from robgan_tf.experiment import ExperimentConfig
+arch = sys.argv[1]
+kw = dict(train_iterations=int(sys.argv[2]), log_every=25, checkpoint_every=10**6, sample_every=10**6, finetune_steps=0)
+if arch == "reference":
+    kw.update(dataset="npz", data_dir="/tmp/rt/synth.npz", arch="reference", batch_size=64, attack_steps=5, n_dis=1)
+cfg = ExperimentConfig(logdir=tempfile.mkdtemp(), **kw)
+runtime.setup_runtime(cfg)
+run = run_lib.Run(cfg)
+import io, contextlib
+loops.train(run) if False else None
+cfg.train_iterations = 5
+with contextlib.redirect_stdout(io.StringIO()):
+    loops.train(run)  # warm-up: tracing
+cfg.train_iterations = 5 + kw["train_iterations"]
+t = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    loops.train(run)
+dt = time.perf_counter() - t
+print(json.dumps({"arch": arch, "iterations": kw["train_iterations"], "s_per_iter": dt / kw["train_iterations"]}))
