@@ -1,4 +1,8 @@
-"""Seconds per training iteration of loops.train (tiny preset, digits, the demo's defaults) at --log_every=25."""
+"""Seconds per training iteration of loops.train at --log_every=25 (PERFORMANCE.md: reading metrics back).
+
+    PYTHONPATH=PACKAGE_COPY python docs/bench/time_loop.py tiny 300
+    PYTHONPATH=PACKAGE_COPY python docs/bench/time_loop.py reference 15   # needs /tmp/rt/synth.npz: uint8 CIFAR-shaped
+"""
 import json, os, sys, tempfile, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 from robgan_tf import loops, runtime
@@ -12,7 +16,6 @@ cfg = ExperimentConfig(logdir=tempfile.mkdtemp(), **kw)
 runtime.setup_runtime(cfg)
 run = run_lib.Run(cfg)
 import io, contextlib
-loops.train(run) if False else None
 cfg.train_iterations = 5
 with contextlib.redirect_stdout(io.StringIO()):
     loops.train(run)  # warm-up: tracing
