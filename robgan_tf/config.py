@@ -83,6 +83,9 @@ class TrainConfig:
     lr_step_factor: float = 0.1
     reset_adam: bool = False
     ema_decay: float | None = None
+    # Reuse the last D update's fake batch, and its generator forward pass, in the G update (as many GAN codes
+    # do; the authors' code draws a new batch): one generator forward pass fewer per iteration.
+    reuse_fake: bool = False
     loss: LossConfig = LossConfig()
     attack: AttackConfig = AttackConfig()
     mixed_precision: bool = False

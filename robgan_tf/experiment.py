@@ -130,6 +130,9 @@ class ExperimentConfig:
     reset_adam: bool = _f(False, "Restart Adam's moments where the halve/step schedule lowers the lr (the "
                           "authors re-create Adam there).")
     ema_decay: float = _f(0.0, "Generator weight EMA decay for sampling and export; 0: off.")
+    reuse_fake: bool = _f(False, "The G update reuses the last D update's fake batch and its generator forward pass "
+                          "instead of drawing a new one (a departure from the authors' code, which draws a new "
+                          "batch; saves one generator forward pass per iteration, see docs/PERFORMANCE.md).")
     train_iterations: int = _f(600, "Training length in iterations; one iteration = --n_dis D updates + one G update. "
                                "Every training count (--checkpoint_every, --log_every, --sample_every, "
                                "--halve_every, --lr_decay_start, --lr_boundaries) is in iterations. (--train_steps, "
@@ -300,7 +303,7 @@ class ExperimentConfig:
             optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
             lr_schedule=self.lr_schedule, halve_every=self.halve_every * self.n_dis,
             lr_decay_start=self.lr_decay_start * self.n_dis, lr_boundaries=tuple(b * self.n_dis for b in self.lr_boundary_list()), lr_step_factor=self.lr_step_factor, reset_adam=self.reset_adam,
-            ema_decay=self.ema_decay or None,
+            ema_decay=self.ema_decay or None, reuse_fake=self.reuse_fake,
             loss=LossConfig.named(self.loss_weights, gan_loss=self.gan_loss, variant=self.loss_variant),
             attack=self.attack_config(), mixed_precision=self.mixed_precision, seed=self.seed)
 
@@ -319,7 +322,7 @@ class ExperimentConfig:
     IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
                 "method", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
-                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "seed",
+                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "seed",
                 "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
     # Run-time requests, not settings of the run: never taken from config.json (resume_from is not even saved;
     # logdir is saved for the record, but the folder a run is opened from is where it is now).

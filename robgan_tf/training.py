@@ -277,10 +277,14 @@ class RobGAN(keras.Model):
         labels = self.rng.uniform([batch_size], 0, self.config.num_classes, dtype=tf.int32)
         return z, labels
 
-    def d_step(self, x_real, labels):
+    def d_step(self, x_real, labels, fakes=None):
+        """One D update on (attacked) reals and fakes: `fakes` (images, labels) when given (--reuse_fake), else a
+        fresh generator batch."""
         cfg, d = self.config, self.discriminator
         b = tf.shape(x_real)[0]
-        if self.generator is not None:
+        if fakes is not None:
+            x_fake, y_fake = tf.stop_gradient(fakes[0]), fakes[1]
+        elif self.generator is not None:
             z, y_fake = self.sample_inputs(b)
             x_fake = tf.stop_gradient(self.generator(z, y_fake, training=True))
         with tf.GradientTape() as tape:
@@ -301,11 +305,18 @@ class RobGAN(keras.Model):
             rf = tf.concat([tf.cast(real_logit > 0, tf.float32), tf.cast(fake_logit < 0, tf.float32)], 0)
             self._trackers["real_fake_acc"].update_state(tf.reduce_mean(rf))
 
-    def g_step(self, batch_size):
+    def g_step(self, batch_size, fakes=None):
+        """One G update on a fresh batch, or with --reuse_fake on `fakes` = (images, labels, tape): the batch the
+        last D update saw, whose forward pass `tape` recorded (no second generator forward pass)."""
         cfg, g = self.config, self.generator
-        z, y_fake = self.sample_inputs(batch_size)
-        with tf.GradientTape() as tape:
-            x_fake = g(z, y_fake, training=True)
+        if fakes is None:
+            z, y_fake = self.sample_inputs(batch_size)
+            tape = tf.GradientTape()
+            with tape:
+                x_fake = g(z, y_fake, training=True)
+        else:
+            x_fake, y_fake, tape = fakes
+        with tape:  # continues recording: D's forward pass on the fakes, after its update
             fake_logit, fake_cls = self.discriminator(x_fake, y_fake, training=True)
             per_example = L.generator_loss(fake_logit, fake_cls, y_fake, cfg.loss)
             scaled_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
@@ -327,14 +338,22 @@ class RobGAN(keras.Model):
         n = self.config.n_dis
         images, labels = tf.cast(data[0], tf.float32), tf.cast(data[1], tf.int32)
         # The name scopes label the ops in the profiler's trace viewer (--profile_steps).
-        for x, y in zip(tf.split(images, n), tf.split(labels, n)):
+        reuse = self.config.reuse_fake and self.generator is not None
+        fakes = None
+        for i, (x, y) in enumerate(zip(tf.split(images, n), tf.split(labels, n))):
             with tf.name_scope("attack"):
                 x_adv = self.attack(x, y)
             with tf.name_scope("d_update"):
-                self.d_step(x_adv, y)
+                if reuse and i == n - 1:  # the last D update's fakes also serve the G update
+                    z, y_fake = self.sample_inputs(tf.shape(x)[0])
+                    tape = tf.GradientTape()  # records G's forward now and D's in g_step; not D's update
+                    with tape:
+                        x_fake = self.generator(z, y_fake, training=True)
+                    fakes = (x_fake, y_fake, tape)
+                self.d_step(x_adv, y, fakes=fakes[:2] if fakes else None)
         if self.generator is not None:
             with tf.name_scope("g_update"):
-                self.g_step(tf.shape(images)[0] // n)
+                self.g_step(tf.shape(images)[0] // n, fakes=fakes)
         return {name: m.result() for name, m in self._trackers.items()}
 
     def examples_per_step(self, batch_size):

@@ -77,6 +77,30 @@ def test_n_dis_d_updates_then_one_g_update_per_step():
     assert int(model.d_optimizer.iterations) == 6 and int(model.g_optimizer.iterations) == 2
 
 
+@pytest.mark.parametrize("n_dis", [1, 3])
+def test_reuse_fake_saves_one_generator_pass_and_still_trains_g_through_the_updated_d(n_dis, monkeypatch):
+    calls = {}
+    x, y = next(iter(_data(batch=8 * n_dis)))
+    for reuse in (False, True):
+        model = _model("robgan", n_dis=n_dis, reuse_fake=reuse)
+        g_before = [w.numpy().copy() for w in model.generator.trainable_weights]
+        real_call = model.generator.call
+        count = [0]
+
+        def counting(*args, **kwargs):
+            count[0] += 1
+            return real_call(*args, **kwargs)
+
+        monkeypatch.setattr(model.generator, "call", counting)
+        logs = model.train_step((x, y))  # eagerly: every forward pass is a Python call
+        calls[reuse] = count[0]
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        assert int(model.d_optimizer.iterations) == n_dis and int(model.g_optimizer.iterations) == 1
+        moved = [np.abs(w.numpy() - b).max() > 0 for w, b in zip(model.generator.trainable_weights, g_before)]
+        assert all(moved)  # G's gradient reached every weight through D and the recorded forward pass
+    assert calls == {False: n_dis + 1, True: n_dis}
+
+
 def test_ema_is_exponential_average_of_generator_weights():
     model = _model("gan", ema_decay=0.75)
     w0 = [w.numpy().copy() for w in model.generator.weights]

@@ -32,11 +32,16 @@ flags.DEFINE_integer("iterations", 10, "Timed iterations.")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, allocation).")
 flags.DEFINE_integer("component_iterations", 3, "Timed repetitions of each component for the split.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_bool("reuse_fake", False, "The G update reuses the last D update's fake batch (see --reuse_fake of the "
+                  "training scripts).")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
 flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
 flags.DEFINE_bool("flops", False, "Also count forward FLOPs of G and D (TF profiler) and estimate FLOPs per "
                   "iteration: B * (4 G_fwd + (2 * attack_steps + 8) * D_fwd) with backward ~ 2x forward.")
+flags.DEFINE_bool("roofline", False, "Also measure this machine's dense rate in the same run -- tf.matmul of two "
+                  "2048x2048 matrices and 3x3 tf.nn.conv2d at 8, 16 and 32 px (--batch_size images, 128 -> 128 "
+                  "channels) -- and report the step's FLOP rate as a fraction of the best of them (implies --flops).")
 flags.DEFINE_string("json_out", "", "Write the results here as JSON.")
 FLAGS = flags.FLAGS
 
@@ -48,6 +53,25 @@ def _time(fn, n):
         fn()
         times.append(time.perf_counter() - t)
     return times
+
+
+def roofline(batch_size, repeats=5):
+    """GFLOP/s of plain dense work on this machine: {name: median rate}."""
+    import tensorflow as tf
+
+    rates = {}
+    a = tf.random.normal([2048, 2048])
+    mm = tf.function(lambda x: tf.matmul(x, x))
+    mm(a).numpy()
+    rates["matmul_2048"] = 2 * 2048 ** 3 / statistics.median(_time(lambda: mm(a).numpy(), repeats)) / 1e9
+    k = tf.random.normal([3, 3, 128, 128])
+    conv = tf.function(lambda x: tf.nn.conv2d(x, k, 1, "SAME"))
+    for size in (8, 16, 32):
+        x = tf.random.normal([batch_size, size, size, 128])
+        conv(x).numpy()
+        flops = 2 * batch_size * size * size * 128 * 128 * 9
+        rates[f"conv3x3_{size}px"] = flops / statistics.median(_time(lambda: conv(x).numpy(), repeats)) / 1e9
+    return rates
 
 
 def forward_flops(fn, specs):
@@ -81,6 +105,7 @@ def main(argv):
         common.fail("--iterations, --batch_size and --n_dis must be >= 1 and --warmup >= 0.")
     k, r, c = FLAGS.num_classes, FLAGS.resolution, FLAGS.channels
     cfg = TrainConfig(num_classes=k, method=FLAGS.method, n_dis=FLAGS.n_dis, mixed_precision=FLAGS.mixed_precision,
+                      reuse_fake=FLAGS.reuse_fake,
                       attack=AttackConfig(eps=FLAGS.attack_eps, steps=FLAGS.attack_steps,
                                           step_size=FLAGS.attack_step_size,
                                           loss="ce" if FLAGS.method == "advtrain" else "two_head"))
@@ -126,7 +151,7 @@ def main(argv):
             split["g_update"] = statistics.median(
                 _time(lambda: (g_step(), sync(model.g_optimizer.iterations)), FLAGS.component_iterations))
     flops = {}
-    if FLAGS.flops:
+    if FLAGS.flops or FLAGS.roofline:
         d_fwd = forward_flops(lambda im: d(im, training=False), [tf.TensorSpec([1, r, r, c], tf.float32)])
         flops["d_forward_per_example"] = d_fwd
         g_fwd = 0
@@ -140,13 +165,14 @@ def main(argv):
     result = {
         "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
                                                "attack_steps", "attack_eps", "attack_step_size", "method",
-                                               "jit_compile", "mixed_precision", "intra_op_threads",
+                                               "jit_compile", "mixed_precision", "reuse_fake", "intra_op_threads",
                                                "inter_op_threads")},
         "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},
         "median_s_per_iter": med, "min_s_per_iter": min(times), "max_s_per_iter": max(times),
         "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,
         "component_median_s": split, "flops": flops,
         "attack_share": (FLAGS.n_dis * split["attack"] * 1.0 / med) if "attack" in split else 0.0,
+        "roofline_gflops": roofline(FLAGS.batch_size) if FLAGS.roofline else {},
         "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "processor": processor(),
     }
     cpu = result["processor"]
@@ -156,8 +182,15 @@ def main(argv):
           f"max {max(times):.3f}), {n / med:.1f} images/s")
     print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in split.items()))
     if flops:
+        achieved = flops["per_iteration_estimate"] / med / 1e9
+        result["achieved_gflops"] = achieved
         print("FLOPs: " + ", ".join(f"{k}={v / 1e9:.3f} G" for k, v in flops.items())
-              + f"; achieved {flops['per_iteration_estimate'] / med / 1e9:.1f} GFLOP/s")
+              + f"; achieved {achieved:.1f} GFLOP/s")
+    if result["roofline_gflops"]:
+        peak = max(result["roofline_gflops"].values())
+        result["utilisation_of_best_dense_rate"] = achieved / peak
+        print("this machine, same run: " + ", ".join(f"{k} {v:.1f}" for k, v in result["roofline_gflops"].items())
+              + f" GFLOP/s; the step reaches {100 * achieved / peak:.0f}% of the best")
     if FLAGS.json_out:
         from robgan_tf.storage import atomic_write_json
 
