@@ -11,7 +11,7 @@ def test_benchmark_tiny_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), "--arch=tiny", "--batch_size=8",
-         "--attack_steps=2", "--iterations=2", "--warmup=1", "--component_iterations=1", "--flops",
+         "--attack_steps=2", "--iterations=2", "--warmup=1", "--component_iterations=1", "--flops", "--roofline",
          f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -25,6 +25,10 @@ def test_benchmark_tiny_writes_json(tmp_path):
                                                + 4 * f["g_forward_per_example"])
     assert "median" in proc.stdout
     assert result["processor"]["logical_cpus"] == os.cpu_count() and "processor:" in proc.stdout
+    peak = max(result["roofline_gflops"].values())
+    assert set(result["roofline_gflops"]) == {"matmul_2048", "conv3x3_8px", "conv3x3_16px", "conv3x3_32px"}
+    assert result["utilisation_of_best_dense_rate"] == result["achieved_gflops"] / peak
+    assert result["achieved_gflops"] == f["per_iteration_estimate"] / result["median_s_per_iter"] / 1e9
 
 
 def test_quality_benchmark_writes_consistent_json(tmp_path):
