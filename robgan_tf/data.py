@@ -51,6 +51,22 @@ class Source:
     info: DatasetInfo
 
 
+def hold_out(source, n, seed=0):
+    """(rest, validation): `n` examples of `source` chosen by a seeded permutation, the same on every call, held
+    out as a validation split that training never sees (model selection on the test split overfits it)."""
+    if not 0 < n < source.info.num_examples:
+        raise DataError(f"--val_examples must be between 1 and {source.info.num_examples - 1} (the "
+                        f"{source.info.name} {source.info.split} split has {source.info.num_examples}), got {n}.")
+    order = np.random.default_rng(seed).permutation(source.info.num_examples)
+    val_idx, rest_idx = np.sort(order[:n]), np.sort(order[n:])
+
+    def part(idx, split):
+        info = dataclasses.replace(source.info, split=split, num_examples=len(idx))
+        return Source(source.images[idx], source.labels[idx], info)
+
+    return part(rest_idx, f"{source.info.split}-minus-val"), part(val_idx, "val")
+
+
 # ----------------------------------------------------------------------------- validation helpers
 def _check_arrays(images, labels, num_classes, where):
     if images.dtype != np.uint8:

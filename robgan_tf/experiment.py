@@ -130,6 +130,10 @@ class ExperimentConfig:
     reset_adam: bool = _f(False, "Restart Adam's moments where the halve/step schedule lowers the lr (the "
                           "authors re-create Adam there).")
     ema_decay: float = _f(0.0, "Generator weight EMA decay for sampling and export; 0: off.")
+    val_examples: int = _f(0, "Hold out N training examples (a fixed, seeded choice) as a validation split that training "
+                           "and fine-tuning never see; the in-training robust-accuracy monitor then reads it instead "
+                           "of the test split (choosing a checkpoint by test robust accuracy overfits the test set: "
+                           "Rice et al. 2020). 0: no validation split; the monitor reads the test split.")
     reuse_fake: bool = _f(False, "The G update reuses the last D update's fake batch and its generator forward pass "
                           "instead of drawing a new one (a departure from the authors' code, which draws a new "
                           "batch; saves one generator forward pass per iteration, see docs/PERFORMANCE.md).")
@@ -322,7 +326,7 @@ class ExperimentConfig:
     IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
                 "method", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
-                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "seed",
+                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "val_examples", "seed",
                 "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
     # Run-time requests, not settings of the run: never taken from config.json (resume_from is not even saved;
     # logdir is saved for the record, but the folder a run is opened from is where it is now).

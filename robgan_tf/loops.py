@@ -192,11 +192,13 @@ def finetune(run: Run):
         _log(f"[finetune] resuming from {latest} at step {int(ft.step.numpy())}")
     eps = ft.config.attack.eps
 
+    split = "val" if run.val_source is not None else "test"
+
     def monitor(step):
-        tf.summary.scalar("test_clean_accuracy", accuracy_under_attack(
-            ft.classifier, run.test_source, eps=0.0, steps=0, num_examples=256))
-        tf.summary.scalar(f"test_robust_accuracy_eps{eps:g}", accuracy_under_attack(
-            ft.classifier, run.test_source, eps=eps, steps=10, num_examples=256))
+        tf.summary.scalar(f"{split}_clean_accuracy", accuracy_under_attack(
+            ft.classifier, run.monitor_source, eps=0.0, steps=0, num_examples=256))
+        tf.summary.scalar(f"{split}_robust_accuracy_eps{eps:g}", accuracy_under_attack(
+            ft.classifier, run.monitor_source, eps=eps, steps=10, num_examples=256))
         log_gap(ft.classifier, run, eps, step)
 
     _run_loop(

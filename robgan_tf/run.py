@@ -62,6 +62,11 @@ class Run:
         self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
+        self.val_source = None
+        if self.train_source is not None and cfg.val_examples:
+            self.train_source, self.val_source = data_lib.hold_out(self.train_source, cfg.val_examples, cfg.seed)
+        # What in-training monitoring reads: the validation split when there is one, never for selection the test.
+        self.monitor_source = self.val_source or self.test_source
         info = self.test_source.info
         self.info = info
         self.num_classes, self.channels = info.num_classes, info.image_shape[-1]

@@ -290,3 +290,21 @@ def test_imagenet143_from_tensorflow_datasets_imagenet2012(tmp_path):
 def test_imagenet143_without_any_source_names_both_fixes(tmp_path):
     with pytest.raises(DataError, match="WNID class folders nor a prepared tensorflow-datasets"):
         data.load("imagenet143", resolution=64, data_dir=str(tmp_path))
+
+
+def test_hold_out_is_a_fixed_disjoint_validation_split():
+    src = data.load("digits", "train")
+    rest, val = data.hold_out(src, 100, seed=3)
+    assert val.info.num_examples == len(val.labels) == 100 and rest.info.num_examples == src.info.num_examples - 100
+    assert val.info.split == "val" and rest.info.split == "train-minus-val"
+    # together they are exactly the original split: every image once (images and labels stay paired)
+    joined = np.concatenate([rest.images, val.images]).reshape(src.info.num_examples, -1)
+    original = src.images.reshape(src.info.num_examples, -1)
+    key = lambda a: np.lexsort(a.T[::-1])  # noqa: E731  (row order)
+    np.testing.assert_array_equal(joined[key(joined)], original[key(original)])
+    np.testing.assert_array_equal(np.sort(np.concatenate([rest.labels, val.labels])), np.sort(src.labels))
+    again = data.hold_out(src, 100, seed=3)[1]
+    np.testing.assert_array_equal(again.images, val.images)  # the same choice every time (a resume sees it)
+    assert not np.array_equal(data.hold_out(src, 100, seed=4)[1].images, val.images)
+    with pytest.raises(DataError, match="--val_examples must be between 1 and"):
+        data.hold_out(src, src.info.num_examples)

@@ -44,7 +44,8 @@ def _scalar_tags(event_dir):
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("pipe"))
-    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=2", *TINY)
+    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=2", "--val_examples=64",
+                *TINY)
     return logdir, proc.stdout
 
 
@@ -74,7 +75,9 @@ def test_pipeline_writes_every_artifact(pipeline_run):
     assert {"d_loss", "g_loss", "real_fake_acc", "real_class_acc", "fake_class_acc", "lr_d", "lr_g",
             "iterations_per_second", "samples", "config"} <= train_tags
     ft_tags = _scalar_tags(os.path.join(logdir, "finetune"))
-    assert "test_clean_accuracy" in ft_tags and any(t.startswith("test_robust_accuracy") for t in ft_tags)
+    # with a validation split, fine-tuning is monitored on it, not on the test split (the final table stays on test)
+    assert "val_clean_accuracy" in ft_tags and any(t.startswith("val_robust_accuracy") for t in ft_tags)
+    assert not any(t.startswith("test_") for t in ft_tags)
     gap_tags = {"gap/train_robust_accuracy", "gap/test_robust_accuracy", "gap/train_llv_mean", "gap/test_llv_mean"}
     assert gap_tags <= train_tags and gap_tags <= ft_tags
     eval_tags = _scalar_tags(os.path.join(logdir, "eval"))
