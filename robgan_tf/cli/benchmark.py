@@ -19,9 +19,7 @@ from robgan_tf.cli import common  # noqa: F401
 flags.DEFINE_enum("arch", "reference", ["sngan", "authors", "reference", "tiny"], "Network preset of G and D.")
 flags.DEFINE_enum("d_arch", "same", ["same", "sngan", "authors", "reference", "tiny", "preact_resnet18"],
                   "Discriminator preset when it differs from --arch.")
-flags.DEFINE_integer("resolution", 32, "Image size.")
-flags.DEFINE_integer("channels", 3, "Image channels.")
-flags.DEFINE_integer("num_classes", 10, "Classes.")
+common.define_shape_flags()
 flags.DEFINE_integer("batch_size", 64, "Batch size of one D update.")
 flags.DEFINE_integer("n_dis", 1, "D updates per G update.")
 flags.DEFINE_integer("attack_steps", 5, "PGD steps on the real batch.")

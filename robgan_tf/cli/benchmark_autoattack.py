@@ -22,9 +22,7 @@ from robgan_tf.cli import common
 
 flags.DEFINE_enum("arch", "sngan", ["sngan", "authors", "reference", "tiny", "preact_resnet18"],
                   "Discriminator preset whose class head is attacked.")
-flags.DEFINE_integer("resolution", 32, "Image size.")
-flags.DEFINE_integer("channels", 3, "Image channels.")
-flags.DEFINE_integer("num_classes", 10, "Classes.")
+common.define_shape_flags()
 flags.DEFINE_integer("num_examples", 500, "Examples attacked.")
 flags.DEFINE_integer("batch_size", 250, "Attack batch size (ours and ART's).")
 flags.DEFINE_integer("iterations", 100, "APGD iterations for both implementations (AutoAttack: 100).")

@@ -41,6 +41,14 @@ def define_experiment_flags(flag_values=FLAGS):
                          "ceil(train_steps / n_dis) iterations).", flag_values=flag_values)
 
 
+def define_shape_flags():
+    """--resolution, --channels, --num_classes: the shape of the synthetic data the benchmarks time (the
+    authors' CIFAR setting by default)."""
+    flags.DEFINE_integer("resolution", 32, "Image size.")
+    flags.DEFINE_integer("channels", 3, "Image channels.")
+    flags.DEFINE_integer("num_classes", 10, "Classes.")
+
+
 def config_from_flags():
     """ExperimentConfig from the run's config.json (if any) overridden by explicitly given flags."""
     quiet_logging()
