@@ -29,11 +29,11 @@ import keras
 import tensorflow as tf
 
 from robgan_tf import storage
-from robgan_tf.loading import _versions
+from robgan_tf.loading import saved_versions
 from robgan_tf.quality import quantize
 
 _TMP = ".export-tmp-"
-KINDS = ("classifier", "generator")
+KINDS = ("classifier", "generator")  # also the order versions are placed in
 
 
 class ExportError(ValueError):
@@ -155,7 +155,7 @@ def file_digests(folder):
 
 def next_version(export_dir):
     """1 + the highest version of either model in `export_dir` (1 for a new one)."""
-    return 1 + max([0] + [v for kind in KINDS for v in _versions(os.path.join(export_dir, kind))])
+    return 1 + max([0] + [v for kind in KINDS for v in saved_versions(os.path.join(export_dir, kind))])
 
 
 def clean_stale(export_dir):

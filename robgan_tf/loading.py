@@ -12,14 +12,12 @@ import os
 
 import tensorflow as tf
 
-KINDS = ("generator", "classifier")
-
 
 class ModelNotFound(FileNotFoundError):
     """The path holds no model of the asked kind; the message says what was looked for."""
 
 
-def _versions(folder):
+def saved_versions(folder):
     """Numbered version folders holding a SavedModel, ascending."""
     if not os.path.isdir(folder):
         return []
@@ -32,11 +30,11 @@ def resolve_export(path, kind):
     path = os.path.abspath(path)
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    versions = _versions(path)
+    versions = saved_versions(path)
     if versions:
         return os.path.join(path, str(versions[-1]))
     for sub in (os.path.join(path, kind), os.path.join(path, "export", kind)):
-        if os.path.exists(os.path.join(sub, "saved_model.pb")) or _versions(sub):
+        if os.path.exists(os.path.join(sub, "saved_model.pb")) or saved_versions(sub):
             return resolve_export(sub, kind)
     raise ModelNotFound(f"{path} holds no exported {kind}: expected saved_model.pb there, numbered version folders "
                         f"(TF Serving's layout), or {kind}/ below it (an export directory, e.g. RUN/export).")
