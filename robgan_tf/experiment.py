@@ -166,6 +166,16 @@ class ExperimentConfig:
                             "(TensorBoard's Profile tab; needs tensorboard-plugin-profile, the [profile] extra). The "
                             "attack, D updates and G update are named regions. Empty: no profiling.")
     sample_every: int = _f(200, "Log a sample grid every N iterations.")
+    quality_every: int = _f(0, "Score the generator (its EMA copy when on) every N training iterations: IS, FID, KID "
+                            "and label accuracy under --quality_backend, to TensorBoard (quality/...) and "
+                            "LOGDIR/eval/quality_curve.jsonl with D updates and training seconds (quality vs time, "
+                            "the paper's Fig. 8). 0: off.")
+    quality_backend: str = _f("reference", "Backend of --quality_every: reference (a classifier trained once on the "
+                              "train split, --quality_weights; comparable across runs scored with the same file) or "
+                              "classifier (the run's own D, which changes as it trains: a sanity check only).",
+                              ("reference", "classifier"))
+    quality_weights: str = _f("", "The reference classifier (.keras from robgan-train-reference) for --quality_every.")
+    quality_samples: int = _f(1000, "Generated images per --quality_every score (published numbers use 50,000).")
     strategy: str = _f("auto", "auto (mirrored on >1 GPU or --cpu_replicas>1), default, mirrored, multi_worker.",
                        STRATEGIES)
     cpu_replicas: int = _f(1, "Split the CPU into N logical devices (to exercise distribution without GPUs).")
@@ -230,6 +240,14 @@ class ExperimentConfig:
             raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
         self.profile_range()
+        if self.quality_every < 0 or self.quality_samples < 10:
+            raise ConfigError("--quality_every must be >= 0 and --quality_samples >= 10.")
+        if self.quality_every and self.method == "advtrain":
+            raise ConfigError("--quality_every scores a generator; --method=advtrain trains none.")
+        if self.quality_every and self.quality_backend == "reference" and not os.path.isfile(self.quality_weights):
+            raise ConfigError(f"--quality_every with --quality_backend=reference needs --quality_weights=FILE.keras "
+                              f"(got {self.quality_weights!r}); train one with robgan-train-reference, or use "
+                              "--quality_backend=classifier.")
         try:
             self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
             self.finetune_config(10)

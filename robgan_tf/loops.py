@@ -2,13 +2,15 @@
 TensorBoard, in-training evaluation, checkpoints) that both stages run with their own pieces."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
-from robgan_tf import storage
+from robgan_tf import quality, storage
 from robgan_tf.gap import gap_analysis
 from robgan_tf.robustness import accuracy_under_attack
 from robgan_tf.run import FinetuneRun, Run
@@ -85,12 +87,14 @@ def log_gap(classifier, run, eps, step, n=256):
 
 
 def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, learning_rates, monitor,
-              monitor_every, watched, advice):
+              monitor_every, watched, advice, scorer=None):
     """The loop both stages share: steps from step_var to `total`, with the stage's pieces plugged in.
 
     dataset(start) gives the stage's input pipeline from a step; learning_rates() the scalars to log;
     monitor(step) the chief's in-training evaluation (inside the stage's TensorBoard writer); watched the
-    variables that must be finite before a checkpoint; advice() what to do after a divergence.
+    variables that must be finite before a checkpoint; advice() what to do after a divergence; scorer (every,
+    fn(step, train_seconds)) an optional periodic score, given the seconds spent training so far (its own time,
+    the monitors' and the checkpoints' excluded).
     """
     cfg = run.cfg
     start = int(step_var.numpy())
@@ -108,6 +112,7 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
     profile = cfg.profile_range() if name == "train" and chief else None
     marker = _NonFiniteMarker()
     logs, t0 = {}, time.time()
+    overhead = 0.0  # seconds of monitoring, scoring and checkpointing, kept out of the training time
     for s in range(start + 1, total + 1):
         if profile and s == profile[0]:
             tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
@@ -131,16 +136,58 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
                 raise TrainingDiverged(f"non-finite loss at {unit} {bad} (at {unit} {s}: {now}). " + advice())
         if log_now:
             progress(s, logs, **learning_rates())
+        t_extra = time.time()
         if chief and (s % monitor_every == 0 or s == total):
             with writer.as_default(step=s):
                 monitor(s)
+        if chief and scorer and s % scorer[0] == 0:
+            with writer.as_default(step=s):
+                scorer[1](s, t_extra - t0 - overhead)
         if save_now:
             if not _weights_finite(watched):
                 raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
             storage.save_checkpoint(manager, s)
+        overhead += time.time() - t_extra
     writer.flush()
     _log(f"[{name}] done: {total} {unit}s in {time.time() - t0:.0f}s")
     return {k: float(v) for k, v in logs.items()}
+
+
+def quality_scorer(run):
+    """fn(iteration, train_seconds) scoring the current generator (EMA copy when on) for --quality_every: IS, FID,
+    KID and mean label accuracy under the chosen backend, logged as quality/... and appended to
+    LOGDIR/eval/quality_curve.jsonl. Training seconds continue across resumes from the curve's last record."""
+    cfg = run.cfg
+    backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
+    curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
+    cache = os.path.join(cfg.logdir, "eval", f"fid_stats_{backend.name}_{cfg.dataset}_train.npz")
+    offset = 0.0
+    if os.path.exists(curve):
+        records = []
+        for line in open(curve):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a partial last line of a killed run
+                pass
+        done = int(run.step.numpy())
+        offset = max([r["train_seconds"] for r in records if r["iteration"] <= done], default=0.0)
+
+    def score(step, seconds):
+        g = run.sampling_generator()
+        m = quality.generator_metrics(backend, g, run.num_classes, cfg.z_dim, run.train_source, cfg.quality_samples,
+                                      cache_path=cache, verbose=False)
+        label = float(np.mean(quality.per_class_label_accuracy(g, backend.classifier, run.num_classes, cfg.z_dim,
+                                                                n_per_class=max(cfg.quality_samples // run.num_classes,
+                                                                                1))))
+        record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(offset + seconds, 2),
+                  "inception_score": m["inception_score"], "fid": m["fid"], "kid": m["kid"], "label_accuracy": label,
+                  "num_samples": cfg.quality_samples, "backend": backend.name,
+                  "weights_sha256": getattr(backend, "sha256", None)}
+        for key in ("inception_score", "fid", "kid", "label_accuracy"):
+            tf.summary.scalar(f"quality/{key}", record[key])
+        storage.append_jsonl(curve, record)
+
+    return score
 
 
 def _advice(manager, logdir, flags):
@@ -170,13 +217,14 @@ def train(run: Run):
                              step=step)
         log_gap(model.classifier, run, cfg.attack_eps, step)
 
+    scorer = (cfg.quality_every, quality_scorer(run)) if cfg.quality_every else None
     lower = f"lower learning rates (e.g. --lr_d={cfg.lr_d / 2:g} --lr_g={cfg.lr_g / 2:g})"
     return _run_loop(
         run, name="train", unit="iteration", total=cfg.iterations, step_var=run.step, manager=run.manager,
         model=model, dataset=lambda start: data_lib.train_dataset(
             run.train_source, model.examples_per_step(cfg.batch_size), seed=cfg.seed, start_step=start,
             augment=cfg.augmentation, dequantize=cfg.dequantize),
-        learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every,
+        learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every, scorer=scorer,
         watched=run.discriminator.weights + (run.generator.weights if run.generator is not None else []),
         advice=lambda: _advice(run.manager, cfg.logdir, lower))
 

@@ -207,15 +207,45 @@ class TFInception2015Backend:
         return self.outputs(images)[1]
 
 
-BACKENDS = ("classifier", "keras_inception_v3", "tf_inception_2015")
+class ReferenceBackend(ClassifierBackend):
+    """IS / FID / KID and label accuracy under a reference classifier: one trained once, by plain supervised
+    learning on the dataset's training split (robgan-train-reference), never on generated images, so it judges
+    every run alike. Its file's sha256 is recorded with every score: scores are comparable when made with the
+    same file, and never with published (Inception) numbers."""
+
+    name = "reference"
+
+    def __init__(self, path, expected_sha256=None):
+        import importlib
+
+        import keras
+
+        importlib.import_module("robgan_tf.models")  # registers the layers the file needs
+
+        if not path or not os.path.exists(path):
+            raise WeightsError(f"the reference classifier {path!r} does not exist; train one with "
+                               "robgan-train-reference --dataset=... --out=FILE.keras (minutes on a CPU).")
+        self.sha256 = sha256_of(path)
+        if expected_sha256 and self.sha256 != expected_sha256.lower():
+            raise WeightsError(f"{path} has sha256 {self.sha256}, not the expected {expected_sha256}.")
+        super().__init__(keras.saving.load_model(path))
+        self.label = (f"reference classifier {os.path.basename(path)} (sha256 {self.sha256[:12]}..., trained on "
+                      "the dataset's training split; comparable only with scores made with the same file, not "
+                      "with published numbers)")
+
+
+BACKENDS = ("classifier", "reference", "keras_inception_v3", "tf_inception_2015")
 
 
 def make_backend(name, classifier=None, weights_path=None, expected_sha256=None):
-    """A backend by name: `classifier` needs `classifier`; the Inception backends need a local `weights_path`."""
+    """A backend by name: `classifier` needs `classifier`; `reference` (a .keras file from
+    robgan-train-reference) and the Inception backends need a local `weights_path`."""
     if name == "classifier":
         if classifier is None:
             raise ValueError("the classifier backend needs a classifier (a run's, or an exported SavedModel's)")
         return ClassifierBackend(classifier)
+    if name == "reference":
+        return ReferenceBackend(weights_path, expected_sha256)
     if name == "keras_inception_v3":
         return KerasInceptionBackend(weights_path, expected_sha256)
     if name == "tf_inception_2015":

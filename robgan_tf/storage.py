@@ -59,7 +59,9 @@ def atomic_write_json(path, obj):
 
 
 def append_jsonl(path, record):
+    """Appends one JSON line (a crash can at worst leave a partial last line, which readers skip)."""
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "a") as f:
             f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
     except OSError as e:

@@ -13,7 +13,7 @@ import robgan_tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"robgan-train", "robgan-finetune", "robgan-evaluate", "robgan-export", "robgan-sample", "robgan-pipeline",
-           "robgan-benchmark", "robgan-benchmark-quality", "robgan-benchmark-autoattack"}
+           "robgan-benchmark", "robgan-benchmark-quality", "robgan-benchmark-autoattack", "robgan-train-reference"}
 
 
 def test_one_version_number():

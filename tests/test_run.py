@@ -363,3 +363,30 @@ def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad
     with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: "):
         loops.train(run)
     assert run.manager.latest_checkpoint == good  # nothing saved at iteration 6
+
+
+def test_quality_every_writes_a_curve_against_d_updates_and_training_time(trained, tmp_path):
+    from robgan_tf import data, reference
+
+    train, test = data.load("digits", "train"), data.load("digits", "test")
+    classifier, _ = reference.train_reference_classifier(train, test, epochs=1, batch_size=64, log=lambda m: None)
+    ref = str(tmp_path / "ref.keras")
+    digest = reference.save(classifier, ref, {})
+    cfg = _copy(trained, tmp_path / "q")
+    cfg.train_iterations, cfg.quality_every, cfg.quality_weights, cfg.quality_samples = 8, 2, ref, 50
+    loops.train(run_lib.Run(cfg))
+    curve = [json.loads(line) for line in open(tmp_path / "q" / "eval" / "quality_curve.jsonl")]
+    assert [r["iteration"] for r in curve] == [6, 8] and [r["d_updates"] for r in curve] == [6, 8]  # n_dis 1
+    assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
+    assert all(r["backend"] == "reference" and r["weights_sha256"] == digest and r["num_samples"] == 50 for r in curve)
+    assert all(np.isfinite([r["inception_score"], r["fid"], r["kid"]]).all() and 0 <= r["label_accuracy"] <= 1
+               for r in curve)
+    tags = set()
+    for name in os.listdir(tmp_path / "q" / "train"):
+        if name.startswith("events.out"):
+            for e in tf.compat.v1.train.summary_iterator(str(tmp_path / "q" / "train" / name)):
+                tags |= {v.tag for v in e.summary.value}
+    assert {"quality/inception_score", "quality/fid", "quality/kid", "quality/label_accuracy"} <= tags
+    bad = ExperimentConfig(logdir=str(tmp_path / "x"), quality_every=5, quality_weights=str(tmp_path / "none.keras"))
+    with pytest.raises(ValueError, match="--quality_weights=FILE.keras"):
+        bad.validate()

@@ -40,17 +40,20 @@ flags.DEFINE_enum("analysis", "none", ["none", "gap"],
                   "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
                   "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
 flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
-flags.DEFINE_enum("quality", "none", ["none", "classifier", "keras_inception_v3", "tf_inception_2015"],
+flags.DEFINE_enum("quality", "none", ["none", "classifier", "reference", "keras_inception_v3", "tf_inception_2015"],
                   "Also score the generator (of the run, or the export/generator beside an exported classifier): "
                   "Inception Score, FID and KID against "
                   "--fid_ref_split, with this backend, plus the per-class label accuracy of generated images. "
                   "tf_inception_2015 gives numbers comparable with SN-GAN's (TF-Inception) published ones, not with "
-                  "the Rob-GAN paper's (torchvision Inception); classifier works offline "
-                  "but is not comparable; keras_inception_v3 is a proxy.")
+                  "the Rob-GAN paper's (torchvision Inception); reference (--reference_classifier, from "
+                  "robgan-train-reference) works offline and compares runs scored with the same file; classifier "
+                  "(the run's own) is a sanity check only; keras_inception_v3 is a proxy.")
+flags.DEFINE_string("reference_classifier", "", "The .keras file of --quality=reference (robgan-train-reference).")
 flags.DEFINE_string("inception_weights", "", "Local weights for the Inception backends (nothing is downloaded): "
                     "classify_image_graph_def.pb or inception-2015-12-05.tgz for --quality=tf_inception_2015; "
                     "inception_v3_weights_tf_dim_ordering_tf_kernels.h5 for --quality=keras_inception_v3.")
-flags.DEFINE_string("inception_sha256", "", "Expected sha256 of --inception_weights (checked when given; the "
+flags.DEFINE_string("inception_sha256", "", "Expected sha256 of the weights file (--inception_weights or "
+                    "--reference_classifier; checked when given; the "
                     "sha256 actually read is always recorded in the JSON).")
 flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
 flags.DEFINE_enum("fid_ref_split", "train", ["train", "test"], "The real split FID and KID compare with.")
@@ -122,8 +125,8 @@ def _quality_backend(classifier, defaults):
     if defaults.get("generator") is None:
         common.fail("--quality needs a generator: --model must be a run directory with one, or an exported "
                     "classifier whose export directory also holds generator/ and manifest.json.")
-    return quality.make_backend(FLAGS.quality, classifier, FLAGS.inception_weights or None,
-                                FLAGS.inception_sha256 or None)
+    weights = FLAGS.reference_classifier if FLAGS.quality == "reference" else FLAGS.inception_weights
+    return quality.make_backend(FLAGS.quality, classifier, weights or None, FLAGS.inception_sha256 or None)
 
 
 def _generator_quality(backend, classifier, defaults, dataset, data_dir):

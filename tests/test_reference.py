@@ -1,0 +1,43 @@
+"""The reference classifier: trained by plain supervised learning, saved with its sha256, scoring generators."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from robgan_tf import data, quality, reference
+
+
+@pytest.fixture(scope="module")
+def ref_file(tmp_path_factory):
+    train, test = data.load("digits", "train"), data.load("digits", "test")
+    classifier, acc = reference.train_reference_classifier(train, test, epochs=10, batch_size=32, log=lambda m: None)
+    path = str(tmp_path_factory.mktemp("ref") / "ref_digits.keras")
+    digest = reference.save(classifier, path, {"dataset": "digits", "test_accuracy": acc})
+    return path, digest, acc
+
+
+def test_reference_classifier_learns_the_real_digits_and_records_its_digest(ref_file):
+    path, digest, acc = ref_file
+    assert acc > 0.8
+    record = json.load(open(path + ".json"))
+    assert record["sha256"] == digest == quality.sha256_of(path) and record["test_accuracy"] == acc
+    backend = quality.make_backend("reference", weights_path=path, expected_sha256=digest)
+    assert backend.name == "reference" and backend.sha256 == digest and digest[:12] in backend.label
+    # the backend's classifier is the saved one: its accuracy on the real test digits is the recorded one
+    assert reference.test_accuracy(backend.classifier, data.load("digits", "test")) == pytest.approx(acc)
+    x = data.load("digits", "test").images[:8].astype(np.float32) / 127.5 - 1
+    probs, feats = backend.outputs(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert feats.shape[0] == 8 and feats.ndim == 2
+
+
+def test_a_wrong_or_missing_reference_file_is_refused(ref_file, tmp_path):
+    path, _, _ = ref_file
+    with pytest.raises(quality.WeightsError, match="not the expected"):
+        quality.make_backend("reference", weights_path=path, expected_sha256="0" * 64)
+    with pytest.raises(quality.WeightsError, match="robgan-train-reference"):
+        quality.make_backend("reference", weights_path=str(tmp_path / "none.keras"))
+    with pytest.raises(ValueError, match="saved as a .keras file"):
+        reference.save(None, str(tmp_path / "x.h5"), {})
+    assert not os.path.exists(tmp_path / "x.h5")
