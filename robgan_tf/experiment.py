@@ -134,6 +134,9 @@ class ExperimentConfig:
                            "and fine-tuning never see; the in-training robust-accuracy monitor then reads it instead "
                            "of the test split (choosing a checkpoint by test robust accuracy overfits the test set: "
                            "Rice et al. 2020). 0: no validation split; the monitor reads the test split.")
+    finetune_weights: str = _f("latest", "Which fine-tuned weights evaluation and export use: latest, or best (the "
+                               "highest validation robust accuracy seen while fine-tuning; needs --val_examples).",
+                               ("latest", "best"))
     reuse_fake: bool = _f(False, "The G update reuses the last D update's fake batch and its generator forward pass "
                           "instead of drawing a new one (a departure from the authors' code, which draws a new "
                           "batch; saves one generator forward pass per iteration, see docs/PERFORMANCE.md).")
@@ -240,6 +243,8 @@ class ExperimentConfig:
             raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
         self.profile_range()
+        if self.finetune_weights == "best" and not self.val_examples:
+            raise ConfigError("--finetune_weights=best picks by validation robust accuracy: it needs --val_examples=N.")
         if self.quality_every < 0 or self.quality_samples < 10:
             raise ConfigError("--quality_every must be >= 0 and --quality_samples >= 10.")
         if self.quality_every and self.method == "advtrain":

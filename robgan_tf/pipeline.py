@@ -64,9 +64,12 @@ def pipeline(cfg: ExperimentConfig):
     run = Run(cfg)
     t0 = time.time()
     train(run)
-    if cfg.finetune_steps:
+    if cfg.finetune_steps and cfg.finetune_weights == "latest":
         ft = finetune(run)
         classifier, provenance = ft.classifier, weights_provenance(run, ft)
+    elif cfg.finetune_steps:  # the best validation checkpoint, kept while fine-tuning
+        finetune(run)
+        classifier, provenance = load_final_classifier(run)
     else:
         classifier, provenance = load_final_classifier(run)
     if not is_chief(run.strategy):  # evaluation, exports and samples are the chief's

@@ -12,6 +12,7 @@ A run directory (`--logdir`) holds:
 from __future__ import annotations
 
 import datetime
+import json
 import os
 
 import keras
@@ -166,9 +167,32 @@ class FinetuneRun:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, worker_dir(cfg.logdir, run.strategy, "finetune_checkpoints"),
             max_to_keep=cfg.keep_checkpoints)
+        # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
+        self.best_dir = os.path.join(cfg.logdir, "finetune_checkpoints", "best")
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.best_dir, max_to_keep=1)
 
     def restore(self):
         return _restore(self.checkpoint, self.manager, self.run.cfg.resume_from)
+
+    def best(self):
+        """The record of the best validation checkpoint ({finetune_step, val_robust_accuracy, eps, checkpoint}),
+        or None."""
+        path = os.path.join(self.best_dir, "best.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def note_validation(self, step, accuracy, eps):
+        """Keeps this step's weights as the best checkpoint when its validation robust accuracy beats the best."""
+        best = self.best()
+        if best is not None and best["val_robust_accuracy"] >= accuracy:
+            return False
+        saved = storage.save_checkpoint(self.best_manager, step)
+        storage.atomic_write_json(os.path.join(self.best_dir, "best.json"), {
+            "finetune_step": int(step), "val_robust_accuracy": float(accuracy), "eps": float(eps),
+            "checkpoint": saved})
+        return True
 
 
 def weights_provenance(run: Run, ft: FinetuneRun | None = None):
@@ -194,6 +218,16 @@ def load_final_classifier(run: Run):
             raise FileNotFoundError(f"no checkpoint in {cfg.logdir}/checkpoints: train first.")
         return run.discriminator.classifier(), weights_provenance(run)
     ft = FinetuneRun(run)
+    if cfg.finetune_weights == "best":
+        best = ft.best()
+        if best is None:
+            raise FileNotFoundError(f"{cfg.logdir} has no best validation checkpoint: --finetune_weights=best needs "
+                                    "a run fine-tuned with --val_examples (the best is kept as it fine-tunes).")
+        ft.checkpoint.restore(best["checkpoint"]).expect_partial()
+        provenance = weights_provenance(run, ft)
+        provenance.update(finetune_checkpoint=best["checkpoint"], selected_by="validation robust accuracy "
+                          f"{best['val_robust_accuracy']:.4f} at eps {best['eps']:g}")
+        return ft.classifier, provenance
     if not ft.restore():
         raise FileNotFoundError(
             f"{cfg.logdir} is set to fine-tune for {cfg.finetune_steps} steps but has no fine-tuning checkpoint "

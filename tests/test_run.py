@@ -390,3 +390,20 @@ def test_quality_every_writes_a_curve_against_d_updates_and_training_time(traine
     bad = ExperimentConfig(logdir=str(tmp_path / "x"), quality_every=5, quality_weights=str(tmp_path / "none.keras"))
     with pytest.raises(ValueError, match="--quality_weights=FILE.keras"):
         bad.validate()
+
+
+def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(tmp_path):
+    cfg = ExperimentConfig(logdir=str(tmp_path / "best"), **{**SMALL, "finetune_steps": 8, "log_every": 1,
+                                                              "val_examples": 64, "deterministic": False})
+    run = run_lib.Run(cfg)
+    loops.train(run)
+    ft = loops.finetune(run)
+    best = ft.best()  # monitored every 4 steps and at the end: steps 4 and 8
+    assert best["finetune_step"] in (4, 8) and best["checkpoint"].endswith(f"ckpt-{best['finetune_step']}")
+    run.close()
+    cfg.finetune_weights = "best"
+    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    assert provenance["finetune_step"] == best["finetune_step"]
+    assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
+    with pytest.raises(ValueError, match="needs --val_examples"):
+        ExperimentConfig(logdir=str(tmp_path / "x"), finetune_weights="best").validate()
