@@ -30,6 +30,15 @@ def classifier_outputs(model, images):
     return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), out)
 
 
+def traces_of(classifier):
+    """A dict of traced functions stored ON the classifier, so they live and die with it (a module-level
+    cache would keep every classifier ever evaluated alive); a fresh dict when it takes no attributes."""
+    try:
+        return classifier.__dict__.setdefault("_robgan_traces", {})
+    except (AttributeError, TypeError):
+        return {}
+
+
 def _class_logits(out):
     return out[1] if isinstance(out, (tuple, list)) else out
 

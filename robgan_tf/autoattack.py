@@ -12,8 +12,9 @@ Every attack works on images in [-1, 1] and takes eps in the same units (8/255 o
 here); the papers' constants are scale-free except the box, which is [-1, 1] here. The classifier is any
 form `robgan_tf.attacks.pgd` takes (Keras model, two-head discriminator, SavedModel signature, callable).
 
-Each attack returns (images, fooled): `fooled` [B] is True where some evaluated point inside the eps-ball was
-misclassified, and then `images` is that point; elsewhere it is the attack's best point. `autoattack` runs the
+APGD and Square return (images, fooled): `fooled` [B] is True where some evaluated point inside the eps-ball was
+misclassified, and then `images` is that point; elsewhere it is the attack's best point. FAB-T, a minimum-norm
+attack, returns (images, norms): the closest misclassified point found and its l_inf distance. `autoattack` runs the
 standard version's four stages, each only on the examples still robust after the previous ones.
 docs/AUTOATTACK.md lists where this differs from the reference implementation.
 """
@@ -26,7 +27,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from robgan_tf.attacks import class_logits
+from robgan_tf.attacks import class_logits, traces_of
 from robgan_tf.losses import class_ce
 from robgan_tf.progress import Progress
 
@@ -273,17 +274,13 @@ def _fab_run(classifier, x, labels, targets, *, n_iter, alpha_max, eta, beta):
     return tf.reshape(best, shape), best_norm
 
 
-def fab_targeted(classifier, images, labels, targets, *, eps=None, n_iter=100, alpha_max=0.1, eta=1.05, beta=0.9):
+def fab_targeted(classifier, images, labels, targets, *, n_iter=100, alpha_max=0.1, eta=1.05, beta=0.9):
     """FAB-T, l_inf: the smallest perturbation it finds that makes the example misclassified, linearising
-    the boundary between the true class and `targets`. Returns (images, norms) -- inf where nothing was
-    found -- or, with eps, (images, fooled) with fooled = norm <= eps."""
+    the boundary between the true class and `targets`. Returns (images, l_inf norms), inf where nothing was
+    found; an example is broken at eps when its norm is <= eps."""
     x = tf.stop_gradient(tf.cast(images, tf.float32))
-    adv, norms = _fab_run(classifier, x, tf.cast(labels, tf.int32), tf.cast(targets, tf.int32),
-                          n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta)
-    if eps is None:
-        return adv, norms
-    fooled = norms <= tf.cast(eps, tf.float32)
-    return tf.where(_bcast(fooled), adv, x), fooled
+    return _fab_run(classifier, x, tf.cast(labels, tf.int32), tf.cast(targets, tf.int32),
+                    n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta)
 
 
 # ------------------------------------------------------------------------------------------------ Square
@@ -333,7 +330,7 @@ def _square_chunk(classifier, x, labels, delta, best_margin, sizes, seed, eps):
     return delta, best_margin, fooled
 
 
-def _square_sizes(start, stop, n_queries, p_init, h, w):
+def square_sizes(start, stop, n_queries, p_init, h, w):
     """The window side s of queries start..stop-1: round(sqrt(p * h * w)), between 1 and h - 1."""
     return np.array([min(max(int(round(math.sqrt(square_p(i, n_queries, p_init) * h * w))), 1), h - 1)
                      for i in range(start, stop)], np.int32)
@@ -376,12 +373,9 @@ class _Compiled:
 
 
 def compiled(classifier, image_shape):
-    """The classifier's compiled attacks, stored on it so they live and die with it (see robustness._traces)."""
+    """The classifier's compiled attacks, stored on it so they live and die with it (attacks.traces_of)."""
     key = ("autoattack", tuple(image_shape))
-    try:
-        store = classifier.__dict__.setdefault("_robgan_traces", {})
-    except (AttributeError, TypeError):
-        store = {}
+    store = traces_of(classifier)
     if key not in store:
         store[key] = _Compiled(classifier, image_shape)
     return store[key]
@@ -408,7 +402,7 @@ def _square_stage(comp, x, y, eps, n_queries, seed, batch_size, progress, chunk=
         for start in range(1, n_queries, chunk):  # query 0 was the initialisation
             if not len(alive):
                 break
-            sizes = _square_sizes(start, min(start + chunk, n_queries), n_queries, p_init, h, w)
+            sizes = square_sizes(start, min(start + chunk, n_queries), n_queries, p_init, h, w)
             d, m, f = comp.square(xb[alive], yb[alive], delta[alive], best[alive], sizes,
                                   int(rng.integers(2**31 - 1)), eps)
             delta[alive], best[alive] = d.numpy(), m.numpy()

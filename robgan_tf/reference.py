@@ -12,17 +12,9 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.attacks import predict
 from robgan_tf.losses import class_ce
 from robgan_tf.models import Discriminator
-
-
-def test_accuracy(classifier, source, batch_size=256):
-    hits, n = 0, 0
-    for x, y in data_lib.eval_dataset(source, batch_size):
-        hits += int(tf.reduce_sum(tf.cast(predict(classifier, x) == y, tf.int32)))
-        n += int(y.shape[0])
-    return hits / max(n, 1)
+from robgan_tf.robustness import accuracy_under_attack
 
 
 def train_reference_classifier(train, test, *, preset="tiny", epochs=20, batch_size=64, lr=1e-3, augment="none",
@@ -53,7 +45,7 @@ def train_reference_classifier(train, test, *, preset="tiny", epochs=20, batch_s
             x, y = next(dataset)
             loss = step(x, y)
         log(f"[reference] epoch {epoch + 1}/{epochs} loss {float(loss):.3f} ({time.time() - t0:.0f}s)")
-    return classifier, test_accuracy(classifier, test)
+    return classifier, accuracy_under_attack(classifier, test, eps=0.0, steps=0)
 
 
 def save(classifier, path, record):

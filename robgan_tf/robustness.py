@@ -19,7 +19,7 @@ import tensorflow as tf
 from robgan_tf import autoattack as autoattack_lib
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.attacks import PAPER_STEP_FRACTION, class_logits, pgd, predict
+from robgan_tf.attacks import PAPER_STEP_FRACTION, class_logits, pgd, predict, traces_of
 from robgan_tf.experiment import eps_label
 from robgan_tf.progress import Progress
 
@@ -70,7 +70,7 @@ def _protocol_fn(classifier, protocol, clean, image_shape):
     """correct_under_protocol(x, y, eps) as one tf.function per classifier, protocol and image shape, stored on
     the classifier: eps is a tensor argument and the batch size is open, so one trace serves every eps > 0 and
     every batch (another the clean case)."""
-    traces = _traces(classifier)
+    traces = traces_of(classifier)
     key = ("protocol", protocol, clean, tuple(image_shape))
     if key not in traces:
         traces[key] = tf.function(
@@ -80,20 +80,11 @@ def _protocol_fn(classifier, protocol, clean, image_shape):
     return traces[key]
 
 
-def _traces(classifier):
-    """A dict of traced functions stored ON the classifier, so they live and die with it (a module-level
-    cache would keep every classifier ever evaluated alive); a fresh dict when it takes no attributes."""
-    try:
-        return classifier.__dict__.setdefault("_robgan_traces", {})
-    except (AttributeError, TypeError):
-        return {}
-
-
 def accuracy_under_attack(classifier, source, *, eps, steps, num_examples=None, batch_size=128):
     """Accuracy under the paper protocol's kind of attack -- class-CE PGD, steps of eps/5, no random start --
     with `steps` steps, on the first num_examples of `source` (eps 0 or steps 0: clean accuracy)."""
     steps = int(steps) if eps else 0
-    traces = _traces(classifier)
+    traces = traces_of(classifier)
     key = (steps, tuple(source.info.image_shape))
     if key not in traces:  # one trace for every batch size and eps: eps and the step are tensor arguments
         def correct(x, y, eps, step_size):

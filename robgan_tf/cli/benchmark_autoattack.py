@@ -102,7 +102,7 @@ def main(argv):
     per["apgd_t"] = t_dlr / (n * u)
     t_fab = timed(lambda a, b: comp.fab(u, a, b, (b + 1) % FLAGS.num_classes)[1].numpy())
     per["fab_t"] = t_fab / (n * u)
-    sizes = aa._square_sizes(1, 1 + u, 5000, 0.8, shape[0], shape[1])
+    sizes = aa.square_sizes(1, 1 + u, 5000, 0.8, shape[0], shape[1])
 
     def square(a, b):
         return comp.square(a, b, np.full_like(a, eps), np.full(len(b), 1e9, np.float32), sizes, 0, eps)[2].numpy()
