@@ -1,0 +1,156 @@
+"""The CIFAR-10 claims study (README.md beside this file): every run it makes, in one resumable job list.
+
+    git archive HEAD | tar -x -C CODE          # the code the study runs, frozen
+    python study.py --code=CODE --runs=RUNS --data=PATH/cifar10.npz [--slots=2] [--dry_run]
+
+Jobs run as subprocesses of the archived code (PYTHONPATH=CODE), --slots at a time, each with one TF thread (two
+one-thread runs side by side do 1.4x the work of one two-thread run on the 2-core machine the study was made on).
+A job that finished leaves RUNS/done/NAME; a killed study is restarted with the same command: finished jobs are
+skipped, training and fine-tuning resume from their checkpoints, an unfinished evaluation starts over.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+SEEDS_AC = (0, 1, 2)  # (a) and (c): three seeds
+SEEDS_BD = (0, 1)  # (b) and (d): two seeds
+ITERATIONS = 2000  # D updates of every training run (n_dis 1): 2.6 epochs of the 49,000 training images
+FT_STEPS = 400  # eq. 10 fine-tuning steps at batch 128 (about one epoch), the same for both methods of (c)
+
+RECIPE = [  # the authors' CIFAR recipe (configs/cifar10_robgan.cfg) on the tiny networks, shortened
+    "--dataset=cifar10", "--arch=tiny", "--resolution=32", "--batch_size=64", "--n_dis=1",
+    "--loss_weights=authors", "--gan_loss=bce", "--augment=crop_flip", "--dequantize",
+    "--attack_eps=0.07", "--attack_steps=5", "--attack_step_size=0.0078", "--noattack_random_start",
+    "--lr_g=2e-4", "--lr_d=2e-4", "--optimizer=adam", "--adam_epsilon=1e-8",
+    "--lr_schedule=halve", f"--halve_every={ITERATIONS // 2}", "--reset_adam",
+    f"--train_iterations={ITERATIONS}", "--val_examples=1000",
+    "--checkpoint_every=250", "--log_every=50", "--sample_every=1000",
+    f"--finetune_steps={FT_STEPS}", "--finetune_batch_size=128", "--finetune_lr=1e-3", "--finetune_eps=0.0625",
+    "--finetune_reset_adam",
+]
+
+
+def jobs(runs, data, reference):
+    """[(name, dependencies, command or callable)] in priority order."""
+    quality = ["--quality_every=250", "--quality_backend=reference", f"--quality_weights={reference}",
+               "--quality_samples=1000"]
+    out = []
+
+    def train(name, method, seed, extra=()):
+        out.append((f"train_{name}", (), ["robgan_tf.cli.train", f"--data_dir={data}", *RECIPE,
+                                          f"--method={method}", f"--seed={seed}", f"--logdir={runs}/{name}",
+                                          *extra]))
+
+    def evaluate(job, dep, run, *args):
+        out.append((job, (dep,), ["robgan_tf.cli.evaluate", f"--model={runs}/{run}", "--noprogress",
+                                  f"--json_out={runs}/results/{job}.json", *args]))
+
+    paper = ("--protocol=paper", "--num_examples=1000")
+    strong = ("--protocol=strong,autoattack", "--eps=8/255", "--num_examples=500")
+    for seed in SEEDS_AC:
+        for method in ("robgan", "gan", "advtrain"):
+            name = f"{method}_s{seed}"
+            train(name, method, seed, quality if method != "advtrain" else ())
+            if method == "gan":
+                evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
+                         f"--reference_classifier={reference}", "--num_samples=5000")
+                continue
+            if method == "robgan":
+                evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
+                         f"--reference_classifier={reference}", "--num_samples=5000")
+                evaluate(f"paper_{name}_noft", f"train_{name}", name, *paper)
+                if seed in SEEDS_BD:  # (d): the same trained run fine-tuned with lambda = 0
+                    out.append((f"copy_{name}_ft0", (f"train_{name}",), ("copy", name, f"{name}_ft0")))
+                    out.append((f"finetune_{name}_ft0", (f"copy_{name}_ft0", f"paper_{name}_noft"),
+                                ["robgan_tf.cli.finetune", f"--logdir={runs}/{name}_ft0", "--finetune_lambda=0"]))
+                    evaluate(f"paper_{name}_ft0", f"finetune_{name}_ft0", f"{name}_ft0", *paper)
+            deps = [f"train_{name}"]
+            lam = []
+            if method == "robgan":  # after the un-fine-tuned evaluation and the copy, which read the trained D
+                deps += [f"paper_{name}_noft"] + ([f"copy_{name}_ft0"] if seed in SEEDS_BD else [])
+                lam = ["--finetune_lambda=0.3"]
+            out.append((f"finetune_{name}", tuple(deps), ["robgan_tf.cli.finetune", f"--logdir={runs}/{name}", *lam]))
+            evaluate(f"paper_{name}", f"finetune_{name}", name, *paper)
+            evaluate(f"strong_{name}", f"finetune_{name}", name, *strong)
+            evaluate(f"gap_{name}", f"finetune_{name}", name, "--protocol=none", "--analysis=gap",
+                     "--num_examples=500", f"--plot_out={runs}/results/gap_{name}.png")
+    for seed in SEEDS_BD:  # (b): the AC-GAN loss (eq. 8) against the split loss (eq. 9) of robgan_s*
+        name = f"robgan_acgan_s{seed}"
+        train(name, "robgan", seed, ["--loss_variant=acgan", *quality])
+        evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
+                 f"--reference_classifier={reference}", "--num_samples=5000")
+    return out
+
+
+def copy_trained(runs, source, target):
+    """The trained run (config, training checkpoints, logs) as a new run directory, before any fine-tuning."""
+    tmp = f"{runs}/{target}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(f"{runs}/{source}", tmp, ignore=shutil.ignore_patterns("finetune_checkpoints", "export"))
+    shutil.rmtree(f"{runs}/{target}", ignore_errors=True)
+    os.rename(tmp, f"{runs}/{target}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
+    parser.add_argument("--runs", required=True, help="Where the runs and results go.")
+    parser.add_argument("--data", required=True, help="cifar10.npz")
+    parser.add_argument("--reference", default="", help="The reference classifier (.keras); default: "
+                        "RUNS/reference/cifar10_tiny.keras, trained first if missing.")
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--dry_run", action="store_true")
+    args = parser.parse_args()
+    runs, code = os.path.abspath(args.runs), os.path.abspath(args.code)
+    reference = args.reference or f"{runs}/reference/cifar10_tiny.keras"
+    todo = jobs(runs, args.data, reference)
+    if not os.path.exists(reference):
+        todo.insert(0, ("reference", (), ["robgan_tf.cli.train_reference", "--dataset=cifar10",
+                                          f"--data_dir={args.data}", "--epochs=8", "--augment=crop_flip",
+                                          "--seed=0", f"--out={reference}"]))
+        todo = [(n, d if n == "reference" else (*d, "reference"), c) for n, d, c in todo]
+    if args.dry_run:
+        for name, deps, command in todo:
+            print(name, "<-", ",".join(deps), "\n   ", " ".join(map(str, command)))
+        return
+    for sub in ("done", "logs", "results"):
+        os.makedirs(f"{runs}/{sub}", exist_ok=True)
+    done = lambda name: os.path.exists(f"{runs}/done/{name}")  # noqa: E731
+    env = dict(os.environ, PYTHONPATH=code, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    running, failed = {}, set()
+    while True:
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode:  # the jobs that need it wait; the others go on
+                failed.add(name)
+                print(f"[study] {name} failed (exit {proc.returncode}); see {runs}/logs/{name}.log", flush=True)
+                continue
+            open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+            print(f"[study] {time.strftime('%H:%M:%S')} {name} done", flush=True)
+        ready = [(n, c) for n, d, c in todo if not done(n) and n not in running and n not in failed
+                 and all(map(done, d))]
+        if not ready and not running:
+            left = [n for n, _, _ in todo if not done(n)]
+            print(f"[study] failed: {sorted(failed)}; not run: {left}" if left else "[study] all jobs done", flush=True)
+            sys.exit(1 if left else 0)
+        while ready and len(running) < args.slots:
+            name, command = ready.pop(0)
+            if command[0] == "copy":
+                copy_trained(runs, command[1], command[2])
+                open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+                continue
+            print(f"[study] {time.strftime('%H:%M:%S')} {name} started", flush=True)
+            log = open(f"{runs}/logs/{name}.log", "a")
+            running[name] = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=runs, stdout=log,
+                                             stderr=subprocess.STDOUT)
+        time.sleep(5)
+
+
+if __name__ == "__main__":
+    main()
