@@ -164,6 +164,9 @@ class ExperimentConfig:
                           "remembered by the run.")
     checkpoint_every: int = _f(100, "Save a checkpoint every N training iterations.")
     keep_checkpoints: int = _f(3, "How many recent checkpoints to keep.")
+    keep_checkpoint_every: int = _f(0, "Also keep the training checkpoint of every N-th iteration for good, in "
+                                    "LOGDIR/checkpoints/kept (never rotated; what evaluate --all_checkpoints "
+                                    "scores). 0: keep only the --keep_checkpoints latest.")
     log_every: int = _f(25, "Log scalars and progress every N iterations.")
     profile_steps: str = _f("", "A,B: trace training iterations A..B with the TensorFlow profiler into LOGDIR/train "
                             "(TensorBoard's Profile tab; needs tensorboard-plugin-profile, the [profile] extra). The "
@@ -223,7 +226,7 @@ class ExperimentConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}.")
-        for name in ("finetune_steps", "eval_examples", "halve_every"):
+        for name in ("finetune_steps", "eval_examples", "halve_every", "keep_checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.attack_eps < 0:

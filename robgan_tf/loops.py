@@ -2,7 +2,6 @@
 TensorBoard, in-training evaluation, checkpoints) that both stages run with their own pieces."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -89,15 +88,28 @@ def log_gap(classifier, run, eps, step, n=256):
     tf.summary.scalar(f"gap/{held}_llv_mean", gap["llv_mean"]["test"], step=step)
 
 
+def clock_path(logdir, stage="train"):
+    """Where a stage records its training seconds at each checkpoint: {"iteration", "train_seconds"} lines."""
+    return os.path.join(logdir, "eval", f"{stage}_seconds.jsonl")
+
+
+def train_seconds_at(logdir, step, stage="train"):
+    """Seconds spent training up to the checkpoint of `step` (monitoring, scoring and checkpointing excluded,
+    summed over resumes), from the stage's clock; None when the run recorded none at or before that step."""
+    done = [r for r in storage.read_jsonl(clock_path(logdir, stage)) if r["iteration"] <= step]
+    return max(done, key=lambda r: r["iteration"])["train_seconds"] if done else None
+
+
 def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, learning_rates, monitor,
-              monitor_every, watched, advice, scorer=None):
+              monitor_every, watched, advice, scorer=None, kept=None):
     """The loop both stages share: steps from step_var to `total`, with the stage's pieces plugged in.
 
     dataset(start) gives the stage's input pipeline from a step; learning_rates() the scalars to log;
     monitor(step) the chief's in-training evaluation (inside the stage's TensorBoard writer); watched the
     variables that must be finite before a checkpoint; advice() what to do after a divergence; scorer (every,
     fn(step, train_seconds)) an optional periodic score, given the seconds spent training so far (its own time,
-    the monitors' and the checkpoints' excluded).
+    the monitors' and the checkpoints' excluded, summed over resumes); kept (every, manager) a second checkpoint
+    series that is never rotated.
     """
     cfg = run.cfg
     start = int(step_var.numpy())
@@ -116,6 +128,8 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
     marker = _NonFiniteMarker()
     logs, t0 = {}, time.time()
     overhead = 0.0  # seconds of monitoring, scoring and checkpointing, kept out of the training time
+    # The clock goes on from the checkpoint resumed from (time spent after it and lost to a crash is not counted).
+    offset = train_seconds_at(cfg.logdir, start, name) or 0.0
     for s in range(start + 1, total + 1):
         if profile and s == profile[0]:
             tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
@@ -145,11 +159,18 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
                 monitor(s)
         if chief and scorer and s % scorer[0] == 0:
             with writer.as_default(step=s):
-                scorer[1](s, t_extra - t0 - overhead)
-        if save_now:
+                scorer[1](s, offset + t_extra - t0 - overhead)
+        keep_now = kept is not None and s % kept[0] == 0
+        if save_now or keep_now:
             if not _weights_finite(watched):
                 raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
-            storage.save_checkpoint(manager, s)
+            if save_now:
+                storage.save_checkpoint(manager, s)
+            if keep_now:
+                storage.save_checkpoint(kept[1], s)
+            if chief:
+                storage.append_jsonl(clock_path(cfg.logdir, name),
+                                     {"iteration": s, "train_seconds": round(offset + t_extra - t0 - overhead, 3)})
         overhead += time.time() - t_extra
     writer.flush()
     _log(f"[{name}] done: {total} {unit}s in {time.time() - t0:.0f}s")
@@ -159,21 +180,11 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
 def quality_scorer(run):
     """fn(iteration, train_seconds) scoring the current generator (EMA copy when on) for --quality_every: IS, FID,
     KID and mean label accuracy under the chosen backend, logged as quality/... and appended to
-    LOGDIR/eval/quality_curve.jsonl. Training seconds continue across resumes from the curve's last record."""
+    LOGDIR/eval/quality_curve.jsonl."""
     cfg = run.cfg
     backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
     curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
     cache = os.path.join(cfg.logdir, "eval", f"fid_stats_{backend.name}_{cfg.dataset}_train.npz")
-    offset = 0.0
-    if os.path.exists(curve):
-        records = []
-        for line in open(curve):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a partial last line of a killed run
-                pass
-        done = int(run.step.numpy())
-        offset = max([r["train_seconds"] for r in records if r["iteration"] <= done], default=0.0)
 
     def score(step, seconds):
         g = run.sampling_generator()
@@ -182,7 +193,7 @@ def quality_scorer(run):
         label = float(np.mean(quality.per_class_label_accuracy(g, backend.classifier, run.num_classes, cfg.z_dim,
                                                                 n_per_class=max(cfg.quality_samples // run.num_classes,
                                                                                 1))))
-        record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(offset + seconds, 2),
+        record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
                   "inception_score": m["inception_score"], "fid": m["fid"], "kid": m["kid"], "label_accuracy": label,
                   "num_samples": cfg.quality_samples, "backend": backend.name,
                   "weights_sha256": getattr(backend, "sha256", None)}
@@ -228,6 +239,7 @@ def train(run: Run):
             run.train_source, model.examples_per_step(cfg.batch_size), seed=cfg.seed, start_step=start,
             augment=cfg.augmentation, dequantize=cfg.dequantize),
         learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every, scorer=scorer,
+        kept=(cfg.keep_checkpoint_every, run.kept_manager) if run.kept_manager else None,
         watched=run.discriminator.weights + (run.generator.weights if run.generator is not None else []),
         advice=lambda: _advice(run.manager, cfg.logdir, lower))
 

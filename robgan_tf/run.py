@@ -89,6 +89,10 @@ class Run:
             self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, worker_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+        # --keep_checkpoint_every: a second, never-rotated series for curves over training.
+        self.kept_manager = (tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, os.path.join("checkpoints", "kept")),
+            max_to_keep=None) if cfg.keep_checkpoint_every else None)
         if is_chief(self.strategy) and not read_only:
             try:
                 os.makedirs(cfg.logdir, exist_ok=True)
@@ -206,6 +210,14 @@ def weights_provenance(run: Run, ft: FinetuneRun | None = None):
     return out
 
 
+def load_trained_classifier(run: Run):
+    """(classifier, provenance): the classifier view of the latest training checkpoint's D, before any
+    fine-tuning (e.g. to measure what eq. 10 adds)."""
+    if not run.restore():
+        raise FileNotFoundError(f"no checkpoint in {run.cfg.logdir}/checkpoints: train first.")
+    return run.discriminator.classifier(), weights_provenance(run)
+
+
 def load_final_classifier(run: Run):
     """(classifier, provenance): the fine-tuned classifier when the run fine-tunes, else the trained D's.
 
@@ -214,9 +226,7 @@ def load_final_classifier(run: Run):
     """
     cfg = run.cfg
     if not cfg.finetune_steps:
-        if not run.restore():
-            raise FileNotFoundError(f"no checkpoint in {cfg.logdir}/checkpoints: train first.")
-        return run.discriminator.classifier(), weights_provenance(run)
+        return load_trained_classifier(run)
     ft = FinetuneRun(run)
     if cfg.finetune_weights == "best":
         best = ft.best()

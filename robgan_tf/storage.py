@@ -68,6 +68,18 @@ def append_jsonl(path, record):
         raise storage_error(e, path, "Nothing else was written.") from e
 
 
+def read_jsonl(path):
+    """The records of a JSON-lines file written by append_jsonl ([] when missing), skipping a partial last line."""
+    records = []
+    if os.path.exists(path):
+        for line in open(path):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a partial last line of a killed run
+                pass
+    return records
+
+
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)

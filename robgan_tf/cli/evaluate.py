@@ -22,6 +22,11 @@ flags.DEFINE_string("model", "runs/robgan", "A run's --logdir, or an export: its
                     "folder (RUN/export/classifier: the highest version) or one version folder. Default: the demo pipeline's run.")
 flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
 flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
+flags.DEFINE_enum("stage", "final", ["final", "trained"],
+                  "Which classifier of a run: final (the fine-tuned one when the run fine-tunes, as its "
+                  "--finetune_weights says; else the trained D's) or trained (the latest training checkpoint's D, "
+                  "before fine-tuning: what eq. 10 adds is final minus trained). An export holds one classifier: "
+                  "final only.")
 flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
 flags.DEFINE_string("eps", "", "Comma-separated eps: plain numbers are in the images' [-1, 1] units (0.0627); "
                     "fractions are on the [0, 1] pixel scale papers use (8/255 = 0.0627 here). Both are printed. "
@@ -88,12 +93,16 @@ def _load_model(path):
     if loading.is_run(path):
         run = loading.open_run(path)
         cfg = run.cfg
-        classifier, provenance = run_lib.load_final_classifier(run)
+        load = run_lib.load_trained_classifier if FLAGS.stage == "trained" else run_lib.load_final_classifier
+        classifier, provenance = load(run)
         return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
                             "resolution": run.resolution,
                             "generator": run.sampling_generator() if run.generator is not None else None,
                             "num_classes": run.num_classes, "z_dim": cfg.z_dim,
                             "stats_dir": os.path.join(cfg.logdir, "eval")}
+    if FLAGS.stage != "final":
+        common.fail(f"--stage={FLAGS.stage} picks a classifier of a run directory; --model={path} is not one (an "
+                    "export holds one classifier: drop --stage).")
     try:
         saved = loading.resolve_export(path, "classifier")
         classifier = loading.ExportedClassifier(saved)
@@ -136,9 +145,13 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     split = FLAGS.fid_ref_split
     reference = data_lib.load(dataset, split, defaults.get("resolution") or None, data_dir)
     cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{dataset}_{split}.npz")
+    # Label accuracy is judged by the backend's classifier when it has one (the reference classifier: independent
+    # of the run), else by the run's own.
+    judge = getattr(backend, "classifier", None)
     out = {**quality.generator_metrics(backend, g, k, z_dim, reference, FLAGS.num_samples, cache_path=cache),
            "fid_statistics_cache": cache,
-           "label_accuracy_per_class": quality.per_class_label_accuracy(g, classifier, k, z_dim)}
+           "label_accuracy_per_class": quality.per_class_label_accuracy(g, judge or classifier, k, z_dim),
+           "label_accuracy_judge": backend.name if judge is not None else "the evaluated classifier"}
     print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
           f"FID {out['fid']:.3f}, KID {out['kid']:.4f} +- {out['kid_std']:.4f} against {dataset}/{split} "
           f"({FLAGS.num_samples} samples); label accuracy of generated images "

@@ -9,6 +9,7 @@ A job that finished leaves RUNS/done/NAME; a killed study is restarted with the 
 skipped, training and fine-tuning resume from their checkpoints, an unfinished evaluation starts over.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ RECIPE = [  # the authors' CIFAR recipe (configs/cifar10_robgan.cfg) on the tiny
     "--lr_g=2e-4", "--lr_d=2e-4", "--optimizer=adam", "--adam_epsilon=1e-8",
     "--lr_schedule=halve", f"--halve_every={ITERATIONS // 2}", "--reset_adam",
     f"--train_iterations={ITERATIONS}", "--val_examples=1000",
-    "--checkpoint_every=250", "--log_every=50", "--sample_every=1000",
+    "--checkpoint_every=250", "--keep_checkpoint_every=500", "--log_every=50", "--sample_every=1000",
     f"--finetune_steps={FT_STEPS}", "--finetune_batch_size=128", "--finetune_lr=1e-3", "--finetune_eps=0.0625",
     "--finetune_reset_adam",
 ]
@@ -49,23 +50,23 @@ def jobs(runs, data, reference):
                                   f"--json_out={runs}/results/{job}.json", *args]))
 
     paper = ("--protocol=paper", "--num_examples=1000")
+    gen = ("--stage=trained", "--protocol=none", "--quality=reference", f"--reference_classifier={reference}",
+           "--num_samples=5000")  # the generator is not fine-tuned; --stage=trained: no need to wait for it
     strong = ("--protocol=strong,autoattack", "--eps=8/255", "--num_examples=500")
     for seed in SEEDS_AC:
         for method in ("robgan", "gan", "advtrain"):
             name = f"{method}_s{seed}"
             train(name, method, seed, quality if method != "advtrain" else ())
             if method == "gan":
-                evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
-                         f"--reference_classifier={reference}", "--num_samples=5000")
+                evaluate(f"quality_{name}", f"train_{name}", name, *gen)
                 continue
             if method == "robgan":
-                evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
-                         f"--reference_classifier={reference}", "--num_samples=5000")
-                evaluate(f"paper_{name}_noft", f"train_{name}", name, *paper)
+                evaluate(f"quality_{name}", f"train_{name}", name, *gen)
+                evaluate(f"paper_{name}_noft", f"train_{name}", name, "--stage=trained", *paper)
                 if seed in SEEDS_BD:  # (d): the same trained run fine-tuned with lambda = 0
                     out.append((f"copy_{name}_ft0", (f"train_{name}",), ("copy", name, f"{name}_ft0")))
                     out.append((f"finetune_{name}_ft0", (f"copy_{name}_ft0", f"paper_{name}_noft"),
-                                ["robgan_tf.cli.finetune", f"--logdir={runs}/{name}_ft0", "--finetune_lambda=0"]))
+                                ["robgan_tf.cli.finetune", f"--logdir={runs}/{name}_ft0"]))
                     evaluate(f"paper_{name}_ft0", f"finetune_{name}_ft0", f"{name}_ft0", *paper)
             deps = [f"train_{name}"]
             lam = []
@@ -80,16 +81,19 @@ def jobs(runs, data, reference):
     for seed in SEEDS_BD:  # (b): the AC-GAN loss (eq. 8) against the split loss (eq. 9) of robgan_s*
         name = f"robgan_acgan_s{seed}"
         train(name, "robgan", seed, ["--loss_variant=acgan", *quality])
-        evaluate(f"quality_{name}", f"train_{name}", name, "--protocol=none", "--quality=reference",
-                 f"--reference_classifier={reference}", "--num_samples=5000")
+        evaluate(f"quality_{name}", f"train_{name}", name, *gen)
     return out
 
 
-def copy_trained(runs, source, target):
-    """The trained run (config, training checkpoints, logs) as a new run directory, before any fine-tuning."""
+def copy_trained(runs, source, target, finetune_lambda=0.0):
+    """The trained run (config, training checkpoints, logs) as a new run directory, before any fine-tuning, set to
+    fine-tune with another lambda (a run refuses a changed setting, and training does not depend on this one)."""
     tmp = f"{runs}/{target}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(f"{runs}/{source}", tmp, ignore=shutil.ignore_patterns("finetune_checkpoints", "export"))
+    shutil.copytree(f"{runs}/{source}", tmp, ignore=shutil.ignore_patterns("finetune_checkpoints", "export", "*.lock"))
+    config = json.load(open(f"{tmp}/config.json"))
+    config["finetune_lambda"] = finetune_lambda
+    json.dump(config, open(f"{tmp}/config.json", "w"), indent=2, sort_keys=True)
     shutil.rmtree(f"{runs}/{target}", ignore_errors=True)
     os.rename(tmp, f"{runs}/{target}")
 
