@@ -307,6 +307,29 @@ def test_bad_flags_fail_before_work(tmp_path, args, message):
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_all_checkpoints_curve_ends_where_the_trained_stage_is(pipeline_run, tmp_path):
+    logdir, _ = pipeline_run
+    curve = tmp_path / "curve.json"
+    _run("evaluate.py", f"--model={logdir}", "--all_checkpoints", "--protocol=paper", "--eps=0,0.04",
+         "--num_examples=32", f"--json_out={curve}")
+    records = json.load(open(curve))["records"]
+    assert [r["iteration"] for r in records] == [2, 4] and [r["d_updates"] for r in records] == [2, 4]
+    assert 0 < records[0]["train_seconds"] < records[1]["train_seconds"]
+    assert os.path.getsize(tmp_path / "curve.png") > 0
+    last = tmp_path / "trained.json"  # the same attack on the latest training checkpoint, via --stage=trained
+    _run("evaluate.py", f"--model={logdir}", "--stage=trained", "--protocol=paper", "--eps=0,0.04",
+         "--num_examples=32", f"--json_out={last}")
+    result = json.load(open(last))
+    assert [r["accuracy"] for r in result["results"]] == [records[-1]["paper_accuracy_eps0"],
+                                                          records[-1]["paper_accuracy_eps0.04"]]
+    assert result["weights"]["finetune_step"] is None and result["weights"]["training_iteration"] == 4
+    proc = _run("evaluate.py", f"--model={logdir}/export", "--stage=trained", check=False, timeout=120)
+    assert proc.returncode == 2 and "picks a classifier of a run directory" in proc.stderr
+    proc = _run("evaluate.py", f"--model={logdir}", "--all_checkpoints", "--quality=classifier", check=False,
+                timeout=120)
+    assert proc.returncode == 2 and "--quality=reference" in proc.stderr
+
+
 def test_reading_scripts_refuse_what_they_cannot_read_before_any_work(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     # the generator export is not a classifier: refused from its signature, before data or attacks

@@ -100,6 +100,41 @@ def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
         run_lib.load_final_classifier(run)
 
 
+def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_the_finetuned(finetuned):
+    run = run_lib.Run(finetuned, read_only=True)
+    trained, before = run_lib.load_trained_classifier(run)
+    reader = tf.train.load_checkpoint(run.manager.latest_checkpoint)
+    for key, v in run_lib.model_variables(run.discriminator).items():  # the trained D, exactly
+        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"))
+    kernel = trained.discriminator.dense_cls.layer.kernel
+    assert before["training_iteration"] == 4 and before["finetune_step"] is None
+    trained_kernel = kernel.numpy().copy()
+    final, after = run_lib.load_final_classifier(run_lib.Run(finetuned, read_only=True))
+    assert after["finetune_step"] == 6
+    assert np.abs(final.discriminator.dense_cls.layer.kernel.numpy() - trained_kernel).max() > 1e-6
+
+
+def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_path, monkeypatch):
+    from robgan_tf import curves
+
+    cfg = _copy(trained, tmp_path / "kept")
+    cfg.train_iterations, cfg.keep_checkpoint_every = 10, 3
+    _kill_after(monkeypatch, 3)  # iterations 5, 6, 7 run (checkpoint and kept copy at 6); killed in 8
+    with pytest.raises(_Killed):
+        loops.train(run_lib.Run(cfg))
+    monkeypatch.undo()
+    storage.RunLock.hold(cfg.logdir).release()
+    loops.train(run_lib.Run(cfg))  # resumes from 6: checkpoints at 8 and 10, kept copy at 9
+    kept = sorted(f for f in os.listdir(tmp_path / "kept" / "checkpoints" / "kept") if f.endswith(".index"))
+    assert kept == ["ckpt-6.index", "ckpt-9.index"]
+    assert [i for i, _ in curves.checkpoints_of(cfg.logdir)] == [6, 8, 9, 10]  # kept + the 3 latest
+    clock = storage.read_jsonl(loops.clock_path(cfg.logdir))
+    assert [r["iteration"] for r in clock] == [2, 4, 6, 8, 9, 10]  # the fixture's run, then both processes
+    seconds = [r["train_seconds"] for r in clock]
+    assert all(a < b for a, b in zip(seconds, seconds[1:]))  # the resumed process continues the clock
+    assert loops.train_seconds_at(cfg.logdir, 7) == seconds[2] and loops.train_seconds_at(cfg.logdir, 1) is None
+
+
 def test_results_and_exports_name_their_weights(trained, tmp_path):
     from robgan_tf import export
 

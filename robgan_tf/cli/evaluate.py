@@ -9,6 +9,8 @@
 import json
 import os
 
+import numpy as np
+
 from absl import flags
 
 from robgan_tf.cli import common  # first: quiets TF logging before TensorFlow loads
@@ -65,6 +67,11 @@ flags.DEFINE_enum("fid_ref_split", "train", ["train", "test"], "The real split F
 flags.DEFINE_string("fid_stats", "", "Cache of the reference split's feature statistics for --quality (.npz, "
                     "reused when its metadata match); default: RUN/eval/ or the export directory, "
                     "fid_stats_<backend>_<dataset>_<split>.npz.")
+flags.DEFINE_bool("all_checkpoints", False,
+                  "Score every training checkpoint a run holds (those kept by --keep_checkpoint_every and the latest "
+                  "ones) with --quality (the generator) and --protocol (the trained D's classifier, on --num_examples) "
+                  "and write the curve: --json_out (default RUN/eval/checkpoint_curve.json) and a PNG beside it, each "
+                  "metric against D updates and training seconds.")
 flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
 FLAGS = flags.FLAGS
 
@@ -172,6 +179,16 @@ def main(argv):
     if not protocols and FLAGS.save_examples:
         common.fail("--save_examples needs an attack protocol (--protocol=paper, strong or autoattack).")
 
+    if FLAGS.all_checkpoints:
+        if FLAGS.quality == "classifier":
+            common.fail("--all_checkpoints --quality=classifier: the run's own classifier changes from checkpoint "
+                        "to checkpoint, so its scores are not a curve; use --quality=reference (or an Inception "
+                        "backend).")
+        if FLAGS.analysis != "none" or FLAGS.save_examples or FLAGS.stage != "final":
+            common.fail("--all_checkpoints scores training checkpoints with --quality and --protocol only; drop "
+                        "--analysis, --save_examples and --stage.")
+        return common.guarded(lambda: _all_checkpoints(protocols))
+
     def go():
         classifier, defaults = _load_model(FLAGS.model)
         dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
@@ -213,6 +230,61 @@ def main(argv):
             print(f"wrote {FLAGS.json_out}")
 
     common.guarded(go)
+
+
+def _all_checkpoints(protocols):
+    """evaluate --all_checkpoints: the curve of a run's training checkpoints."""
+    from robgan_tf import curves, loading, quality
+
+    if not loading.is_run(FLAGS.model):
+        common.fail(f"--all_checkpoints needs a run directory (its config.json and checkpoints/); --model="
+                    f"{FLAGS.model} is not one.")
+    run = loading.open_run(FLAGS.model)
+    cfg = run.cfg
+    dataset, data_dir = FLAGS.dataset or cfg.dataset, FLAGS.data_dir or cfg.data_dir or None
+    classifier = run.discriminator.classifier()  # a view: each restore changes its weights
+    backend, reference = None, None
+    if FLAGS.quality != "none":
+        if run.generator is None:
+            common.fail(f"--quality: {FLAGS.model} was trained with --method=advtrain and has no generator.")
+        weights = FLAGS.reference_classifier if FLAGS.quality == "reference" else FLAGS.inception_weights
+        backend = quality.make_backend(FLAGS.quality, classifier, weights or None, FLAGS.inception_sha256 or None)
+        reference = data_lib.load(dataset, FLAGS.fid_ref_split, run.resolution, data_dir)
+    source = data_lib.load(dataset, FLAGS.split, run.resolution, data_dir)
+    grid = parse_eps_grid(FLAGS.eps, dataset)
+    cache = FLAGS.fid_stats or os.path.join(cfg.logdir, "eval",
+                                            f"fid_stats_{FLAGS.quality}_{dataset}_{FLAGS.fid_ref_split}.npz")
+
+    def score(run):
+        out = {}
+        if backend is not None:
+            g = run.sampling_generator()
+            m = quality.generator_metrics(backend, g, run.num_classes, cfg.z_dim, reference, FLAGS.num_samples,
+                                          cache_path=cache, verbose=False)
+            out.update({k: m[k] for k in ("inception_score", "fid", "kid")})
+            judge = getattr(backend, "classifier", None) or classifier
+            out["label_accuracy"] = float(np.mean(quality.per_class_label_accuracy(
+                g, judge, run.num_classes, cfg.z_dim, n_per_class=max(FLAGS.num_samples // run.num_classes, 1))))
+        if protocols:
+            table = robustness.robustness_table(
+                classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
+                batch_size=FLAGS.batch_size, seed=FLAGS.attack_seed, verbose=False)
+            for row in table["results"]:
+                out[f"{row['protocol']}_accuracy_eps{row['eps']:g}"] = row["accuracy"]
+        return out
+
+    records = curves.score_checkpoints(run, score)
+    path = FLAGS.json_out or os.path.join(cfg.logdir, "eval", "checkpoint_curve.json")
+    png = os.path.splitext(path)[0] + ".png"
+    robustness.write_json({"model": os.path.abspath(FLAGS.model), "dataset": dataset, "split": FLAGS.split,
+                           "quality_backend": FLAGS.quality, "num_samples": FLAGS.num_samples if backend else None,
+                           "weights_sha256": getattr(backend, "sha256", None), "protocols": list(protocols),
+                           "num_examples": FLAGS.num_examples or None, "records": records}, path)
+    curves.plot_curves({os.path.basename(os.path.normpath(FLAGS.model)): records}, png)
+    if any(r["train_seconds"] is None for r in records):
+        print("note: some checkpoints have no training seconds (the run predates the clock, "
+              "eval/train_seconds.jsonl); the time panels leave them out.")
+    print(f"wrote {path} and {png} ({len(records)} checkpoints)")
 
 
 def run():
