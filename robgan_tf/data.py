@@ -5,8 +5,9 @@ sets); the pipelines turn them into float32 images in [-1, 1]. The training pipe
 function of the step number (epoch permutations come from a stateless RNG), so resuming at step k
 reproduces the data order exactly with nothing but k in the checkpoint.
 
-Names: digits (embedded default), cifar10, imagenet143, folder, npz. Nothing is downloaded unless
-`download=True` (tensorflow-datasets then fetches CIFAR-10).
+Names: digits (embedded default), cifar10, imagenet143, folder, npz, and tfds:NAME for any tensorflow-datasets
+image-classification set. Splits: train, test, or tfds-style slices of them (train[:90%], test[:1000]). Nothing is
+downloaded unless `download=True` (tensorflow-datasets then fetches the set).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +24,7 @@ import tensorflow as tf
 from robgan_tf import transforms
 
 DATASETS = ("digits", "cifar10", "imagenet143", "folder", "npz")
+TFDS_PREFIX = "tfds:"  # --dataset=tfds:NAME[/CONFIG][:VERSION], any tensorflow-datasets image-classification set
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Arrays larger than this are read through a memmap instead of being embedded in the graph
@@ -42,6 +45,7 @@ class DatasetInfo:
     image_shape: tuple  # (H, W, C)
     num_examples: int
     flip_ok: bool  # horizontal flips preserve the class (not for digits)
+    origin: str = ""  # where the data came from (a path, or the tensorflow-datasets version and dataset version)
 
 
 @dataclasses.dataclass
@@ -51,11 +55,72 @@ class Source:
     info: DatasetInfo
 
 
+def check_name(name):
+    """Raises DataError unless `name` is one of DATASETS or tfds:NAME (a tensorflow-datasets builder name)."""
+    if name.startswith(TFDS_PREFIX):
+        if not re.fullmatch(r"[a-z0-9_]+(/[\w.-]+)?(:[\d.*]+)?", name[len(TFDS_PREFIX):]):
+            raise DataError(f"--dataset={name}: after 'tfds:' comes a tensorflow-datasets name, e.g. tfds:cifar100, "
+                            "tfds:svhn_cropped, tfds:stl10 (tfds.list_builders() lists them).")
+        return
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or tfds:NAME for a "
+                        "tensorflow-datasets image-classification set.")
+
+
+def slug(name):
+    """A dataset or split name as a file-name part (tfds:cifar100 -> tfds_cifar100, train[:90%] -> train_90pc)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name.replace("%", "pc")).strip("_")
+
+
+_SPLIT = re.compile(r"(train|test)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?")
+
+
+def parse_split(split):
+    """(base split, bounds): `split` is train or test, or a tensorflow-datasets-style slice of one -- train[:90%],
+    train[90%:], test[:1000], test[-500:], train[10%:20%]. bounds(n) gives (start, stop) for a split of n examples;
+    percentages round to the closest example, as tensorflow-datasets' default rounding does."""
+    m = _SPLIT.fullmatch(split.replace(" ", ""))
+    if not m:
+        raise DataError(f"split {split!r}: expected train or test, optionally sliced as tensorflow-datasets writes "
+                        "it: train[:90%], train[90%:], test[:1000], test[-500:].")
+    base, lo, hi = m.groups()
+
+    def bound(text, n, default):
+        if text is None:
+            return default
+        if text.endswith("%"):
+            pct = int(text[:-1])
+            if abs(pct) > 100:
+                raise DataError(f"split {split!r}: a percentage must be within -100% and 100%.")
+            k = int(np.floor(abs(pct) * n / 100 + 0.5)) * (1 if pct >= 0 else -1)
+        else:
+            k = int(text)
+        if k < 0:
+            k += n
+        return min(max(k, 0), n)
+
+    return base, lambda n: (bound(lo, n, 0), bound(hi, n, n))
+
+
+def _sliced(source, split):
+    """`source` (a whole train or test split) cut to the slice `split` names."""
+    base, bounds = parse_split(split)
+    if split.replace(" ", "") == base:
+        return source
+    start, stop = bounds(source.info.num_examples)
+    if stop <= start:
+        raise DataError(f"split {split!r} of {source.info.name} ({source.info.num_examples} {base} examples) is "
+                        f"empty: examples {start}..{stop}.")
+    info = dataclasses.replace(source.info, split=split.replace(" ", ""), num_examples=stop - start)
+    return Source(source.images[start:stop], source.labels[start:stop], info)
+
+
 def hold_out(source, n, seed=0):
     """(rest, validation): `n` examples of `source` chosen by a seeded permutation, the same on every call, held
     out as a validation split that training never sees (model selection on the test split overfits it)."""
     if not 0 < n < source.info.num_examples:
-        raise DataError(f"--val_examples must be between 1 and {source.info.num_examples - 1} (the "
+        raise DataError(f"the validation split (--val_examples / --validation_fraction) must hold between 1 and "
+                        f"{source.info.num_examples - 1} examples (the "
                         f"{source.info.name} {source.info.split} split has {source.info.num_examples}), got {n}.")
     order = np.random.default_rng(seed).permutation(source.info.num_examples)
     val_idx, rest_idx = np.sort(order[:n]), np.sort(order[n:])
@@ -234,37 +299,105 @@ def _npz_arrays(path, split, infer_classes=True):
     return x, y, names
 
 
+def keras_cifar10_dirs():
+    """Where keras.datasets.cifar10.load_data() leaves the python batches: $KERAS_HOME (default ~/.keras)/datasets/
+    cifar-10-batches-py-target/cifar-10-batches-py (Keras 3) or datasets/cifar-10-batches-py (Keras 2)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    base = os.path.join(home, "datasets")
+    return [os.path.join(base, "cifar-10-batches-py-target", "cifar-10-batches-py"),
+            os.path.join(base, "cifar-10-batches-py")]
+
+
 def _cifar10(split, resolution, data_dir, download):
+    """(images, labels, origin) of CIFAR-10's train or test split, from --data_dir, else Keras' dataset cache, else
+    tensorflow-datasets."""
     _check_resolution("cifar10", 32, resolution)
     candidates = []
+    if not data_dir:
+        for c in keras_cifar10_dirs():
+            if os.path.exists(os.path.join(c, "data_batch_1")):
+                return (*_cifar_batches(c, split, "py"), f"Keras' dataset cache: {c}")
     if data_dir:
         if not os.path.exists(data_dir):
             raise DataError(f"--data_dir {data_dir} does not exist.")
         candidates = [data_dir, os.path.join(data_dir, "cifar-10-batches-py"),
                       os.path.join(data_dir, "cifar-10-batches-bin")]
         if os.path.isfile(data_dir) and data_dir.endswith(".npz"):
-            return _npz_arrays(data_dir, split, infer_classes=False)[:2]
+            return (*_npz_arrays(data_dir, split, infer_classes=False)[:2], os.path.abspath(data_dir))
         for c in candidates:
             if os.path.exists(os.path.join(c, "data_batch_1")):
-                return _cifar_batches(c, split, "py")
+                return (*_cifar_batches(c, split, "py"), os.path.abspath(c))
             if os.path.exists(os.path.join(c, "data_batch_1.bin")):
-                return _cifar_batches(c, split, "bin")
+                return (*_cifar_batches(c, split, "bin"), os.path.abspath(c))
         npz = os.path.join(data_dir, "cifar10.npz")
         if os.path.exists(npz):
-            return _npz_arrays(npz, split, infer_classes=False)[:2]
+            return (*_npz_arrays(npz, split, infer_classes=False)[:2], os.path.abspath(npz))
     try:
-        import tensorflow_datasets as tfds
-
-        ds = tfds.load("cifar10", split=split, data_dir=data_dir, download=download, as_supervised=True,
-                       batch_size=-1)
-        x, y = tfds.as_numpy(ds)
-        return x, y
-    except Exception as e:  # tfds raises assorted errors when nothing is prepared offline
+        x, y, _, origin = _tfds_arrays("cifar10", split, 32, data_dir, download)
+        return x, y, origin
+    except DataError as e:  # nothing prepared offline
         raise DataError(
             "CIFAR-10 not found. Point --data_dir at one of: a cifar-10-batches-py/ folder (python batches), "
             "a cifar-10-batches-bin/ folder (binary batches), an .npz with x_train, y_train, x_test, y_test, "
-            "or a tensorflow-datasets data_dir with cifar10 prepared; or pass --download to let "
-            f"tensorflow-datasets fetch it. (tfds said: {type(e).__name__}: {str(e)[:200]})") from e
+            "or a tensorflow-datasets data_dir with cifar10 prepared; or keep keras.datasets.cifar10's copy in "
+            f"{keras_cifar10_dirs()[0]}; or pass --download to let tensorflow-datasets fetch it. ({e})") from e
+
+
+def _square_resize(images, resolution):
+    """A batch [N, H, W, C] (or one image) centre-cropped to a square and resized to `resolution` (bilinear with
+    antialiasing), as uint8; unchanged when already square at that size or resolution is None and square."""
+    images = np.asarray(images)
+    h, w = images.shape[-3], images.shape[-2]
+    if h == w and resolution in (None, h):
+        return images
+    side = min(h, w)
+    crop = images[..., (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side, :]
+    size = resolution or side
+    out = tf.image.resize(crop.astype(np.float32), [size, size], method="bilinear", antialias=True)
+    return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+
+
+def _tfds_arrays(spec, split, resolution, data_dir, download):
+    """(images, labels, class names, origin) of a tensorflow-datasets image-classification set's train or test
+    split (test falls back to validation when the set has no test split)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(spec, data_dir=data_dir or None)
+    except Exception as e:  # noqa: BLE001 -- DatasetNotFoundError and friends
+        raise DataError(f"tensorflow-datasets has no dataset {spec!r} ({type(e).__name__}: {str(e)[:200]}); "
+                        "tfds.list_builders() lists them.") from e
+    features = builder.info.features
+    label = features["label"] if "label" in features else None
+    if "image" not in features or not isinstance(label, tfds.features.ClassLabel):
+        raise DataError(f"tfds:{spec} is not an image-classification set: it needs an 'image' feature and a "
+                        f"ClassLabel 'label' (its features: {', '.join(features)}).")
+    splits = dict(builder.info.splits or {})
+    name = split
+    if split == "test" and splits and "test" not in splits:
+        if "validation" not in splits:
+            raise DataError(f"tfds:{spec} has neither a test nor a validation split (it has {', '.join(splits)}).")
+        name = "validation"
+    try:
+        ds = tfds.load(spec, split=name, data_dir=data_dir or None, download=download, as_supervised=True)
+    except Exception as e:  # noqa: BLE001 -- tfds raises assorted errors when nothing is prepared offline
+        where = data_dir or "the default tensorflow-datasets folder"
+        raise DataError(f"tfds:{spec} {name} is not prepared in {where} ({type(e).__name__}: {str(e)[:200]}). "
+                        f"Prepare it once (tfds build {spec} --data_dir=DIR, then --data_dir=DIR), or pass "
+                        "--download.") from e
+    fixed = None not in features["image"].shape
+    if fixed:  # one shape: batched decoding
+        chunks = [(_square_resize(x, resolution), y) for x, y in tfds.as_numpy(ds.batch(1024))]
+        images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, 1, 1, 1), np.uint8)
+        labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,), np.int64)
+    else:
+        if not resolution:
+            raise DataError(f"tfds:{spec} has images of varying size: give --resolution (they are centre-cropped "
+                            "to a square and resized to it).")
+        pairs = [(_square_resize(x, resolution), y) for x, y in tfds.as_numpy(ds)]
+        images, labels = np.stack([p[0] for p in pairs]), np.asarray([p[1] for p in pairs])
+    origin = f"tensorflow-datasets {tfds.__version__}, {builder.info.full_name}, split {name}"
+    return images, labels.astype(np.int32), tuple(label.names), origin
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -408,11 +541,7 @@ def _imagenet143_tfds(split, resolution, data_dir, cache_dir):
             f"({type(e).__name__}: {str(e)[:200]})") from e
     images, labels = [], []
     for image, label in ds.filter(lambda im, lab: (lab >= IMAGENET143_FIRST) & (lab <= IMAGENET143_LAST)):
-        h, w = int(image.shape[0]), int(image.shape[1])
-        side = min(h, w)
-        crop = tf.image.crop_to_bounding_box(image, (h - side) // 2, (w - side) // 2, side, side)
-        img = tf.image.resize(crop, [resolution, resolution], method="bilinear", antialias=True)
-        images.append(np.clip(np.round(img.numpy()), 0, 255).astype(np.uint8))
+        images.append(_square_resize(image.numpy(), resolution))
         labels.append(int(label) - IMAGENET143_FIRST)
     if not images:
         raise DataError(f"imagenet2012 {tfds_split} in {data_dir} has no images of classes 151..293.")
@@ -448,38 +577,40 @@ def _imagenet143(split, resolution, data_dir, cache_dir):
 def load(name, split="train", resolution=None, data_dir=None, *, download=False, cache_dir=None, channels=3):
     """Loads a dataset as a `Source` (uint8 images, int32 labels, `DatasetInfo`). Raises DataError.
 
-    name: digits | cifar10 | imagenet143 | folder | npz.  split: "train" or "test".
-    resolution: None keeps the source's size (digits: 32); folders and ImageNet are resized to it.
+    name: digits | cifar10 | imagenet143 | folder | npz | tfds:NAME.  split: train or test, or a slice of one in
+    tensorflow-datasets' notation (train[:90%], train[90%:], test[:1000]; see parse_split).
+    resolution: None keeps the source's size (digits: 32); folders, ImageNet and tfds sets are resized to it.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+    check_name(name)
+    base, _ = parse_split(split)
     if name == "digits":
-        src = _digits(split, resolution)
+        src = _digits(base, resolution)
     elif name == "folder":
-        src = _folder(split, resolution, data_dir, channels, cache_dir)
+        src = _folder(base, resolution, data_dir, channels, cache_dir)
     elif name == "imagenet143":
-        src = _imagenet143(split, resolution, data_dir, cache_dir)
+        src = _imagenet143(base, resolution, data_dir, cache_dir)
     else:
         if name == "npz":
             if not data_dir or not os.path.isfile(data_dir):
                 raise DataError(f"dataset 'npz' needs --data_dir pointing at an .npz file; got {data_dir!r}.")
-            x, y, names = _npz_arrays(data_dir, split)
-        else:
-            x, y = _cifar10(split, resolution, data_dir, download)
+            x, y, names = _npz_arrays(data_dir, base)
+            origin = os.path.abspath(data_dir)
+        elif name == "cifar10":
+            x, y, origin = _cifar10(base, resolution, data_dir, download)
             names = CIFAR10_CLASSES
+        else:
+            x, y, names, origin = _tfds_arrays(name[len(TFDS_PREFIX):], base, resolution, data_dir, download)
         x, y = np.asarray(x), np.asarray(y)
         if name == "npz":
             if x.ndim == 4 and x.shape[1] != x.shape[2]:
                 raise DataError(f"{data_dir}: images must be square, got {x.shape[1]}x{x.shape[2]}.")
             if x.ndim >= 3:
                 _check_resolution("npz", x.shape[1], resolution)
-        x, y = _check_arrays(x, y, len(names), f"{name} ({split})")
-        info = DatasetInfo(name, split, len(names), tuple(names), x.shape[1:], len(y), True)
+        x, y = _check_arrays(x, y, len(names), f"{name} ({base})")
+        info = DatasetInfo(name, base, len(names), tuple(names), x.shape[1:], len(y), True, origin)
         src = Source(x, y, info)
-    src.images, src.labels = _check_arrays(src.images, src.labels, src.info.num_classes, f"{name} ({split})")
-    return src
+    src.images, src.labels = _check_arrays(src.images, src.labels, src.info.num_classes, f"{name} ({base})")
+    return _sliced(src, split)
 
 
 def _float_images(x):

@@ -25,6 +25,14 @@ TRISTATE = ("preset", "on", "off")
 # generator: docs/PERFORMANCE.md, "The default pipeline"); and they are not mirror-symmetric.
 AUTO_AUGMENT = {"cifar10": "crop_flip", "imagenet143": "resized_crop_flip", "digits": "none",
                 "folder": "crop_flip", "npz": "crop_flip"}
+
+
+def auto_augment(dataset):
+    """--augment=auto's choice for a dataset; tfds sets get crops only (a flip changes the class of digit-like
+    sets; pass --augment=crop_flip where it does not)."""
+    return AUTO_AUGMENT.get(dataset, "crop")
+
+
 # Image size when --resolution is 0: the dataset's own. Digits (8 px originally) are shown at 16 px to the
 # tiny preset, the only one with 16 px networks, and at 32 px to the others.
 NATIVE_RESOLUTION = {"digits": 16, "cifar10": 32}
@@ -76,9 +84,12 @@ def _f(default, help, choices=None):
 @dataclasses.dataclass
 class ExperimentConfig:
     # data
-    dataset: str = _f("digits", "Dataset.", data_lib.DATASETS)
+    dataset: str = _f("digits", "Dataset: digits, cifar10, imagenet143, folder, npz, or tfds:NAME for any "
+                      "tensorflow-datasets image-classification set (tfds:cifar100, tfds:svhn_cropped, tfds:stl10 "
+                      "with --resolution; README: Datasets).")
     data_dir: str = _f("", "Where the dataset lives (see README: Datasets). Empty: the default place.")
-    download: bool = _f(False, "Let tensorflow-datasets download CIFAR-10 if no local copy is found.")
+    download: bool = _f(False, "Let tensorflow-datasets download the dataset (CIFAR-10 or a tfds: set) if no local "
+                        "copy is found.")
     resolution: int = _f(0, "Image size (16 for the tiny preset only, 32, 64, 128). 0: the dataset's own (digits 16 "
                          "with the tiny preset, else 32; CIFAR-10 32).")
     # model
@@ -134,6 +145,8 @@ class ExperimentConfig:
                            "and fine-tuning never see; the in-training robust-accuracy monitor then reads it instead "
                            "of the test split (choosing a checkpoint by test robust accuracy overfits the test set: "
                            "Rice et al. 2020). 0: no validation split; the monitor reads the test split.")
+    validation_fraction: float = _f(0.0, "Like --val_examples, as a fraction of the training split (0.1: a tenth, "
+                                    "rounded to the closest example); give one of the two. 0: off.")
     finetune_weights: str = _f("latest", "Which fine-tuned weights evaluation and export use: latest, or best (the "
                                "highest validation robust accuracy seen while fine-tuning; needs --val_examples).",
                                ("latest", "best"))
@@ -189,6 +202,12 @@ class ExperimentConfig:
     jit_compile: bool = _f(False, "XLA-compile the train step (one replica only; slower than plain TF on CPU).")
 
     # -- derived values
+    def validation_size(self, train_examples):
+        """How many training examples the validation split holds (0: none)."""
+        if self.validation_fraction:
+            return int(self.validation_fraction * train_examples + 0.5)  # round half up, as data.parse_split
+        return self.val_examples
+
     @property
     def image_resolution(self):
         if self.resolution:
@@ -204,6 +223,10 @@ class ExperimentConfig:
             choices = field.metadata.get("choices")
             if choices and getattr(self, name) not in choices:
                 raise ConfigError(f"--{name}={getattr(self, name)!r} is not one of {list(choices)}.")
+        try:
+            data_lib.check_name(self.dataset)
+        except data_lib.DataError as e:
+            raise ConfigError(f"--dataset: {e}") from None
         if self.resolution not in (0, 16, 32, 64, 128):
             raise ConfigError(f"--resolution must be 16 (tiny preset only), 32, 64 or 128 (or 0 for the dataset's own), "
                              f"got {self.resolution}.")
@@ -246,8 +269,13 @@ class ExperimentConfig:
             raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
         self.profile_range()
-        if self.finetune_weights == "best" and not self.val_examples:
-            raise ConfigError("--finetune_weights=best picks by validation robust accuracy: it needs --val_examples=N.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"--validation_fraction must be in [0, 1), got {self.validation_fraction}.")
+        if self.validation_fraction and self.val_examples:
+            raise ConfigError("--validation_fraction and --val_examples both size the validation split; give one.")
+        if self.finetune_weights == "best" and not (self.val_examples or self.validation_fraction):
+            raise ConfigError("--finetune_weights=best picks by validation robust accuracy: it needs --val_examples=N "
+                              "or --validation_fraction=F.")
         if self.quality_every < 0 or self.quality_samples < 10:
             raise ConfigError("--quality_every must be >= 0 and --quality_samples >= 10.")
         if self.quality_every and self.method == "advtrain":
@@ -273,7 +301,7 @@ class ExperimentConfig:
     @property
     def augmentation(self):
         """The training / fine-tuning augmentation, "auto" resolved for the dataset."""
-        return AUTO_AUGMENT[self.dataset] if self.augment == "auto" else self.augment
+        return auto_augment(self.dataset) if self.augment == "auto" else self.augment
 
     @property
     def finetune_batch(self):
@@ -352,7 +380,8 @@ class ExperimentConfig:
     IDENTITY = ("dataset", "resolution", "arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim",
                 "method", "loss_variant", "gan_loss", "loss_weights", "augment", "dequantize", "attack_eps",
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
-                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "val_examples", "seed",
+                "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "val_examples",
+                "validation_fraction", "seed",
                 "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
     # Run-time requests, not settings of the run: never taken from config.json (resume_from is not even saved;
     # logdir is saved for the record, but the folder a run is opened from is where it is now).

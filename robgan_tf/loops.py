@@ -184,7 +184,7 @@ def quality_scorer(run):
     cfg = run.cfg
     backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
     curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
-    cache = os.path.join(cfg.logdir, "eval", f"fid_stats_{backend.name}_{cfg.dataset}_train.npz")
+    cache = os.path.join(cfg.logdir, "eval", f"fid_stats_{backend.name}_{data_lib.slug(cfg.dataset)}_train.npz")
 
     def score(step, seconds):
         g = run.sampling_generator()

@@ -64,8 +64,9 @@ class Run:
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
         self.val_source = None
-        if self.train_source is not None and cfg.val_examples:
-            self.train_source, self.val_source = data_lib.hold_out(self.train_source, cfg.val_examples, cfg.seed)
+        held = cfg.validation_size(self.train_source.info.num_examples) if self.train_source is not None else 0
+        if held:
+            self.train_source, self.val_source = data_lib.hold_out(self.train_source, held, cfg.seed)
         # What in-training monitoring reads: the validation split when there is one, never for selection the test.
         self.monitor_source = self.val_source or self.test_source
         info = self.test_source.info
@@ -104,6 +105,11 @@ class Run:
                     "time": datetime.datetime.now().isoformat(timespec="seconds"),
                     "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
             cfg.save(config_path)
+            # Where the data came from (path, or tensorflow-datasets and dataset versions), as of this opening.
+            storage.atomic_write_json(os.path.join(cfg.logdir, "data.json"), {
+                split: {"split": src.info.split, "num_examples": src.info.num_examples, "origin": src.info.origin}
+                for split, src in (("train", self.train_source), ("val", self.val_source),
+                                   ("test", self.test_source)) if src is not None})
 
     def close(self):
         """Releases the run's lock (also released when the process ends, however it ends)."""
@@ -232,7 +238,7 @@ def load_final_classifier(run: Run):
         best = ft.best()
         if best is None:
             raise FileNotFoundError(f"{cfg.logdir} has no best validation checkpoint: --finetune_weights=best needs "
-                                    "a run fine-tuned with --val_examples (the best is kept as it fine-tunes).")
+                                    "a run fine-tuned with --val_examples or --validation_fraction (the best is kept as it fine-tunes).")
         ft.checkpoint.restore(best["checkpoint"]).expect_partial()
         provenance = weights_provenance(run, ft)
         provenance.update(finetune_checkpoint=best["checkpoint"], selected_by="validation robust accuracy "

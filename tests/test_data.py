@@ -306,5 +306,77 @@ def test_hold_out_is_a_fixed_disjoint_validation_split():
     again = data.hold_out(src, 100, seed=3)[1]
     np.testing.assert_array_equal(again.images, val.images)  # the same choice every time (a resume sees it)
     assert not np.array_equal(data.hold_out(src, 100, seed=4)[1].images, val.images)
-    with pytest.raises(DataError, match="--val_examples must be between 1 and"):
+    with pytest.raises(DataError, match=r"validation split \(--val_examples / --validation_fraction\) must hold between 1 and"):
         data.hold_out(src, src.info.num_examples)
+
+
+@pytest.mark.parametrize("split,n,bounds", [
+    ("train", 50000, (0, 50000)), ("train[:90%]", 50000, (0, 45000)), ("train[90%:]", 50000, (45000, 50000)),
+    ("test[:1000]", 10000, (0, 1000)), ("test[-500:]", 10000, (9500, 10000)), ("train[10%:20%]", 1797, (180, 359)),
+    ("train[:50%]", 7, (0, 4)), ("test[:-1%]", 100, (0, 99)), ("test[5:]", 3, (3, 3)),
+])
+def test_split_strings_in_tfds_notation(split, n, bounds):
+    base, fn = data.parse_split(split)
+    assert base == split[:split.index("[")] if "[" in split else split
+    assert fn(n) == bounds
+
+
+def test_sliced_splits_partition_the_split_and_bad_ones_are_refused():
+    whole = data.load("digits", "train")
+    head, tail = data.load("digits", "train[:90%]"), data.load("digits", "train[90%:]")
+    cut = int(0.9 * whole.info.num_examples + 0.5)
+    assert head.info.num_examples == cut and head.info.split == "train[:90%]"
+    np.testing.assert_array_equal(np.concatenate([head.images, tail.images]), whole.images)
+    np.testing.assert_array_equal(np.concatenate([head.labels, tail.labels]), whole.labels)
+    assert data.load("digits", "test[:100]").info.num_examples == 100
+    for bad, message in (("validation", "expected train or test"), ("train[:150%]", "within -100% and 100%"),
+                         ("test[500:100]", "is empty")):
+        with pytest.raises(DataError, match=message):
+            data.load("digits", bad)
+
+
+def test_cifar10_is_found_in_keras_dataset_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    _write_py_batches(str(tmp_path / "kh" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"))
+    src = data.load("cifar10", "train")  # no data_dir
+    np.testing.assert_array_equal(src.images[:4], _cifar_like(4, 0)[0])
+    assert src.info.origin.startswith("Keras' dataset cache: ") and str(tmp_path / "kh") in src.info.origin
+
+
+def _mock_records(images, labels, expect_split):
+    def records(builder, **kwargs):
+        assert kwargs["split"] == expect_split
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "id": ["x"] * len(labels),
+                                                   "coarse_label": labels % 20})
+    return records
+
+
+def test_any_tfds_image_classification_set(tmp_path):
+    """--dataset=tfds:NAME, with tfds' mock data in place of prepared records (nothing is downloaded)."""
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8), np.arange(30) * 3 % 100
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_dataset_fn=_mock_records(images, labels, "train")):
+        src = data.load("tfds:cifar100", "train", data_dir=str(tmp_path))
+        part = data.load("tfds:cifar100", "train[:10]", data_dir=str(tmp_path))
+        small = data.load("tfds:cifar100", "train", resolution=16, data_dir=str(tmp_path))
+        names = tuple(tfds.builder("cifar100", data_dir=str(tmp_path)).info.features["label"].names)
+    np.testing.assert_array_equal(src.images, images)
+    np.testing.assert_array_equal(src.labels, labels)
+    assert src.info.num_classes == 100 and src.info.class_names == names  # the ClassLabel's names
+    assert src.info.origin == f"tensorflow-datasets {tfds.__version__}, cifar100/3.0.2, split train"
+    np.testing.assert_array_equal(part.images, images[:10])
+    expected = tf.image.resize(images.astype(np.float32), [16, 16], method="bilinear", antialias=True).numpy()
+    np.testing.assert_array_equal(small.images, np.clip(np.round(expected), 0, 255).astype(np.uint8))
+    assert data.slug("tfds:cifar100") == "tfds_cifar100" and data.slug("train[:90%]") == "train_90pc"
+
+
+def test_tfds_names_that_are_not_image_classification_sets_are_refused():
+    with pytest.raises(DataError, match="has no dataset 'no_such_set_xyz'"):
+        data.load("tfds:no_such_set_xyz")
+    with pytest.raises(DataError, match="not an image-classification set"):
+        data.load("tfds:imdb_reviews")
+    with pytest.raises(DataError, match="after 'tfds:' comes a tensorflow-datasets name"):
+        data.load("tfds:Bad Name!")

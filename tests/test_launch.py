@@ -294,8 +294,8 @@ def test_two_cpu_replicas_mirrored(tmp_path):
 # One script, three paths to an error (absl parsing, ExperimentConfig.validate, the data); every other
 # flag rule is tested in-process (tests/test_configs.py).
 @pytest.mark.parametrize("args,message", [
-    (["--dataset=mnist"], "value should be one of"),  # unparseable values too: error: and exit 2, not absl's FATAL
-    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
+    (["--dataset=mnist"], "unknown dataset 'mnist'"),
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),  # unparseable: error: and exit 2, not FATAL
     (["--arch=reference", "--resolution=64"], "no 64px architecture"),
     (["--dataset=cifar10", "--data_dir=/no/such/dir"], "does not exist"),
 ])

@@ -442,3 +442,29 @@ def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(tmp_p
     assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
     with pytest.raises(ValueError, match="needs --val_examples"):
         ExperimentConfig(logdir=str(tmp_path / "x"), finetune_weights="best").validate()
+
+
+def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_origin(tmp_path):
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 100
+
+    def records(builder, **kwargs):
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "id": ["x"] * 40,
+                                                   "coarse_label": labels % 20})
+
+    cfg = ExperimentConfig(logdir=str(tmp_path / "tfds"), dataset="tfds:cifar100", resolution=16, arch="tiny",
+                           batch_size=8, attack_steps=1, z_dim=16, train_iterations=2, finetune_steps=0,
+                           checkpoint_every=2, log_every=100, sample_every=100, validation_fraction=0.25)
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=records):
+        run = run_lib.Run(cfg)
+        loops.train(run)
+    assert run.num_classes == 100 and run.resolution == 16 and cfg.augmentation == "crop"
+    assert run.val_source.info.num_examples == 10 and run.train_source.info.num_examples == 30  # 0.25 of 40
+    assert int(run.step.numpy()) == 2
+    origin = json.load(open(tmp_path / "tfds" / "data.json"))
+    assert origin["train"]["origin"] == f"tensorflow-datasets {tfds.__version__}, cifar100/3.0.2, split train"
+    assert origin["val"]["num_examples"] == 10 and origin["test"]["num_examples"] == 40
+    with pytest.raises(ValueError, match="--validation_fraction and --val_examples both"):
+        ExperimentConfig(logdir=str(tmp_path / "x"), val_examples=5, validation_fraction=0.1).validate()

@@ -29,7 +29,8 @@ flags.DEFINE_enum("stage", "final", ["final", "trained"],
                   "--finetune_weights says; else the trained D's) or trained (the latest training checkpoint's D, "
                   "before fine-tuning: what eq. 10 adds is final minus trained). An export holds one classifier: "
                   "final only.")
-flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate.")
+flags.DEFINE_string("split", "test", "Split to evaluate: test or train, or a slice in tensorflow-datasets' notation "
+                    "(test[:1000], train[90%:]).")
 flags.DEFINE_string("eps", "", "Comma-separated eps: plain numbers are in the images' [-1, 1] units (0.0627); "
                     "fractions are on the [0, 1] pixel scale papers use (8/255 = 0.0627 here). Both are printed. "
                     "Default: the paper's grid for the dataset.")
@@ -151,7 +152,7 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     g, k, z_dim = defaults["generator"], defaults["num_classes"], defaults["z_dim"]
     split = FLAGS.fid_ref_split
     reference = data_lib.load(dataset, split, defaults.get("resolution") or None, data_dir)
-    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{dataset}_{split}.npz")
+    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{data_lib.slug(dataset)}_{split}.npz")
     # Label accuracy is judged by the backend's classifier when it has one (the reference classifier: independent
     # of the run), else by the run's own.
     judge = getattr(backend, "classifier", None)
@@ -253,7 +254,7 @@ def _all_checkpoints(protocols):
     source = data_lib.load(dataset, FLAGS.split, run.resolution, data_dir)
     grid = parse_eps_grid(FLAGS.eps, dataset)
     cache = FLAGS.fid_stats or os.path.join(cfg.logdir, "eval",
-                                            f"fid_stats_{FLAGS.quality}_{dataset}_{FLAGS.fid_ref_split}.npz")
+                                            f"fid_stats_{FLAGS.quality}_{data_lib.slug(dataset)}_{FLAGS.fid_ref_split}.npz")
 
     def score(run):
         out = {}

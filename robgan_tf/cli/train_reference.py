@@ -10,7 +10,7 @@ from absl import flags
 
 from robgan_tf.cli import common
 
-flags.DEFINE_enum("dataset", "digits", ["digits", "cifar10", "imagenet143", "folder", "npz"], "Dataset.")
+flags.DEFINE_string("dataset", "digits", "Dataset: digits, cifar10, imagenet143, folder, npz or tfds:NAME.")
 flags.DEFINE_string("data_dir", "", "Where the dataset lives (see README: Datasets).")
 flags.DEFINE_integer("resolution", 0, "Image size; 0: the dataset's own (digits 16, CIFAR-10 32).")
 flags.DEFINE_enum("arch", "tiny", ["tiny", "sngan", "authors", "preact_resnet18"],
@@ -32,19 +32,24 @@ def main(argv):
         common.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     if FLAGS.epochs < 1 or FLAGS.batch_size < 1 or FLAGS.lr <= 0:
         common.fail("--epochs and --batch_size must be >= 1 and --lr > 0.")
-    out = FLAGS.out or f"reference_{FLAGS.dataset}.keras"
+    from robgan_tf import data as data_lib
+
+    try:
+        data_lib.check_name(FLAGS.dataset)
+    except data_lib.DataError as e:
+        common.fail(f"--dataset: {e}")
+    out = FLAGS.out or f"reference_{data_lib.slug(FLAGS.dataset)}.keras"
     if not out.endswith(".keras"):
         common.fail(f"--out={out}: the reference classifier is saved as a .keras file.")
 
     def go():
-        from robgan_tf import data as data_lib
         from robgan_tf import reference
-        from robgan_tf.experiment import AUTO_AUGMENT, NATIVE_RESOLUTION
+        from robgan_tf.experiment import NATIVE_RESOLUTION, auto_augment
 
         res = FLAGS.resolution or NATIVE_RESOLUTION.get(FLAGS.dataset)
         train = data_lib.load(FLAGS.dataset, "train", res, FLAGS.data_dir or None)
         test = data_lib.load(FLAGS.dataset, "test", res, FLAGS.data_dir or None)
-        augment = AUTO_AUGMENT.get(FLAGS.dataset, "none") if FLAGS.augment == "auto" else FLAGS.augment
+        augment = auto_augment(FLAGS.dataset) if FLAGS.augment == "auto" else FLAGS.augment
         classifier, acc = reference.train_reference_classifier(
             train, test, preset=FLAGS.arch, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
             augment=augment, seed=FLAGS.seed)
