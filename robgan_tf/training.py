@@ -16,52 +16,25 @@ from robgan_tf.config import FinetuneConfig, TrainConfig
 
 
 # ----------------------------------------------------------------------------- schedules / optimizers
+# The schedules are Keras' own (PolynomialDecay, ExponentialDecay, PiecewiseConstantDecay); only the delayed start
+# of SN-GAN's linear decay needs a wrapper. Schedules hold no variables, so checkpoints are the same whichever is
+# used (runs of 0.3.0 and earlier, which used robgan_tf's own LinearDecay / Halving / StepDecay, restore as before).
 @keras.saving.register_keras_serializable(package="robgan_tf")
-class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """lr until `start`, then linearly to 0 at `total_steps` (SN-GAN's linear decay with a start step)."""
+class Delayed(keras.optimizers.schedules.LearningRateSchedule):
+    """schedule(max(step - start, 0)): the lr stays at schedule(0) for `start` updates, then follows it."""
 
-    def __init__(self, lr, total_steps, start=0):
-        self.lr, self.total_steps, self.start = float(lr), int(total_steps), int(start)
+    def __init__(self, schedule, start):
+        self.schedule, self.start = schedule, int(start)
 
     def __call__(self, step):
-        span = float(max(self.total_steps - self.start, 1))
-        frac = (tf.cast(step, tf.float32) - float(self.start)) / span
-        return self.lr * tf.clip_by_value(1.0 - frac, 0.0, 1.0)
+        return self.schedule(tf.maximum(tf.cast(step, tf.int64) - self.start, 0))
 
     def get_config(self):
-        return {"lr": self.lr, "total_steps": self.total_steps, "start": self.start}
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "start": self.start}
 
-
-@keras.saving.register_keras_serializable(package="robgan_tf")
-class Halving(keras.optimizers.schedules.LearningRateSchedule):
-    """lr * 0.5 ** floor(step / every): the authors' "halve every 50 epochs"."""
-
-    def __init__(self, lr, every):
-        self.lr, self.every = float(lr), int(every)
-
-    def __call__(self, step):
-        k = tf.floor(tf.cast(step, tf.float32) / float(self.every))
-        return self.lr * tf.pow(0.5, k)
-
-    def get_config(self):
-        return {"lr": self.lr, "every": self.every}
-
-
-@keras.saving.register_keras_serializable(package="robgan_tf")
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """lr * factor ** (number of boundaries <= step): the lr drops AT each boundary, where ResettingAdam
-    restarts (Keras' PiecewiseConstantDecay drops one update later, after the boundary)."""
-
-    def __init__(self, lr, boundaries, factor=0.1):
-        self.lr, self.boundaries, self.factor = float(lr), tuple(int(b) for b in boundaries), float(factor)
-
-    def __call__(self, step):
-        passed = tf.reduce_sum(tf.cast(tf.constant(self.boundaries, tf.int64) <= tf.cast(step, tf.int64),
-                                       tf.float32))
-        return self.lr * tf.pow(self.factor, passed)
-
-    def get_config(self):
-        return {"lr": self.lr, "boundaries": list(self.boundaries), "factor": self.factor}
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["start"])
 
 
 @keras.saving.register_keras_serializable(package="robgan_tf")
@@ -113,12 +86,16 @@ def make_schedule(kind, lr, total_steps, halve_every=0, decay_start=0, boundarie
     """A learning rate or schedule. Every count is in this optimizer's own updates."""
     if kind == "constant":
         return float(lr)
-    if kind == "linear":
-        return LinearDecay(lr, total_steps, decay_start)
-    if kind == "halve":
-        return Halving(lr, max(int(halve_every), 1))
-    if kind == "step":
-        return StepDecay(lr, boundaries, factor)
+    schedules = keras.optimizers.schedules
+    if kind == "linear":  # lr until decay_start, then linearly to 0 at total_steps (SN-GAN)
+        decay = schedules.PolynomialDecay(float(lr), max(int(total_steps) - int(decay_start), 1), 0.0, power=1.0)
+        return Delayed(decay, decay_start) if decay_start else decay
+    if kind == "halve":  # lr * 0.5 ** floor(step / every): the authors' "halve every 50 epochs"
+        return schedules.ExponentialDecay(float(lr), max(int(halve_every), 1), 0.5, staircase=True)
+    if kind == "step":  # lr * factor ** (boundaries <= step): the drop lands AT each boundary, where ResettingAdam
+        # restarts; PiecewiseConstantDecay drops after its boundary, hence b - 1
+        bounds = [int(b) - 1 for b in boundaries]
+        return schedules.PiecewiseConstantDecay(bounds, [float(lr) * float(factor) ** i for i in range(len(bounds) + 1)])
     raise ValueError(f"Unknown lr schedule {kind!r}.")
 
 

@@ -362,3 +362,49 @@ def test_sngan_baseline_projection_hinge_trains():
     assert np.isfinite(hist["d_loss"][-1]) and np.isfinite(hist["g_loss"][-1])
     # the projection embedding is trained through the real/fake logit alone
     assert np.abs(model.discriminator.embed.layer.embeddings.numpy() - embed_before).max() > 0
+
+
+def test_keras_builtin_schedules_follow_the_closed_forms_at_every_update():
+    from robgan_tf.training import make_schedule
+
+    steps = np.arange(0, 121)
+    cases = {  # the closed forms of robgan_tf 0.3's own schedules, which these Keras built-ins replace
+        ("linear", 0): 1e-3 * np.clip(1 - steps / 100, 0, 1),
+        ("linear", 60): 1e-3 * np.clip(1 - (steps - 60) / 40, 0, 1),
+        ("halve", 0): 1e-3 * 0.5 ** np.floor(steps / 30),
+        ("step", 0): 1e-3 * 0.1 ** ((steps >= 40).astype(int) + (steps >= 90).astype(int)),
+    }
+    for (kind, start), expected in cases.items():
+        schedule = make_schedule(kind, 1e-3, 100, halve_every=30, decay_start=start, boundaries=(40, 90))
+        assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+        got = np.array([float(schedule(tf.constant(int(s), tf.int64))) for s in steps])
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12, err_msg=f"{kind} {start}")
+    assert type(make_schedule("halve", 1e-3, 100, halve_every=30)).__name__ == "ExponentialDecay"
+    assert type(make_schedule("step", 1e-3, 100, boundaries=(40,))).__name__ == "PiecewiseConstantDecay"
+
+
+class _OldHalving(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule of robgan_tf's own, as 0.3 had (there: Halving): a Python object with no variables."""
+
+    def __call__(self, step):
+        return 1e-3 * tf.pow(0.5, tf.floor(tf.cast(step, tf.float32) / 30.0))
+
+
+def test_schedules_hold_no_checkpoint_state_so_older_runs_restore(tmp_path):
+    """A checkpoint carries the optimizer's variables, never its schedule: one written under a schedule of
+    robgan_tf's own (0.3 and earlier) restores exactly into an optimizer on the Keras built-in."""
+    from robgan_tf.training import make_optimizer, make_schedule
+
+    var = tf.Variable(tf.ones([3]))
+    old = make_optimizer("adam", _OldHalving())
+    old.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), var)])
+    path = tf.train.Checkpoint(opt=old, var=var).save(str(tmp_path / "ckpt"))
+    new_var = tf.Variable(tf.zeros([3]))
+    new = make_optimizer("adam", make_schedule("halve", 1e-3, 100, halve_every=30))
+    new.build([new_var])
+    tf.train.Checkpoint(opt=new, var=new_var).restore(path).assert_existing_objects_matched()
+    assert int(new.iterations.numpy()) == 1
+    np.testing.assert_array_equal(new_var.numpy(), var.numpy())
+    assert len(old.variables) == len(new.variables)
+    for a, b in zip(old.variables, new.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
