@@ -6,11 +6,13 @@
 Jobs run as subprocesses of the archived code (PYTHONPATH=CODE), --slots at a time, each with one TF thread (two
 one-thread runs side by side do 1.4x the work of one two-thread run on the 2-core machine the study was made on).
 A job that finished leaves RUNS/done/NAME; a killed study is restarted with the same command: finished jobs are
-skipped, training and fine-tuning resume from their checkpoints, an unfinished evaluation starts over.
+skipped, jobs still running are adopted, training and fine-tuning resume from their checkpoints, an unfinished
+evaluation starts over.
 """
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -120,23 +122,42 @@ def main():
         for name, deps, command in todo:
             print(name, "<-", ",".join(deps), "\n   ", " ".join(map(str, command)))
         return
-    for sub in ("done", "logs", "results"):
+    for sub in ("done", "logs", "results", "running", "exit"):
         os.makedirs(f"{runs}/{sub}", exist_ok=True)
     done = lambda name: os.path.exists(f"{runs}/done/{name}")  # noqa: E731
     env = dict(os.environ, PYTHONPATH=code, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
                TF_CPP_MIN_LOG_LEVEL="2")
+    # Jobs run in their own sessions and leave their exit status in RUNS/exit/NAME, so a restarted driver adopts
+    # the jobs still running (RUNS/running/NAME holds the pid) instead of starting them twice; a job that died
+    # without a status (killed) is started again, and training and fine-tuning resume from their checkpoints.
     running, failed = {}, set()
+    for name in os.listdir(f"{runs}/running"):
+        pid = int(open(f"{runs}/running/{name}").read())
+        if _alive(pid):
+            running[name] = pid
+            print(f"[study] {time.strftime('%H:%M:%S')} {name} still running (pid {pid}): adopted", flush=True)
+        else:
+            os.remove(f"{runs}/running/{name}")
     while True:
-        for name, proc in list(running.items()):
-            if proc.poll() is None:
+        for name, pid in list(running.items()):
+            status = f"{runs}/exit/{name}"
+            if os.path.exists(status):
+                code_ = int(open(status).read() or 1)
+                os.remove(status)
+            elif _alive(pid):
                 continue
+            else:
+                code_ = None  # killed: start it again
             del running[name]
-            if proc.returncode:  # the jobs that need it wait; the others go on
+            os.remove(f"{runs}/running/{name}")
+            if code_ is None:
+                print(f"[study] {name} ended without a status; it will be started again", flush=True)
+            elif code_:  # the jobs that need it wait; the others go on
                 failed.add(name)
-                print(f"[study] {name} failed (exit {proc.returncode}); see {runs}/logs/{name}.log", flush=True)
-                continue
-            open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-            print(f"[study] {time.strftime('%H:%M:%S')} {name} done", flush=True)
+                print(f"[study] {name} failed (exit {code_}); see {runs}/logs/{name}.log", flush=True)
+            else:
+                open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+                print(f"[study] {time.strftime('%H:%M:%S')} {name} done", flush=True)
         ready = [(n, c) for n, d, c in todo if not done(n) and n not in running and n not in failed
                  and all(map(done, d))]
         if not ready and not running:
@@ -150,10 +171,26 @@ def main():
                 open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
                 continue
             print(f"[study] {time.strftime('%H:%M:%S')} {name} started", flush=True)
-            log = open(f"{runs}/logs/{name}.log", "a")
-            running[name] = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=runs, stdout=log,
-                                             stderr=subprocess.STDOUT)
+            line = " ".join(shlex.quote(a) for a in [sys.executable, "-m", *command])
+            status = shlex.quote(f"{runs}/exit/{name}")
+            script = f"{line} >> {shlex.quote(f'{runs}/logs/{name}.log')} 2>&1; echo $? > {status}.tmp && " \
+                     f"mv {status}.tmp {status}"
+            proc = subprocess.Popen(["sh", "-c", script], env=env, cwd=runs, start_new_session=True)
+            running[name] = proc.pid
+            open(f"{runs}/running/{name}", "w").write(str(proc.pid))
         time.sleep(5)
+
+
+def _alive(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own finished children; not ours: ChildProcessError
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 if __name__ == "__main__":
