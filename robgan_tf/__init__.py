@@ -25,6 +25,7 @@ Modules, each with one job:
   runtime     logical devices, determinism, precision, the strategy, the chief, the processor
   run         opening a run (created and locked, or read-only): data, networks, optimizers, checkpoints
   loops       the training and fine-tuning loops: one skeleton
+  curves      metrics over training: every checkpoint of a run scored, plotted against D updates and seconds
   samples     sample grids
   pipeline    train -> fine-tune -> evaluate -> export
   storage     atomic writes, the run lock, checkpoint saves and export swaps that fail cleanly
@@ -37,7 +38,7 @@ Modules, each with one job:
 import importlib
 import importlib.util
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def _have_tensorflow():
