@@ -112,7 +112,9 @@ def main():
     args = parser.parse_args()
     runs, code = os.path.abspath(args.runs), os.path.abspath(args.code)
     reference = args.reference or f"{runs}/reference/cifar10_tiny.keras"
-    todo = jobs(runs, args.data, reference)
+    # Every training, fine-tuning, paper-protocol, quality and gap job first; the strong + AutoAttack evaluations
+    # (15-20 minutes each here) last, so that a session that ends early has (a)-(e) on every seed.
+    todo = sorted(jobs(runs, args.data, reference), key=lambda job: job[0].startswith("strong_"))
     if not os.path.exists(reference):
         todo.insert(0, ("reference", (), ["robgan_tf.cli.train_reference", "--dataset=cifar10",
                                           f"--data_dir={args.data}", "--epochs=8", "--augment=crop_flip",
