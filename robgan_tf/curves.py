@@ -53,11 +53,11 @@ def score_checkpoints(run, score, log=print):
 
 
 def metric_names(records):
-    """The numeric metrics the records share (not the axes)."""
+    """The metrics the records share: their float values other than the axes (integers are counts and settings,
+    such as num_samples)."""
     skip = {"iteration", "d_updates", "train_seconds"}
-    keys = [k for k, v in records[0].items() if k not in skip and isinstance(v, (int, float))
-            and not isinstance(v, bool)]
-    return [k for k in keys if all(isinstance(r.get(k), (int, float)) for r in records)]
+    keys = [k for k, v in records[0].items() if k not in skip and isinstance(v, float)]
+    return [k for k in keys if all(isinstance(r.get(k), float) for r in records)]
 
 
 def plot_curves(curves, path, metrics=None):

@@ -31,6 +31,8 @@ def test_summarize_groups_seeds_by_iteration_mean_and_sample_std():
     np.testing.assert_allclose(x, [11.0, 20.0])
     np.testing.assert_allclose(mean, [52.0, 40.0])
     np.testing.assert_allclose(std, [np.sqrt(8.0), 0.0])
+    for r in records:
+        r["num_samples"] = 50  # an integer: a setting, not a metric
     assert curves.metric_names(records) == ["fid"]
 
 

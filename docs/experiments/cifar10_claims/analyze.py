@@ -16,6 +16,9 @@ import numpy as np
 from robgan_tf import curves
 
 
+METRICS = ["fid", "kid", "inception_score", "label_accuracy"]
+
+
 def _load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 
@@ -113,11 +116,12 @@ def main():
                              "robgan_seconds": first_reaching(a, metric, level, "train_seconds"),
                              "gan_seconds": first_reaching(b, metric, level, "train_seconds")}
         summary["time_to_gan_final_quality"] = reach
-        curves.plot_curves({"robgan": a, "gan": b}, os.path.join(out, "quality_robgan_vs_gan.png"))
+        curves.plot_curves({"robgan": a, "gan": b}, os.path.join(out, "quality_robgan_vs_gan.png"), METRICS)
     c = trajectories[list(groups)[2]]
     if a and c:
         split = [r for s in seeds2 for r in curve(f"robgan_s{s}")]  # the same seeds as the AC-GAN runs
-        curves.plot_curves({"split (eq. 9)": split, "acgan (eq. 8)": c}, os.path.join(out, "quality_split_vs_acgan.png"))
+        curves.plot_curves({"split (eq. 9)": split, "acgan (eq. 8)": c}, os.path.join(out, "quality_split_vs_acgan.png"),
+                           METRICS)
 
     # (c) and (d): the classifier under attack
     eps_paper = (0.0, 0.02, 0.04, 0.08)
