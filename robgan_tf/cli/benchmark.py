@@ -16,23 +16,16 @@ from absl import flags
 
 from robgan_tf.cli import common  # noqa: F401
 
-flags.DEFINE_enum("arch", "reference", ["sngan", "authors", "reference", "tiny"], "Network preset of G and D.")
-flags.DEFINE_enum("d_arch", "same", ["same", "sngan", "authors", "reference", "tiny", "preact_resnet18"],
-                  "Discriminator preset when it differs from --arch.")
+# The model and training flags are the training scripts' own (one meaning, one help text); only the defaults
+# differ: the benchmark's subject is the authors' CIFAR step.
+MODEL_FLAGS = ("arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim", "method", "loss_variant",
+               "gan_loss", "loss_weights", "batch_size", "n_dis", "attack_eps", "attack_steps", "attack_step_size",
+               "optimizer", "jit_compile", "mixed_precision", "reuse_fake")
+common.define_experiment_flags(names=MODEL_FLAGS, defaults={"arch": "reference", "attack_step_size": 0.0078})
 common.define_shape_flags()
-flags.DEFINE_integer("batch_size", 64, "Batch size of one D update.")
-flags.DEFINE_integer("n_dis", 1, "D updates per G update.")
-flags.DEFINE_integer("attack_steps", 5, "PGD steps on the real batch.")
-flags.DEFINE_float("attack_eps", 0.0625, "PGD radius ([-1, 1] units).")
-flags.DEFINE_float("attack_step_size", 0.0078, "PGD step (the authors' fixed 0.0078).")
-flags.DEFINE_enum("method", "robgan", ["robgan", "gan", "advtrain"], "What one iteration trains.")
 flags.DEFINE_integer("iterations", 10, "Timed iterations.")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, allocation).")
 flags.DEFINE_integer("component_iterations", 3, "Timed repetitions of each component for the split.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
-flags.DEFINE_bool("reuse_fake", False, "The G update reuses the last D update's fake batch (see --reuse_fake of the "
-                  "training scripts).")
-flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
 flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
 flags.DEFINE_bool("flops", False, "Also count forward FLOPs of G and D (TF profiler) and estimate FLOPs per "
@@ -94,22 +87,20 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_float16" if FLAGS.mixed_precision else "float32")
-    from robgan_tf.config import AttackConfig, TrainConfig
-    from robgan_tf.models import Discriminator, Generator, count_params
+    from robgan_tf.experiment import ExperimentConfig
+    from robgan_tf.models import count_params
     from robgan_tf.runtime import processor
     from robgan_tf.training import RobGAN, make_optimizers
 
-    if FLAGS.iterations < 1 or FLAGS.warmup < 0 or FLAGS.batch_size < 1 or FLAGS.n_dis < 1:
-        common.fail("--iterations, --batch_size and --n_dis must be >= 1 and --warmup >= 0.")
+    if FLAGS.iterations < 1 or FLAGS.warmup < 0:
+        common.fail("--iterations must be >= 1 and --warmup >= 0.")
     k, r, c = FLAGS.num_classes, FLAGS.resolution, FLAGS.channels
-    cfg = TrainConfig(num_classes=k, method=FLAGS.method, n_dis=FLAGS.n_dis, mixed_precision=FLAGS.mixed_precision,
-                      reuse_fake=FLAGS.reuse_fake,
-                      attack=AttackConfig(eps=FLAGS.attack_eps, steps=FLAGS.attack_steps,
-                                          step_size=FLAGS.attack_step_size,
-                                          loss="ce" if FLAGS.method == "advtrain" else "two_head"))
+    # The same construction as training: ExperimentConfig validates the flags and builds the networks.
+    experiment = ExperimentConfig(resolution=r, **{name: FLAGS[name].value for name in MODEL_FLAGS})
     try:
-        d = Discriminator(k, r, FLAGS.arch if FLAGS.d_arch == "same" else FLAGS.d_arch, channels=c)
-        g = Generator(k, r, FLAGS.arch, channels=c) if FLAGS.method != "advtrain" else None
+        experiment.validate()
+        cfg = experiment.train_config(k)
+        g, d = experiment.build_models(k, r, c)
     except ValueError as e:
         common.fail(str(e))
     model = RobGAN(d, g, cfg)

@@ -20,21 +20,31 @@ FLAGS = flags.FLAGS
 _FIELDS = dataclasses.fields(ExperimentConfig)
 
 
-def define_experiment_flags(flag_values=FLAGS):
+def define_experiment_flags(flag_values=FLAGS, names=None, defaults=None):
+    """Every ExperimentConfig field as a flag; `names`: only these (a tool that needs some of them, e.g. the
+    benchmark), `defaults`: other defaults for that tool, said in the help text."""
+    defaults = defaults or {}
     for f in _FIELDS:
+        if names is not None and f.name not in names:
+            continue
         help_text = f.metadata.get("help", f.name)
+        default = defaults.get(f.name, f.default)
+        if f.name in defaults:
+            help_text = f"{help_text} (This tool's default: {default}.)"
         choices = f.metadata.get("choices")
         kw = dict(flag_values=flag_values)
         if f.type in (bool, "bool"):
-            flags.DEFINE_bool(f.name, f.default, help_text, **kw)
+            flags.DEFINE_bool(f.name, default, help_text, **kw)
         elif f.type in (int, "int"):
-            flags.DEFINE_integer(f.name, f.default, help_text, **kw)
+            flags.DEFINE_integer(f.name, default, help_text, **kw)
         elif f.type in (float, "float"):
-            flags.DEFINE_float(f.name, f.default, help_text, **kw)
+            flags.DEFINE_float(f.name, default, help_text, **kw)
         elif choices:
-            flags.DEFINE_enum(f.name, f.default, list(choices), help_text, **kw)
+            flags.DEFINE_enum(f.name, default, list(choices), help_text, **kw)
         else:
-            flags.DEFINE_string(f.name, f.default, help_text, **kw)
+            flags.DEFINE_string(f.name, default, help_text, **kw)
+    if names is not None:
+        return
     # Deprecated names, kept for one release: they warn and translate (config_from_flags).
     flags.DEFINE_enum("mode", None, list(METHODS), "Deprecated: use --method.", flag_values=flag_values)
     flags.DEFINE_integer("train_steps", None, "Deprecated: use --train_iterations (this counted D updates; it becomes "
