@@ -110,7 +110,7 @@ def main():
         for metric in ("fid", "inception_score", "label_accuracy"):
             _, gan_mean, _ = curves.summarize(b, "d_updates", metric)
             level = float(gan_mean[-1])  # what the GAN reaches at its end
-            reach[metric] = {"level (gan's final mean)": round(level, 4),
+            reach[metric] = {"level": round(level, 4),  # the GAN's final mean
                              "robgan_d_updates": first_reaching(a, metric, level, "d_updates"),
                              "gan_d_updates": first_reaching(b, metric, level, "d_updates"),
                              "robgan_seconds": first_reaching(a, metric, level, "train_seconds"),
@@ -173,19 +173,26 @@ def main():
     for label, q in quality.items():
         print(f"| {label} | {fmt(q['inception_score'], 1, 2)} | {fmt(q['fid'])} | {fmt(q['kid'], 1, 2)} | "
               f"{fmt(q['label_accuracy'], 100)} % | {fmt(q['training_seconds'], 1, 0)} |")
-    print("\n## time to the GAN's final quality\n", json.dumps(summary.get("time_to_gan_final_quality"), indent=1))
-    print("\n## robust accuracy (%)")
+    print("\n## D updates and training seconds to reach the GAN's final mean (the first scored point at or past it)")
+    print("| metric | level | robgan D updates | gan D updates | robgan seconds | gan seconds |\n|---|---|---|---|---|---|")
+    for metric, v in (summary.get("time_to_gan_final_quality") or {}).items():
+        print(f"| {metric} | {v['level']:.3f} | {v['robgan_d_updates']} | {v['gan_d_updates']} | "
+              f"{v['robgan_seconds']} | {v['gan_seconds']} |")
+    print("\n## robust accuracy (%), first 1,000 test images (paper) and first 500 (strong, AutoAttack)")
     cols = [f"paper eps {e:g}" for e in eps_paper] + ["strong eps 8/255", "autoattack eps 8/255"]
     print("| classifier | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for label, entry in robust.items():
         print(f"| {label} | " + " | ".join(fmt(entry.get(c), 100) if c in entry else "-" for c in cols) + " |")
-    print("\n## paired fine-tuning differences (points)")
+    print("\n## fine-tuning, paired by trained run (points of paper-protocol accuracy)")
+    print("| eps | lambda 0.3 minus before fine-tuning | lambda 0.3 minus lambda 0 |\n|---|---|---|")
     for k, v in paired.items():
-        print(k, {a: fmt(b, 100) for a, b in v.items()})
-    print("\n## gap")
+        print(f"| {k[4:]} | " + " | ".join(fmt(b, 100) for b in v.values()) + " |")
+    print("\n## train - test accuracy under PGD (points; 500 examples of each) and mean local Lipschitz value")
+    keys = [f"train - test, eps {e:g}" for e in eps_paper] + ["llv mean train", "llv mean test"]
+    print("| classifier | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for label, entry in gap.items():
-        print(label, {k: fmt(v, 100 if "train - test" in k else 1, 1 if "train - test" in k else 4)
-                      for k, v in entry.items()})
+        print(f"| {label} | " + " | ".join(fmt(entry[k], 100 if "train - test" in k else 1,
+                                               1 if "train - test" in k else 4) for k in keys) + " |")
 
 
 if __name__ == "__main__":
