@@ -148,7 +148,8 @@ class ExperimentConfig:
     validation_fraction: float = _f(0.0, "Like --val_examples, as a fraction of the training split (0.1: a tenth, "
                                     "rounded to the closest example); give one of the two. 0: off.")
     finetune_weights: str = _f("latest", "Which fine-tuned weights evaluation and export use: latest, or best (the "
-                               "highest validation robust accuracy seen while fine-tuning; needs --val_examples).",
+                               "highest validation robust accuracy seen while fine-tuning; needs --val_examples or "
+                               "--validation_fraction).",
                                ("latest", "best"))
     reuse_fake: bool = _f(False, "The G update reuses the last D update's fake batch and its generator forward pass "
                           "instead of drawing a new one (a departure from the authors' code, which draws a new "
