@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
@@ -184,17 +183,13 @@ def quality_scorer(run):
     cfg = run.cfg
     backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
     curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
-    cache = os.path.join(cfg.logdir, "eval", f"fid_stats_{backend.name}_{data_lib.slug(cfg.dataset)}_train.npz")
+    cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
 
     def score(step, seconds):
-        g = run.sampling_generator()
-        m = quality.generator_metrics(backend, g, run.num_classes, cfg.z_dim, run.train_source, cfg.quality_samples,
-                                      cache_path=cache, verbose=False)
-        label = float(np.mean(quality.per_class_label_accuracy(g, backend.classifier, run.num_classes, cfg.z_dim,
-                                                                n_per_class=max(cfg.quality_samples // run.num_classes,
-                                                                                1))))
+        point = quality.curve_point(backend, run.sampling_generator(), run.num_classes, cfg.z_dim, run.train_source,
+                                    cfg.quality_samples, cache)
         record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
-                  "inception_score": m["inception_score"], "fid": m["fid"], "kid": m["kid"], "label_accuracy": label,
+                  **point,
                   "num_samples": cfg.quality_samples, "backend": backend.name,
                   "weights_sha256": getattr(backend, "sha256", None)}
         for key in ("inception_score", "fid", "kid", "label_accuracy"):

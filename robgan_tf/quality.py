@@ -328,3 +328,23 @@ def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_cl
         pred = predict(classifier, generator(z, labels, training=False))
         out.append(float(tf.reduce_mean(tf.cast(pred == k, tf.float32))))
     return out
+
+
+def stats_cache_path(directory, backend_name, dataset, split):
+    """Where the real split's feature statistics for a backend are cached."""
+    from robgan_tf.data import slug
+
+    return os.path.join(directory, f"fid_stats_{backend_name}_{slug(dataset)}_{split}.npz")
+
+
+def curve_point(backend, generator, num_classes, z_dim, source, num_samples, cache_path, classifier=None):
+    """IS, FID, KID and mean label accuracy of one generator: a point of a quality curve. Label accuracy is judged
+    by the backend's classifier when it has one (the reference classifier, independent of the run), else by
+    `classifier`."""
+    m = generator_metrics(backend, generator, num_classes, z_dim, source, num_samples, cache_path=cache_path,
+                          verbose=False)
+    judge = getattr(backend, "classifier", None) or classifier
+    label = per_class_label_accuracy(generator, judge, num_classes, z_dim,
+                                     n_per_class=max(num_samples // num_classes, 1))
+    return {"inception_score": m["inception_score"], "fid": m["fid"], "kid": m["kid"],
+            "label_accuracy": float(np.mean(label))}

@@ -9,8 +9,6 @@
 import json
 import os
 
-import numpy as np
-
 from absl import flags
 
 from robgan_tf.cli import common  # first: quiets TF logging before TensorFlow loads
@@ -133,8 +131,6 @@ def _load_model(path):
 
 def _quality_backend(classifier, defaults):
     """The --quality backend, built before any attack runs so a bad weights file fails at once."""
-    from robgan_tf import quality
-
     if defaults.get("generator_path"):
         from robgan_tf import loading
 
@@ -142,6 +138,13 @@ def _quality_backend(classifier, defaults):
     if defaults.get("generator") is None:
         common.fail("--quality needs a generator: --model must be a run directory with one, or an exported "
                     "classifier whose export directory also holds generator/ and manifest.json.")
+    return _make_backend(classifier)
+
+
+def _make_backend(classifier):
+    """The --quality backend with its weights file (--reference_classifier or --inception_weights)."""
+    from robgan_tf import quality
+
     weights = FLAGS.reference_classifier if FLAGS.quality == "reference" else FLAGS.inception_weights
     return quality.make_backend(FLAGS.quality, classifier, weights or None, FLAGS.inception_sha256 or None)
 
@@ -152,7 +155,7 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     g, k, z_dim = defaults["generator"], defaults["num_classes"], defaults["z_dim"]
     split = FLAGS.fid_ref_split
     reference = data_lib.load(dataset, split, defaults.get("resolution") or None, data_dir)
-    cache = FLAGS.fid_stats or os.path.join(defaults["stats_dir"], f"fid_stats_{backend.name}_{data_lib.slug(dataset)}_{split}.npz")
+    cache = FLAGS.fid_stats or quality.stats_cache_path(defaults["stats_dir"], backend.name, dataset, split)
     # Label accuracy is judged by the backend's classifier when it has one (the reference classifier: independent
     # of the run), else by the run's own.
     judge = getattr(backend, "classifier", None)
@@ -248,24 +251,18 @@ def _all_checkpoints(protocols):
     if FLAGS.quality != "none":
         if run.generator is None:
             common.fail(f"--quality: {FLAGS.model} was trained with --method=advtrain and has no generator.")
-        weights = FLAGS.reference_classifier if FLAGS.quality == "reference" else FLAGS.inception_weights
-        backend = quality.make_backend(FLAGS.quality, classifier, weights or None, FLAGS.inception_sha256 or None)
+        backend = _make_backend(classifier)
         reference = data_lib.load(dataset, FLAGS.fid_ref_split, run.resolution, data_dir)
     source = data_lib.load(dataset, FLAGS.split, run.resolution, data_dir)
     grid = parse_eps_grid(FLAGS.eps, dataset)
-    cache = FLAGS.fid_stats or os.path.join(cfg.logdir, "eval",
-                                            f"fid_stats_{FLAGS.quality}_{data_lib.slug(dataset)}_{FLAGS.fid_ref_split}.npz")
+    cache = FLAGS.fid_stats or quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), FLAGS.quality, dataset,
+                                                        FLAGS.fid_ref_split)
 
     def score(run):
         out = {}
         if backend is not None:
-            g = run.sampling_generator()
-            m = quality.generator_metrics(backend, g, run.num_classes, cfg.z_dim, reference, FLAGS.num_samples,
-                                          cache_path=cache, verbose=False)
-            out.update({k: m[k] for k in ("inception_score", "fid", "kid")})
-            judge = getattr(backend, "classifier", None) or classifier
-            out["label_accuracy"] = float(np.mean(quality.per_class_label_accuracy(
-                g, judge, run.num_classes, cfg.z_dim, n_per_class=max(FLAGS.num_samples // run.num_classes, 1))))
+            out.update(quality.curve_point(backend, run.sampling_generator(), run.num_classes, cfg.z_dim, reference,
+                                           FLAGS.num_samples, cache, classifier))
         if protocols:
             table = robustness.robustness_table(
                 classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
