@@ -9,11 +9,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from robgan_tf.config import ATTACK_LOSSES as LOSSES
+from robgan_tf.config import check_attack
 from robgan_tf.losses import class_ce
-
-LOSSES = ("ce", "margin", "two_head")
-# The authors' evaluation and fine-tuning attacks step eps/5 (their `attack_label_Linf_PGD`).
-PAPER_STEP_FRACTION = 0.2
 
 
 def classifier_outputs(model, images):
@@ -140,16 +138,7 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
     """
     eps = tf.cast(eps, tf.float32) if tf.is_tensor(eps) else float(eps)
     steps = int(steps)
-    if not tf.is_tensor(eps) and eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}.")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
-    if int(restarts) < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}.")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 repeats the same deterministic attack; set random_start=True.")
-    if loss not in LOSSES:
-        raise ValueError(f"Unknown attack loss {loss!r}; choose one of {LOSSES}.")
+    check_attack(eps, steps, None if tf.is_tensor(step_size) else step_size, random_start, int(restarts), loss)
     if step_size is None:
         step_size = default_step_size(eps, max(steps, 1))
     else:

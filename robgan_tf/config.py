@@ -1,18 +1,53 @@
-"""Dataclass configs: the one source of truth for every training hyperparameter.
+"""Dataclass configs: the one source of truth for every training hyperparameter and the one place each of
+their rules is checked.
 
-Launch flags and presets map onto these objects; the library reads only these.
+Launch flags map onto these objects (robgan_tf.experiment translates the flags and their sentinels and names
+the flag when a rule here fails); the library reads only these. What the networks define -- the number of
+classes, the noise size -- comes from the networks, not from here.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from robgan_tf.attacks import LOSSES as ATTACK_LOSSES
-from robgan_tf.attacks import PAPER_STEP_FRACTION
 from robgan_tf.losses import LossConfig
 
 METHODS = ("robgan", "gan", "advtrain")
+ATTACK_LOSSES = ("ce", "margin", "two_head")
+# The authors' evaluation and fine-tuning attacks step eps/5 (their `attack_label_Linf_PGD`).
+PAPER_STEP_FRACTION = 0.2
 LR_SCHEDULES = ("constant", "linear", "halve", "step")
 OPTIMIZERS = ("adam", "sgd")
+
+
+class SettingError(ValueError):
+    """A config value or combination breaks a rule; `fields` names the fields at fault (dotted for the attack
+    inside a config: "attack.eps"), so the flag layer can name its flags."""
+
+    def __init__(self, message, *fields):
+        super().__init__(message)
+        self.fields = fields
+
+
+def check_attack(eps, steps, step_size=None, random_start=False, restarts=1, loss="ce"):
+    """The rules of a PGD attack, for AttackConfig and for `attacks.pgd` called directly. eps and step_size may be
+    scalar tensors (one trace for every radius); those are not range-checked."""
+    def number(v):
+        return v is not None and not hasattr(v, "dtype")
+
+    if number(eps) and eps < 0:
+        raise SettingError(f"attack eps must be >= 0, got {eps}.", "eps")
+    if steps < 0:
+        raise SettingError(f"attack steps must be >= 0 (0 disables the attack), got {steps}.", "steps")
+    # A zero step is allowed only for a zero radius (no attack): with eps > 0 it would silently never move.
+    if number(step_size) and (step_size < 0 or (step_size == 0 and number(eps) and eps > 0)):
+        raise SettingError(f"attack step_size must be > 0 (None: automatic), got {step_size}.", "step_size")
+    if restarts < 1:
+        raise SettingError(f"attack restarts must be >= 1, got {restarts}.", "restarts")
+    if restarts > 1 and not random_start:
+        raise SettingError("attack restarts > 1 repeat the same deterministic attack; set random_start.",
+                           "restarts", "random_start")
+    if loss not in ATTACK_LOSSES:
+        raise SettingError(f"attack loss must be one of {ATTACK_LOSSES}, got {loss!r}.", "loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +67,7 @@ class AttackConfig:
     loss: str = "two_head"
 
     def __post_init__(self):
-        if self.eps < 0:
-            raise ValueError(f"attack eps must be >= 0, got {self.eps}.")
-        if self.steps < 0:
-            raise ValueError(f"attack steps must be >= 0 (0 disables the attack), got {self.steps}.")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"attack step_size must be > 0, got {self.step_size}.")
-        if self.loss not in ATTACK_LOSSES:
-            raise ValueError(f"attack loss must be one of {ATTACK_LOSSES}, got {self.loss!r}.")
+        check_attack(self.eps, self.steps, self.step_size, self.random_start, self.restarts, self.loss)
 
     @property
     def active(self):
@@ -63,9 +91,7 @@ class TrainConfig:
     weight_decay: L2 coefficient on D's kernels, added to the loss (Madry et al.: 2e-4 with SGD).
     """
 
-    num_classes: int
     method: str = "robgan"
-    z_dim: int = 128
     n_dis: int = 1
     train_steps: int = 1000
     lr_g: float = 2e-4
@@ -92,40 +118,45 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}.")
-        if self.n_dis < 1:
-            raise ValueError(f"n_dis must be >= 1, got {self.n_dis}.")
-        if self.train_steps < 1:
-            raise ValueError(f"train_steps must be >= 1, got {self.train_steps}.")
-        if self.lr_g <= 0 or self.lr_d <= 0:
-            raise ValueError(f"learning rates must be > 0, got lr_g={self.lr_g}, lr_d={self.lr_d}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
-        if self.lr_schedule == "halve" and self.halve_every < 1:
-            raise ValueError("lr_schedule='halve' needs halve_every >= 1 (D updates between halvings).")
-        if self.lr_schedule == "step" and not self.lr_boundaries:
-            raise ValueError("lr_schedule='step' needs lr_boundaries (D updates at which the lr drops).")
-        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)) or any(b < 1 for b in self.lr_boundaries):
-            raise ValueError(f"lr_boundaries must be increasing positive D-update counts, got {self.lr_boundaries}.")
-        if not 0 <= self.lr_decay_start < self.train_steps:
-            raise ValueError(f"lr_decay_start must be in [0, train_steps), got {self.lr_decay_start}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
-        if self.adam_epsilon <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("need adam_epsilon > 0, weight_decay >= 0 and 0 <= momentum < 1; got "
-                             f"{self.adam_epsilon}, {self.weight_decay}, {self.momentum}.")
-        if self.reset_adam and (self.optimizer != "adam" or self.lr_schedule not in ("halve", "step")):
-            raise ValueError("reset_adam restarts Adam where a 'halve' or 'step' schedule lowers the lr; it "
-                             "needs optimizer='adam' and one of those schedules.")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
-        if self.method == "advtrain" and self.attack.loss == "two_head":
-            raise ValueError("advtrain trains the classifier only; use attack loss 'ce' or 'margin'.")
-        if self.method == "robgan" and not self.attack.active:
-            raise ValueError("method 'robgan' needs an attack (eps > 0 and steps > 0); use method 'gan' for none.")
+        rules = [
+            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}.", "method"),
+            (self.n_dis >= 1, f"n_dis must be >= 1, got {self.n_dis}.", "n_dis"),
+            (self.train_steps >= 1, f"train_steps must be >= 1, got {self.train_steps}.", "train_steps"),
+            (self.lr_g > 0, f"lr_g must be > 0, got {self.lr_g}.", "lr_g"),
+            (self.lr_d > 0, f"lr_d must be > 0, got {self.lr_d}.", "lr_d"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.",
+             "lr_schedule"),
+            (self.halve_every >= 0, f"halve_every must be >= 0, got {self.halve_every}.", "halve_every"),
+            (self.lr_schedule != "halve" or self.halve_every >= 1,
+             "lr_schedule='halve' needs halve_every >= 1 (D updates between halvings).", "lr_schedule", "halve_every"),
+            (self.lr_schedule != "step" or self.lr_boundaries,
+             "lr_schedule='step' needs lr_boundaries (D updates at which the lr drops).", "lr_schedule", "lr_boundaries"),
+            (list(self.lr_boundaries) == sorted(set(self.lr_boundaries)) and all(b >= 1 for b in self.lr_boundaries),
+             f"lr_boundaries must be increasing positive D-update counts, got {self.lr_boundaries}.", "lr_boundaries"),
+            (0 <= self.lr_decay_start < self.train_steps,
+             f"lr_decay_start must be in [0, train_steps) (D updates), got {self.lr_decay_start}.", "lr_decay_start"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.", "optimizer"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+             f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}.", "beta1", "beta2"),
+            (self.lr_step_factor > 0, f"lr_step_factor must be > 0, got {self.lr_step_factor}.", "lr_step_factor"),
+            (self.adam_epsilon > 0, f"adam_epsilon must be > 0, got {self.adam_epsilon}.", "adam_epsilon"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.", "weight_decay"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}.", "momentum"),
+            (not self.reset_adam or (self.optimizer == "adam" and self.lr_schedule in ("halve", "step")),
+             "reset_adam restarts Adam where a 'halve' or 'step' schedule lowers the lr; it needs optimizer='adam' "
+             "and one of those schedules.", "reset_adam", "optimizer", "lr_schedule"),
+            (self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
+             f"ema_decay must be in (0, 1) or None (off), got {self.ema_decay}.", "ema_decay"),
+            (self.method != "advtrain" or self.attack.loss != "two_head",
+             "advtrain trains the classifier only; its attack loss is 'ce' or 'margin', not 'two_head'.",
+             "method", "attack.loss"),
+            (self.method != "robgan" or self.attack.active,
+             "method 'robgan' needs an attack (eps > 0 and steps > 0); use method 'gan' for none.",
+             "method", "attack.eps", "attack.steps"),
+        ]
+        for ok, message, *fields in rules:
+            if not ok:
+                raise SettingError(message, *fields)
 
     @property
     def uses_generator(self):
@@ -145,11 +176,9 @@ class FinetuneConfig:
     CE attack with step eps/5, 5 steps.
     """
 
-    num_classes: int
     steps: int = 1000
     lam: float = 0.3
     lr: float = 1e-3
-    z_dim: int = 128
     attack: AttackConfig = AttackConfig(loss="ce")
     attack_step_fraction: float = PAPER_STEP_FRACTION  # step = eps / 5 when attack.step_size is None
     adam_epsilon: float = 1e-8
@@ -159,11 +188,19 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise ValueError(f"finetune steps must be >= 1, got {self.steps}.")
+            raise SettingError(f"finetune steps must be >= 1, got {self.steps}.", "steps")
         if self.lam < 0:
-            raise ValueError(f"finetune lambda must be >= 0, got {self.lam}.")
+            raise SettingError(f"finetune lambda must be >= 0, got {self.lam}.", "lam")
+        if self.lr <= 0:
+            raise SettingError(f"finetune lr must be > 0, got {self.lr}.", "lr")
+        if self.adam_epsilon <= 0:
+            raise SettingError(f"adam_epsilon must be > 0, got {self.adam_epsilon}.", "adam_epsilon")
+        if not 0 < self.attack_step_fraction <= 1:
+            raise SettingError(f"attack_step_fraction must be in (0, 1], got {self.attack_step_fraction}.",
+                               "attack_step_fraction")
         if self.attack.loss == "two_head":
-            raise ValueError("fine-tuning attacks the class head only; use attack loss 'ce' or 'margin'.")
+            raise SettingError("fine-tuning attacks the class head only; use attack loss 'ce' or 'margin'.",
+                               "attack.loss")
 
     @property
     def attack_step_size(self):

@@ -11,7 +11,7 @@ import json
 import os
 
 from robgan_tf import data as data_lib
-from robgan_tf.config import METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from robgan_tf.config import METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, SettingError, TrainConfig
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
 from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
 from robgan_tf.transforms import AUGMENTATIONS
@@ -209,15 +209,6 @@ class ExperimentConfig:
             return int(self.validation_fraction * train_examples + 0.5)  # round half up, as data.parse_split
         return self.val_examples
 
-    @property
-    def image_resolution(self):
-        if self.resolution:
-            return self.resolution
-        native = NATIVE_RESOLUTION.get(self.dataset, 32)
-        if native == 16 and not all((p, 16) in PRESETS for p in (self.arch, self.discriminator_preset)):
-            return 32
-        return native
-
     def validate(self):
         """Checks every value and combination; raises ValueError naming the flag and the fix."""
         for name, field in self.__dataclass_fields__.items():
@@ -242,7 +233,9 @@ class ExperimentConfig:
         if self.d_head == "projection" and self.method == "advtrain":
             raise ConfigError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
                              "trains a classifier: use --d_head=acgan.")
-        positive = ("batch_size", "train_iterations", "n_dis", "checkpoint_every", "keep_checkpoints", "log_every",
+        # Flags the library does not see as such (lengths, cadences, the batch); every rule of a training or
+        # fine-tuning setting is the config dataclasses' own, checked below by building them.
+        positive = ("batch_size", "train_iterations", "checkpoint_every", "keep_checkpoints", "log_every",
                     "sample_every", "cpu_replicas", "z_dim")
         if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
             raise ConfigError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
@@ -250,24 +243,13 @@ class ExperimentConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}.")
-        for name in ("finetune_steps", "eval_examples", "halve_every", "keep_checkpoint_every"):
+        for name in ("finetune_steps", "eval_examples", "keep_checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}.")
-        if self.attack_eps < 0:
-            raise ConfigError(f"--attack_eps must be >= 0, got {self.attack_eps}.")
-        if self.attack_steps < 0:
-            raise ConfigError(f"--attack_steps must be >= 0, got {self.attack_steps}.")
-        if self.attack_step_size < 0:
-            raise ConfigError(f"--attack_step_size must be >= 0 (0: automatic), got {self.attack_step_size}.")
-        if self.method == "robgan" and (self.attack_eps == 0 or self.attack_steps == 0):
-            raise ConfigError("--method=robgan needs an attack: --attack_eps > 0 and --attack_steps > 0 "
-                             "(use --method=gan to train without one).")
         if self.batch_size % self.cpu_replicas:
             raise ConfigError(f"--batch_size={self.batch_size} must divide evenly over --cpu_replicas={self.cpu_replicas}.")
         if self.jit_compile and (self.cpu_replicas > 1 or self.strategy in ("mirrored", "multi_worker")):
             raise ConfigError("--jit_compile needs a single replica; drop it or use --strategy=default.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         self.eps_grid()  # parses
         self.profile_range()
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -285,28 +267,9 @@ class ExperimentConfig:
             raise ConfigError(f"--quality_every with --quality_backend=reference needs --quality_weights=FILE.keras "
                               f"(got {self.quality_weights!r}); train one with robgan-train-reference, or use "
                               "--quality_backend=classifier.")
-        try:
-            self.train_config(10)  # dataclass-level checks (lr > 0, schedule settings, ...)
-            self.finetune_config(10)
-        except ValueError as e:  # the dataclasses' own checks: name the flags, not the fields
-            raise ConfigError(f"{e} (flags: --{' --'.join(self._TRAIN_FLAGS)})") from None
+        self.train_config()  # the dataclasses' own rules, their errors naming these flags
+        self.finetune_config()
         return self
-
-    _TRAIN_FLAGS = ("lr_schedule", "halve_every", "lr_boundaries", "lr_decay_start", "reset_adam", "optimizer",
-                    "finetune_lambda", "finetune_eps")
-
-    @property
-    def discriminator_preset(self):
-        return self.arch if self.d_arch == "same" else self.d_arch
-
-    @property
-    def augmentation(self):
-        """The training / fine-tuning augmentation, "auto" resolved for the dataset."""
-        return auto_augment(self.dataset) if self.augment == "auto" else self.augment
-
-    @property
-    def finetune_batch(self):
-        return self.finetune_batch_size or self.batch_size
 
     def build_models(self, num_classes, resolution, channels):
         """(generator or None in advtrain, discriminator) as these flags ask; call inside the strategy scope."""
@@ -339,11 +302,78 @@ class ExperimentConfig:
         """Training iterations (one = n_dis D updates + one G update)."""
         return self.train_iterations
 
+    # -- the flag layer's translations: every sentinel of a flag is resolved here and nowhere else
+    # (0 -> automatic / off / the other flag's value), and the library's configs are built from the result.
+    # A rule the configs break is reported with the flags that set the fields at fault.
+    _TRAIN_FLAG_OF = {"train_steps": "train_iterations", "beta1": "adam_beta1", "beta2": "adam_beta2",
+                      "attack.eps": "attack_eps", "attack.steps": "attack_steps",
+                      "attack.step_size": "attack_step_size", "attack.loss": "d_head",
+                      "attack.random_start": "attack_random_start"}
+    _FINETUNE_FLAG_OF = {"steps": "finetune_steps", "lam": "finetune_lambda", "lr": "finetune_lr",
+                         "attack.eps": "finetune_eps", "attack.steps": "attack_steps"}
+
+    @property
+    def attack_step_size_or_auto(self):
+        """--attack_step_size, 0 meaning automatic (None: 2.5 * eps / steps)."""
+        return self.attack_step_size or None
+
+    @property
+    def ema_decay_or_off(self):
+        """--ema_decay, 0 meaning off (None)."""
+        return self.ema_decay or None
+
+    @property
+    def finetune_attack_eps(self):
+        """--finetune_eps, -1 meaning --attack_eps."""
+        return self.attack_eps if self.finetune_eps == -1 else self.finetune_eps
+
+    @property
+    def finetune_batch(self):
+        """--finetune_batch_size, 0 meaning --batch_size."""
+        return self.finetune_batch_size or self.batch_size
+
+    @property
+    def image_resolution(self):
+        """--resolution, 0 meaning the dataset's own (digits: 16 px for the tiny preset, else 32)."""
+        if self.resolution:
+            return self.resolution
+        native = NATIVE_RESOLUTION.get(self.dataset, 32)
+        if native == 16 and not all((p, 16) in PRESETS for p in (self.arch, self.discriminator_preset)):
+            return 32
+        return native
+
+    @property
+    def load_resolution(self):
+        """The size to load images at: None keeps the dataset's own where this package does not know it (folder,
+        npz, tfds sets are loaded at their native size)."""
+        if self.resolution or self.dataset in NATIVE_RESOLUTION:
+            return self.image_resolution
+        return None
+
+    @property
+    def discriminator_preset(self):
+        """--d_arch, "same" meaning --arch."""
+        return self.arch if self.d_arch == "same" else self.d_arch
+
+    @property
+    def augmentation(self):
+        """--augment, "auto" meaning the authors' choice for the dataset."""
+        return auto_augment(self.dataset) if self.augment == "auto" else self.augment
+
+    @staticmethod
+    def _built(build, flag_of, prefix=""):
+        try:
+            return build()
+        except SettingError as e:
+            names = sorted({flag_of.get(prefix + f, (prefix + f).split(".")[-1]) for f in e.fields})
+            raise ConfigError(f"{' '.join('--' + n for n in names)}: {e}") from None
+
     def attack_config(self):
         two_head = self.method != "advtrain" and self.d_head == "acgan"
-        return AttackConfig(eps=self.attack_eps, steps=self.attack_steps,
-                            step_size=self.attack_step_size or None, random_start=self.attack_random_start,
-                            loss="two_head" if two_head else "ce")
+        return self._built(lambda: AttackConfig(
+            eps=self.attack_eps, steps=self.attack_steps, step_size=self.attack_step_size_or_auto,
+            random_start=self.attack_random_start, loss="two_head" if two_head else "ce"),
+            self._TRAIN_FLAG_OF, "attack.")
 
     def lr_boundary_list(self):
         if not self.lr_boundaries.strip():
@@ -353,26 +383,28 @@ class ExperimentConfig:
         except ValueError:
             raise ConfigError(f"--lr_boundaries must be comma-separated integers, got {self.lr_boundaries!r}.") from None
 
-    def train_config(self, num_classes):
-        return TrainConfig(
-            # The library counts D updates; the flags count iterations of n_dis D updates each.
-            num_classes=num_classes, method=self.method, z_dim=self.z_dim, n_dis=self.n_dis,
-            train_steps=self.train_iterations * self.n_dis, lr_g=self.lr_g, lr_d=self.lr_d, beta1=self.adam_beta1,
-            beta2=self.adam_beta2, adam_epsilon=self.adam_epsilon,
+    def train_config(self):
+        # The library counts D updates; the flags count iterations of n_dis D updates each.
+        d = self.n_dis
+        attack = self.attack_config()
+        return self._built(lambda: TrainConfig(
+            method=self.method, n_dis=self.n_dis, train_steps=self.train_iterations * d, lr_g=self.lr_g,
+            lr_d=self.lr_d, beta1=self.adam_beta1, beta2=self.adam_beta2, adam_epsilon=self.adam_epsilon,
             optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
-            lr_schedule=self.lr_schedule, halve_every=self.halve_every * self.n_dis,
-            lr_decay_start=self.lr_decay_start * self.n_dis, lr_boundaries=tuple(b * self.n_dis for b in self.lr_boundary_list()), lr_step_factor=self.lr_step_factor, reset_adam=self.reset_adam,
-            ema_decay=self.ema_decay or None, reuse_fake=self.reuse_fake,
+            lr_schedule=self.lr_schedule, halve_every=self.halve_every * d, lr_decay_start=self.lr_decay_start * d,
+            lr_boundaries=tuple(b * d for b in self.lr_boundary_list()), lr_step_factor=self.lr_step_factor,
+            reset_adam=self.reset_adam, ema_decay=self.ema_decay_or_off, reuse_fake=self.reuse_fake,
             loss=LossConfig.named(self.loss_weights, gan_loss=self.gan_loss, variant=self.loss_variant),
-            attack=self.attack_config(), mixed_precision=self.mixed_precision, seed=self.seed)
+            attack=attack, mixed_precision=self.mixed_precision, seed=self.seed), self._TRAIN_FLAG_OF)
 
-    def finetune_config(self, num_classes):
-        eps = self.attack_eps if self.finetune_eps < 0 else self.finetune_eps
-        return FinetuneConfig(
-            num_classes=num_classes, steps=max(self.finetune_steps, 1), lam=self.finetune_lambda,
-            lr=self.finetune_lr, z_dim=self.z_dim, attack=AttackConfig(eps=eps, steps=self.attack_steps, loss="ce"),
+    def finetune_config(self):
+        # finetune_steps 0 skips fine-tuning; the config then describes the run that is not made.
+        attack = self._built(lambda: AttackConfig(eps=self.finetune_attack_eps, steps=self.attack_steps, loss="ce"),
+                             self._FINETUNE_FLAG_OF, "attack.")
+        return self._built(lambda: FinetuneConfig(
+            steps=max(self.finetune_steps, 1), lam=self.finetune_lambda, lr=self.finetune_lr, attack=attack,
             adam_epsilon=self.adam_epsilon, reset_adam=self.finetune_reset_adam,
-            mixed_precision=self.mixed_precision, seed=self.seed + 1)
+            mixed_precision=self.mixed_precision, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
 
     # -- persistence
     # Changing these under an existing run would silently mix two experiments; everything else (learning

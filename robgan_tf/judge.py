@@ -42,12 +42,12 @@ def _within_class_std(images8, labels):
     return float(np.mean([images8[labels == k].std(axis=0).mean() for k in range(10)]))
 
 
-def judge_generator(generator, z_dim, resolution, n_per_class=50, seed=0):
+def judge_generator(generator, resolution, n_per_class=50, seed=0):
     """{"accuracy", "per_class", "real_test_accuracy", "diversity", "num_samples"} of a digits generator."""
     judge = DigitsJudge()
     per_class, fakes = [], []
     for k in range(10):
-        z = tf.random.stateless_normal([n_per_class, z_dim], seed=[seed, k])
+        z = tf.random.stateless_normal([n_per_class, generator.z_dim], seed=[seed, k])
         images = np.asarray(generator(z, tf.fill([n_per_class], k), training=False))
         per_class.append(judge.accuracy(images, np.full(n_per_class, k)))
         fakes.append(to_8x8(images))

@@ -186,7 +186,7 @@ def quality_scorer(run):
     cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
 
     def score(step, seconds):
-        point = quality.curve_point(backend, run.sampling_generator(), run.num_classes, cfg.z_dim, run.train_source,
+        point = quality.curve_point(backend, run.sampling_generator(), run.train_source,
                                     cfg.quality_samples, cache)
         record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
                   **point,
@@ -222,7 +222,7 @@ def train(run: Run):
 
     def monitor(step):
         if run.generator is not None:
-            tf.summary.image("samples", sample_grid(run.sampling_generator(), run.num_classes, cfg.z_dim)[None],
+            tf.summary.image("samples", sample_grid(run.sampling_generator())[None],
                              step=step)
         log_gap(model.classifier, run, cfg.attack_eps, step)
 

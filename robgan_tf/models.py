@@ -136,6 +136,8 @@ class Generator(_BuildByCalling, keras.Model):
                              "separately (e.g. Generator(..., preset='authors')).")
         self.num_classes, self.resolution, self.preset = int(num_classes), int(resolution), preset
         self.channels, self.z_dim = int(channels), int(z_dim)
+        if self.z_dim < 1:
+            raise ValueError(f"z_dim must be >= 1, got {z_dim}.")
         ups = sum(up for _, up in self.spec.g_blocks)
         if 4 * 2 ** ups != self.resolution:  # a preset table error, not a user error
             raise AssertionError(f"preset {preset} at {resolution}px upsamples 4 -> {4 * 2 ** ups}")

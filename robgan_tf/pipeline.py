@@ -81,14 +81,14 @@ def pipeline(cfg: ExperimentConfig):
     if run.generator is not None:
         g = run.sampling_generator()
         sample_path = os.path.join(cfg.logdir, "samples.png")
-        write_png(sample_path, sample_grid(g, run.num_classes, cfg.z_dim))
-        per_class = quality.per_class_label_accuracy(g, classifier, run.num_classes, cfg.z_dim, n_per_class=50)
+        write_png(sample_path, sample_grid(g))
+        per_class = quality.per_class_label_accuracy(g, classifier, n_per_class=50)
         summary["generator_label_accuracy"] = float(np.mean(per_class))
         summary["generator_label_accuracy_per_class"] = per_class
         if cfg.dataset == "digits":
             from robgan_tf import judge
 
-            summary["independent_judge"] = judge.judge_generator(g, cfg.z_dim, run.resolution)
+            summary["independent_judge"] = judge.judge_generator(g, run.resolution)
     summary["seconds"] = round(time.time() - t0, 1)
     scalars = {"generator/label_accuracy": summary.get("generator_label_accuracy"),
                "generator/independent_judge_accuracy": summary.get("independent_judge", {}).get("accuracy")}

@@ -253,8 +253,10 @@ def make_backend(name, classifier=None, weights_path=None, expected_sha256=None)
     raise ValueError(f"unknown quality backend {name!r}; choose one of {BACKENDS}")
 
 
-def generated_batches(generator, num_classes, z_dim, num_samples, batch_size=100, seed=0):
-    """Generator samples with uniformly drawn labels, in inference mode."""
+def generated_batches(generator, num_samples, batch_size=100, seed=0):
+    """Generator samples with uniformly drawn labels, in inference mode. A generator is a callable (z, labels,
+    training) -> images with .num_classes and .z_dim (models.Generator, loading.ExportedGenerator)."""
+    num_classes, z_dim = generator.num_classes, generator.z_dim
     rng = np.random.default_rng(seed)
     for start in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - start)
@@ -290,7 +292,7 @@ def real_statistics(backend, source, cache_path=None, batch_size=100, verbose=Tr
     return mu, sigma, kid_features
 
 
-def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_samples=5000, splits=10,
+def generator_metrics(backend, generator, source=None, num_samples=5000, splits=10,
                       cache_path=None, batch_size=100, seed=0, verbose=True):
     """Inception Score (mean, std over splits) of generated images under `backend` and, when `source` (the
     reference split) is given, their FID and KID (mean, std over subsets) against its cached features -- all
@@ -298,7 +300,7 @@ def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_s
     numbers use."""
     probs, feats = [], []
     progress = Progress(f"[{backend.name}] generated images", num_samples, unit="images", enabled=verbose)
-    for x in generated_batches(generator, num_classes, z_dim, num_samples, batch_size, seed):
+    for x in generated_batches(generator, num_samples, batch_size, seed):
         p, f = backend.outputs(x)
         probs.append(p)
         feats.append(f)
@@ -319,11 +321,11 @@ def generator_metrics(backend, generator, num_classes, z_dim, source=None, num_s
     return out
 
 
-def per_class_label_accuracy(generator, classifier, num_classes, z_dim, n_per_class=100, seed=0):
+def per_class_label_accuracy(generator, classifier, n_per_class=100, seed=0):
     """Per-class fraction of generated images that `classifier` assigns to their conditioning label."""
     out = []
-    for k in range(num_classes):
-        z = tf.random.stateless_normal([n_per_class, z_dim], seed=[seed, k])
+    for k in range(generator.num_classes):
+        z = tf.random.stateless_normal([n_per_class, generator.z_dim], seed=[seed, k])
         labels = tf.fill([n_per_class], k)
         pred = predict(classifier, generator(z, labels, training=False))
         out.append(float(tf.reduce_mean(tf.cast(pred == k, tf.float32))))
@@ -337,14 +339,12 @@ def stats_cache_path(directory, backend_name, dataset, split):
     return os.path.join(directory, f"fid_stats_{backend_name}_{slug(dataset)}_{split}.npz")
 
 
-def curve_point(backend, generator, num_classes, z_dim, source, num_samples, cache_path, classifier=None):
+def curve_point(backend, generator, source, num_samples, cache_path, classifier=None):
     """IS, FID, KID and mean label accuracy of one generator: a point of a quality curve. Label accuracy is judged
     by the backend's classifier when it has one (the reference classifier, independent of the run), else by
     `classifier`."""
-    m = generator_metrics(backend, generator, num_classes, z_dim, source, num_samples, cache_path=cache_path,
-                          verbose=False)
+    m = generator_metrics(backend, generator, source, num_samples, cache_path=cache_path, verbose=False)
     judge = getattr(backend, "classifier", None) or classifier
-    label = per_class_label_accuracy(generator, judge, num_classes, z_dim,
-                                     n_per_class=max(num_samples // num_classes, 1))
+    label = per_class_label_accuracy(generator, judge, n_per_class=max(num_samples // generator.num_classes, 1))
     return {"inception_score": m["inception_score"], "fid": m["fid"], "kid": m["kid"],
             "label_accuracy": float(np.mean(label))}

@@ -19,7 +19,8 @@ import tensorflow as tf
 from robgan_tf import autoattack as autoattack_lib
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.attacks import PAPER_STEP_FRACTION, class_logits, pgd, predict, traces_of
+from robgan_tf.attacks import class_logits, pgd, predict, traces_of
+from robgan_tf.config import PAPER_STEP_FRACTION
 from robgan_tf.experiment import eps_label
 from robgan_tf.progress import Progress
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.experiment import NATIVE_RESOLUTION, ConfigError, ExperimentConfig
+from robgan_tf.experiment import ConfigError, ExperimentConfig
 from robgan_tf.runtime import is_chief, make_strategy, worker_dir
 from robgan_tf.training import FineTuner, RobGAN, make_optimizers
 
@@ -59,7 +59,7 @@ class Run:
         self.lock = None  # held while this process writes the run
         self.strategy = strategy or make_strategy(cfg)
         # Load (and so validate) the data before any model is built.
-        res = cfg.resolution or (cfg.image_resolution if cfg.dataset in NATIVE_RESOLUTION else None)
+        res = cfg.load_resolution
         self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
@@ -77,7 +77,7 @@ class Run:
             raise ConfigError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
         with self.strategy.scope():
             self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
-            self.train_config = cfg.train_config(self.num_classes)
+            self.train_config = cfg.train_config()
             self.model = RobGAN(self.discriminator, self.generator, self.train_config)
             self.model.compile(*make_optimizers(self.train_config))
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
@@ -162,7 +162,7 @@ class FinetuneRun:
         if not run.restore():
             raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
                                     "(launch/train.py), then fine-tune.")
-        self.config = cfg.finetune_config(run.num_classes)
+        self.config = cfg.finetune_config()
         with run.strategy.scope():
             self.classifier = run.discriminator.classifier()
             self.generator = run.sampling_generator()  # after the restore: the trained (EMA) weights

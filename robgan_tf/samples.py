@@ -20,10 +20,11 @@ def grid_classes(num_classes, rows=10):
     return np.linspace(0, num_classes - 1, rows).round().astype(np.int64)
 
 
-def sample_grid(generator, num_classes, z_dim, cols=8, seed=1234):
-    """uint8 image grid: one row per class, the same fixed z vectors in every row."""
-    classes = grid_classes(num_classes)
-    z = tf.random.stateless_normal([cols, z_dim], seed=[seed, 0])
+def sample_grid(generator, cols=8, seed=1234):
+    """uint8 image grid: one row per class, the same fixed z vectors in every row. A generator is a callable
+    (z, labels, training) -> images with .num_classes and .z_dim."""
+    classes = grid_classes(generator.num_classes)
+    z = tf.random.stateless_normal([cols, generator.z_dim], seed=[seed, 0])
     z = tf.tile(z, [len(classes), 1])
     labels = tf.repeat(tf.constant(classes, tf.int32), cols)
     images = generator(z, labels, training=False)
@@ -42,13 +43,13 @@ def balanced_labels(num_classes, num_samples):
     return np.sort(np.arange(num_samples) % num_classes).astype(np.int32)
 
 
-def generate(generator, num_classes, z_dim, num_samples, seed=0, batch_size=100):
+def generate(generator, num_samples, seed=0, batch_size=100):
     """(uint8 images [N, H, W, C], int32 labels [N]): class-balanced, z from a stateless normal per batch."""
-    labels = balanced_labels(num_classes, num_samples)
+    labels = balanced_labels(generator.num_classes, num_samples)
     images = []
     for i, start in enumerate(range(0, num_samples, batch_size)):
         y = labels[start:start + batch_size]
-        z = tf.random.stateless_normal([len(y), z_dim], seed=[seed, i])
+        z = tf.random.stateless_normal([len(y), generator.z_dim], seed=[seed, i])
         images.append(quantize(generator(z, tf.constant(y), training=False)).numpy())
     return np.concatenate(images), labels
 

@@ -195,9 +195,13 @@ class RobGAN(keras.Model):
         if config.method == "robgan" and config.attack.loss == "two_head" and discriminator.head != "acgan":
             raise ValueError("The two-head attack loss needs the AC-GAN head; use attack loss 'ce' with "
                              "the projection discriminator.")
-        if config.uses_generator and generator.num_classes != config.num_classes:
-            raise ValueError("generator.num_classes differs from config.num_classes.")
+        if config.uses_generator and generator.num_classes != discriminator.num_classes:
+            raise ValueError(f"the generator draws {generator.num_classes} classes but the discriminator has "
+                             f"{discriminator.num_classes}.")
         self.config = config
+        # The class count and the noise size are the networks' own (one authority: the models).
+        self.num_classes = discriminator.num_classes
+        self.z_dim = generator.z_dim if config.uses_generator else None
         self.discriminator = discriminator
         self.generator = generator if config.uses_generator else None
         self.classifier = discriminator.classifier()
@@ -250,8 +254,8 @@ class RobGAN(keras.Model):
                    random_start=a.random_start, restarts=a.restarts, loss=a.loss, rng=self.rng)
 
     def sample_inputs(self, batch_size):
-        z = self.rng.normal([batch_size, self.config.z_dim])
-        labels = self.rng.uniform([batch_size], 0, self.config.num_classes, dtype=tf.int32)
+        z = self.rng.normal([batch_size, self.z_dim])
+        labels = self.rng.uniform([batch_size], 0, self.num_classes, dtype=tf.int32)
         return z, labels
 
     def d_step(self, x_real, labels, fakes=None):
@@ -383,6 +387,10 @@ class FineTuner(keras.Model):
         super().__init__(**kwargs)
         if config is None:
             raise ValueError("FineTuner needs a FinetuneConfig.")
+        d = getattr(classifier, "discriminator", None)
+        if generator is not None and d is not None and generator.num_classes != d.num_classes:
+            raise ValueError(f"the generator draws {generator.num_classes} classes but the classifier has "
+                             f"{d.num_classes}.")
         self.config = config
         self.classifier = classifier
         self.generator = generator
@@ -417,8 +425,8 @@ class FineTuner(keras.Model):
         use_fake = self.generator is not None and cfg.lam > 0
         if use_fake:
             b = tf.shape(images)[0]
-            z = self.rng.normal([b, cfg.z_dim])
-            y_fake = self.rng.uniform([b], 0, cfg.num_classes, dtype=tf.int32)
+            z = self.rng.normal([b, self.generator.z_dim])
+            y_fake = self.rng.uniform([b], 0, self.generator.num_classes, dtype=tf.int32)
             x_fake = self._attack(tf.stop_gradient(self.generator(z, y_fake, training=False)), y_fake)
         with tf.GradientTape() as tape:
             real_logits = self.classifier(x_real, training=True)

@@ -148,5 +148,5 @@ def test_argument_validation_and_defaults():
         pgd(model, x, y, eps=-0.1, steps=3)
     with pytest.raises(ValueError, match="random_start"):
         pgd(model, x, y, eps=0.1, steps=3, restarts=3)
-    with pytest.raises(ValueError, match="Unknown attack loss"):
+    with pytest.raises(ValueError, match="attack loss must be one of"):
         pgd(model, x, y, eps=0.1, steps=3, loss="l2")

@@ -41,12 +41,12 @@ def test_flagfile_parses_validates_and_builds(path):
     cfg = _parse(path).validate()
     k = NUM_CLASSES[cfg.dataset]
     g, d = cfg.build_models(k, cfg.image_resolution, 3)
-    train = cfg.train_config(k)
+    train = cfg.train_config()
     model = RobGAN(d, g, train)  # builds both networks
     model.compile(*make_optimizers(train))
     assert count_params(d) > 1e6 and (g is None) == (cfg.method == "advtrain")
     if cfg.finetune_steps:
-        cfg.finetune_config(k)
+        cfg.finetune_config()
     # faithful settings the paper's runs depend on
     if cfg.arch == "authors" and cfg.method != "advtrain":
         assert cfg.attack_step_size == 0.0078 and cfg.reset_adam and cfg.lr_schedule == "halve"
@@ -54,20 +54,63 @@ def test_flagfile_parses_validates_and_builds(path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(attack_eps=-0.1), "attack_eps must be >= 0"),
-    (dict(train_iterations=0), "train_iterations must be > 0"),
-    (dict(method="robgan", attack_steps=0), "needs an attack"),
+    # rules of the flag layer itself
+    (dict(train_iterations=0), "^--train_iterations must be > 0"),
     (dict(d_arch="preact_resnet18", resolution=64), "--d_arch=preact_resnet18 --resolution=64: .* no 64px"),
     (dict(d_arch="preact_resnet18", d_norm="batch"), "no BatchNorm and no conv biases"),
     (dict(method="advtrain", d_head="projection"), "projection needs labels"),
-    (dict(lr_schedule="step"), "lr_boundaries"),
     (dict(lr_schedule="step", lr_boundaries="10,x"), "comma-separated integers"),
-    (dict(reset_adam=True), "reset_adam restarts Adam"),
     (dict(finetune_batch_size=-1), "finetune_batch_size"),
+    # rules the config dataclasses own, reported with the flags that set the fields at fault
+    (dict(attack_eps=-0.1), "^--attack_eps: attack eps must be >= 0"),
+    (dict(attack_step_size=-0.1), r"^--attack_step_size: attack step_size must be > 0 \(None: automatic\)"),
+    (dict(method="robgan", attack_steps=0), "^--attack_eps --attack_steps --method: method 'robgan' needs an attack"),
+    (dict(n_dis=0), "^--n_dis: n_dis must be >= 1"),
+    (dict(lr_schedule="step"), "^--lr_boundaries --lr_schedule: lr_schedule='step' needs lr_boundaries"),
+    (dict(halve_every=-1), "^--halve_every: halve_every must be >= 0"),
+    (dict(reset_adam=True), "^--lr_schedule --optimizer --reset_adam: reset_adam restarts Adam"),
+    (dict(ema_decay=1.5), r"^--ema_decay: ema_decay must be in \(0, 1\)"),
+    (dict(adam_beta2=1.0), "^--adam_beta1 --adam_beta2: Adam betas"),
+    (dict(finetune_lambda=-1.0), "^--finetune_lambda: finetune lambda must be >= 0"),
+    (dict(finetune_eps=-0.5), "^--finetune_eps: attack eps must be >= 0"),
+    (dict(finetune_lr=0.0), "^--finetune_lr: finetune lr must be > 0"),
 ])
 def test_flag_combinations_that_cannot_work_are_refused_with_the_flag_named(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    from robgan_tf.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
         ExperimentConfig(**overrides).validate()
+
+
+def test_sentinels_resolve_in_one_place_and_reach_the_library_configs():
+    auto = ExperimentConfig(attack_eps=0.05, attack_step_size=0.0, ema_decay=0.0, finetune_eps=-1.0,
+                            finetune_batch_size=0, batch_size=48, resolution=0, d_arch="same", arch="tiny")
+    train, ft = auto.train_config(), auto.finetune_config()
+    assert train.attack.step_size is None and train.ema_decay is None  # 0: automatic / off
+    assert ft.attack.eps == 0.05 and auto.finetune_batch == 48  # -1 / 0: the other flag's value
+    assert auto.image_resolution == 16 and auto.load_resolution == 16 and auto.discriminator_preset == "tiny"
+    assert ExperimentConfig(arch="sngan").image_resolution == 32  # digits at 32 px for the presets without 16 px
+    assert ExperimentConfig(dataset="npz").load_resolution is None  # a file's own size
+    given = ExperimentConfig(attack_step_size=0.01, ema_decay=0.99, finetune_eps=0.03, finetune_batch_size=96)
+    assert given.train_config().attack.step_size == 0.01 and given.train_config().ema_decay == 0.99
+    assert given.finetune_config().attack.eps == 0.03 and given.finetune_batch == 96
+
+
+@pytest.mark.parametrize("bad", [dict(eps=-1.0), dict(steps=-1), dict(step_size=0.0), dict(restarts=0),
+                                 dict(restarts=2), dict(loss="hinge")])
+def test_pgd_and_attack_config_refuse_the_same_settings_with_the_same_words(bad):
+    """One authority for the attack's rules: calling pgd directly and building an AttackConfig agree."""
+    import numpy as np
+
+    from robgan_tf.attacks import pgd
+    from robgan_tf.config import AttackConfig, SettingError
+
+    settings = {"eps": 0.1, "steps": 2, **bad}
+    with pytest.raises(SettingError) as from_config:
+        AttackConfig(**settings)
+    with pytest.raises(SettingError) as from_pgd:
+        pgd(lambda x: x[:, 0, 0, :], np.zeros((1, 2, 2, 3), np.float32), [0], **settings)
+    assert str(from_config.value) == str(from_pgd.value) and from_config.value.fields == from_pgd.value.fields
 
 
 def test_flags_reach_every_discriminator_option():
@@ -93,15 +136,13 @@ def test_launch_scripts_turn_only_the_packages_errors_into_one_line():
         common.guarded(lambda: (_ for _ in ()).throw(WeightsError("x.h5 has sha256 ...")))
     with pytest.raises(ValueError, match="a TensorFlow shape bug"):  # not ours: keeps its traceback
         common.guarded(lambda: (_ for _ in ()).throw(ValueError("a TensorFlow shape bug")))
-    with pytest.raises(ValueError, match="finetune lambda must be >= 0"):
-        ExperimentConfig(finetune_lambda=-1.0).validate()
 
 
 def test_flag_counts_are_iterations_and_old_names_still_read():
     cfg = ExperimentConfig(n_dis=5, train_iterations=100, lr_schedule="halve", halve_every=20, method="gan")
-    train = cfg.train_config(10)  # the library counts D updates
+    train = cfg.train_config()  # the library counts D updates
     assert cfg.iterations == 100 and train.train_steps == 500 and train.halve_every == 100 and train.method == "gan"
-    step = ExperimentConfig(n_dis=2, lr_schedule="step", lr_boundaries="10,30").train_config(10)
+    step = ExperimentConfig(n_dis=2, lr_schedule="step", lr_boundaries="10,30").train_config()
     assert step.lr_boundaries == (20, 60)
     # a config.json written by 0.1 (mode, train_steps in D updates) still opens
     old = ExperimentConfig.from_dict({"mode": "advtrain", "train_steps": 501, "n_dis": 5})

@@ -18,7 +18,13 @@ def _real_digit_generator(resolution):
             out.append(images[pool[i % len(pool)]])
         return np.stack(out)
 
-    return generate
+    return _with_shape(generate)
+
+
+def _with_shape(fn):
+    """A generator callable with the attributes the package reads: 10 classes, 8-d noise."""
+    fn.num_classes, fn.z_dim = 10, 8
+    return fn
 
 
 def test_to_8x8_inverts_area_upsampling_exactly():
@@ -29,13 +35,13 @@ def test_to_8x8_inverts_area_upsampling_exactly():
 
 
 def test_judge_scores_real_digits_high_and_noise_and_collapse_low():
-    real = judge.judge_generator(_real_digit_generator(16), 8, 16, n_per_class=20)
+    real = judge.judge_generator(_real_digit_generator(16), 16, n_per_class=20)
     assert real["real_test_accuracy"] > 0.95 and real["accuracy"] > 0.9 and real["diversity"] > 0.8
 
     def noise(z, labels, training=False):
         return tf.random.stateless_uniform([len(labels), 16, 16, 1], seed=[1, 2], minval=-1, maxval=1)
 
-    assert judge.judge_generator(noise, 8, 16, n_per_class=20)["accuracy"] < 0.3
+    assert judge.judge_generator(_with_shape(noise), 16, n_per_class=20)["accuracy"] < 0.3
 
     one_each = _real_digit_generator(16)
 
@@ -43,5 +49,5 @@ def test_judge_scores_real_digits_high_and_noise_and_collapse_low():
         return one_each(z, np.asarray(labels), training) * 0 + np.stack(
             [one_each(None, [k])[0] for k in np.asarray(labels)])
 
-    c = judge.judge_generator(collapsed, 8, 16, n_per_class=20)
+    c = judge.judge_generator(_with_shape(collapsed), 16, n_per_class=20)
     assert c["accuracy"] > 0.9 and c["diversity"] < 0.05

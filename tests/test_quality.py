@@ -25,6 +25,8 @@ def test_quantize_and_inception_preprocess_known_values():
 class _LabelPainter:
     """A 'generator' whose images carry their label as brightness, and a classifier that reads it."""
 
+    num_classes, z_dim = 10, 4
+
     def __call__(self, z, labels, training=False):
         v = tf.cast(labels, tf.float32)[:, None, None, None] / 10.0 - 0.45
         return tf.tile(v, [1, 4, 4, 1])
@@ -37,10 +39,10 @@ def _reader(images, training=False):
 
 def test_classifier_backend_inception_score_and_label_accuracy():
     backend = quality.ClassifierBackend(_reader)
-    result = quality.generator_metrics(backend, _LabelPainter(), 10, 4, num_samples=2000, splits=10)
+    result = quality.generator_metrics(backend, _LabelPainter(), num_samples=2000, splits=10)
     assert 9.5 < result["inception_score"] <= 10.0 + 1e-6  # one-hot and (nearly) uniform labels: IS ~ K
     assert "not comparable" in result["backend_label"] and "fid" not in result
-    acc = quality.per_class_label_accuracy(_LabelPainter(), _reader, 10, 4, n_per_class=5)
+    acc = quality.per_class_label_accuracy(_LabelPainter(), _reader, n_per_class=5)
     assert acc == [1.0] * 10
 
 
@@ -61,9 +63,14 @@ def test_real_statistics_are_cached_with_metadata(tmp_path):
     np.testing.assert_array_equal(mu, mu2)
     # FID of generated images: against the cached statistics, equal to the closed form on the same features
     painter = _LabelPainter()
-    out = quality.generator_metrics(backend, lambda z, y, training=False: painter(z, y)[:, :4, :4] * 2,
-                                    10, 4, source=src, num_samples=300, cache_path=cache, batch_size=64, seed=3)
-    gen = np.concatenate([backend.features(x * 2) for x in quality.generated_batches(painter, 10, 4, 300, 64, 3)])
+
+    class Doubled(_LabelPainter):
+        def __call__(self, z, labels, training=False):
+            return painter(z, labels) * 2
+
+    out = quality.generator_metrics(backend, Doubled(), source=src, num_samples=300, cache_path=cache, batch_size=64,
+                                    seed=3)
+    gen = np.concatenate([backend.features(x * 2) for x in quality.generated_batches(painter, 300, 64, 3)])
     np.testing.assert_allclose(out["fid"], quality.frechet_distance(mu, sigma, gen.mean(0), np.cov(gen, rowvar=False)),
                                rtol=1e-6)
     assert out["fid"] > 1.0 and out["fid_reference"] == "tiny/train (40 images)"

@@ -202,7 +202,7 @@ def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
     classifier, provenance = run_lib.load_final_classifier(run)
     export.export_run(run, classifier, provenance, out=str(tmp_path / "elsewhere"))
-    samples.sample_grid(run.sampling_generator(), run.num_classes, finetuned.z_dim)
+    samples.sample_grid(run.sampling_generator())
     assert _tree(finetuned.logdir) == before
     with pytest.raises(FileNotFoundError, match="no run at .*nowhere .no config.json.: train one there first"):
         run_lib.Run(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL), read_only=True)

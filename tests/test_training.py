@@ -43,7 +43,7 @@ def _data(n=32, batch=8, seed=0):
 
 def _model(mode="robgan", **cfg_kwargs):
     attack = cfg_kwargs.pop("attack", AttackConfig(eps=0.05, steps=2, loss="ce" if mode == "advtrain" else "two_head"))
-    cfg = TrainConfig(num_classes=K, method=mode, z_dim=Z, attack=attack, **cfg_kwargs)
+    cfg = TrainConfig(method=mode, attack=attack, **cfg_kwargs)
     g = Generator(K, 32, "tiny", channels=1, z_dim=Z) if mode != "advtrain" else None
     model = RobGAN(Discriminator(K, 32, "tiny", channels=1), g, cfg)
     model.compile(*make_optimizers(cfg))
@@ -126,28 +126,28 @@ def test_attack_runs_with_discriminator_in_inference_mode():
 
 
 def test_learning_rate_schedules():
-    cfg = TrainConfig(num_classes=K, method="gan", train_steps=100, n_dis=2, lr_schedule="linear")
+    cfg = TrainConfig(method="gan", train_steps=100, n_dis=2, lr_schedule="linear")
     d_opt, g_opt = make_optimizers(cfg)
     d_opt.iterations.assign(25)
     g_opt.iterations.assign(25)  # G's schedule spans 50 of its own steps
     assert float(current_lr(d_opt)) == pytest.approx(2e-4 * 0.75)
     assert float(current_lr(g_opt)) == pytest.approx(2e-4 * 0.5)
-    d_opt, _ = make_optimizers(TrainConfig(num_classes=K, method="gan", lr_schedule="halve", halve_every=10))
+    d_opt, _ = make_optimizers(TrainConfig(method="gan", lr_schedule="halve", halve_every=10))
     d_opt.iterations.assign(25)
     assert float(current_lr(d_opt)) == pytest.approx(2e-4 / 4)
-    ft = make_finetune_optimizer(FinetuneConfig(num_classes=K, steps=60))
+    ft = make_finetune_optimizer(FinetuneConfig(steps=60))
     for step, lr in ((0, 1e-3), (25, 1e-4), (45, 1e-5), (55, 1e-6)):
         ft.iterations.assign(step)
         assert float(current_lr(ft)) == pytest.approx(lr)
 
 
 def test_linear_decay_start_and_step_schedule():
-    cfg = TrainConfig(num_classes=K, method="gan", train_steps=100, lr_schedule="linear", lr_decay_start=60)
+    cfg = TrainConfig(method="gan", train_steps=100, lr_schedule="linear", lr_decay_start=60)
     d_opt, _ = make_optimizers(cfg)
     for it, factor in ((0, 1.0), (60, 1.0), (80, 0.5), (100, 0.0)):
         d_opt.iterations.assign(it)
         assert float(current_lr(d_opt)) == pytest.approx(2e-4 * factor)
-    madry = TrainConfig(num_classes=K, method="advtrain", attack=AttackConfig(eps=0.06, steps=2, loss="ce"),
+    madry = TrainConfig(method="advtrain", attack=AttackConfig(eps=0.06, steps=2, loss="ce"),
                         optimizer="sgd", lr_d=0.1, lr_schedule="step", lr_boundaries=(40, 60), weight_decay=2e-4)
     d_opt, g_opt = make_optimizers(madry)
     assert isinstance(d_opt, keras.optimizers.SGD) and d_opt.momentum == 0.9 and g_opt is None
@@ -155,9 +155,9 @@ def test_linear_decay_start_and_step_schedule():
         d_opt.iterations.assign(it)
         assert float(current_lr(d_opt)) == pytest.approx(lr)
     with pytest.raises(ValueError, match="lr_boundaries"):
-        TrainConfig(num_classes=K, lr_schedule="step")
+        TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="reset_adam"):
-        TrainConfig(num_classes=K, reset_adam=True)  # a constant lr is never lowered
+        TrainConfig(reset_adam=True)  # a constant lr is never lowered
 
 
 def test_resetting_adam_equals_a_freshly_created_adam_at_each_restart():
@@ -180,7 +180,7 @@ def test_resetting_adam_equals_a_freshly_created_adam_at_each_restart():
         plain.apply([g], [kept])
     assert np.abs(kept.numpy() - v.numpy()).max() > 1e-3
     # the authors' fine-tuning stages restart too
-    ft = make_finetune_optimizer(FinetuneConfig(num_classes=K, steps=60))
+    ft = make_finetune_optimizer(FinetuneConfig(steps=60))
     assert isinstance(ft, ResettingAdam) and ft.restart_at == (20, 40, 50) and ft.epsilon == 1e-8
 
 
@@ -192,7 +192,7 @@ def test_weight_decay_is_half_the_squared_kernel_norm_and_skips_biases():
 
 def _train_steps(strategy, batches, init, preset, eps, steps):
     with strategy.scope():
-        cfg = TrainConfig(num_classes=K, method="advtrain", attack=AttackConfig(eps=eps, steps=2, loss="ce"))
+        cfg = TrainConfig(method="advtrain", attack=AttackConfig(eps=eps, steps=2, loss="ce"))
         model = RobGAN(Discriminator(K, 32, preset, channels=1), None, cfg)
         # SGD, not Adam: Adam is invariant to the loss scale, so it would hide exactly the bug this
         # test is for (a per-replica mean where the global-batch mean belongs).
@@ -236,7 +236,7 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch():
 def test_batchnorm_moving_statistics_identical_on_every_replica():
     strategy = mirrored()
     with strategy.scope():
-        cfg = TrainConfig(num_classes=K, method="advtrain", attack=AttackConfig(eps=0.05, steps=1, loss="ce"))
+        cfg = TrainConfig(method="advtrain", attack=AttackConfig(eps=0.05, steps=1, loss="ce"))
         model = RobGAN(Discriminator(K, 32, "reference", channels=1), None, cfg)
         model.compile(*make_optimizers(cfg))
     rng = np.random.default_rng(0)
@@ -300,7 +300,7 @@ def test_jit_compiled_train_step_matches_the_plain_step():
 def test_finetuner_updates_classifier_only_in_training_mode():
     g = Generator(K, 32, "tiny", channels=1, z_dim=Z)
     d = Discriminator(K, 32, "tiny", channels=1)
-    cfg = FinetuneConfig(num_classes=K, steps=3, z_dim=Z, attack=AttackConfig(eps=0.05, steps=2, loss="ce"))
+    cfg = FinetuneConfig(steps=3, attack=AttackConfig(eps=0.05, steps=2, loss="ce"))
     ft = FineTuner(d.classifier(), g, cfg)
     ft.compile()
     g_before = [w.numpy().copy() for w in g.weights]
@@ -324,7 +324,7 @@ def test_advtrain_learns_a_robust_classifier_on_separable_data():
     # class 0: dark images, class 1: bright ones; eps 0.1 cannot bridge the 0.6 gap
     x = (np.where(y[:, None, None, None] == 1, 0.3, -0.3)
          + rng.uniform(-0.2, 0.2, (n, 32, 32, 1))).astype(np.float32)
-    cfg = TrainConfig(num_classes=2, method="advtrain", lr_d=1e-3,
+    cfg = TrainConfig(method="advtrain", lr_d=1e-3,
                       attack=AttackConfig(eps=0.1, steps=3, loss="ce"))
     model = RobGAN(Discriminator(2, 32, "tiny", channels=1), None, cfg)
     model.compile(*make_optimizers(cfg))
@@ -338,22 +338,22 @@ def test_advtrain_learns_a_robust_classifier_on_separable_data():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="method must be one of"):
-        TrainConfig(num_classes=3, method="wgan")
+        TrainConfig(method="wgan")
     with pytest.raises(ValueError, match="needs an attack"):
-        TrainConfig(num_classes=3, method="robgan", attack=AttackConfig(eps=0.0))
+        TrainConfig(method="robgan", attack=AttackConfig(eps=0.0))
     with pytest.raises(ValueError, match="advtrain"):
-        TrainConfig(num_classes=3, method="advtrain")  # two-head attack without a GAN head
+        TrainConfig(method="advtrain")  # two-head attack without a GAN head
     with pytest.raises(ValueError, match="eps"):
         AttackConfig(eps=-1)
     with pytest.raises(ValueError, match="needs a generator"):
-        RobGAN(Discriminator(3, 32, "tiny"), None, TrainConfig(num_classes=3))
+        RobGAN(Discriminator(3, 32, "tiny"), None, TrainConfig())
 
 
 def test_sngan_baseline_projection_hinge_trains():
     from robgan_tf.losses import LossConfig
 
     sngan = LossConfig(gan_loss="hinge", d_real_adv=1.0, d_real_cls=0.0, d_fake_adv=1.0, g_adv=1.0, g_cls=0.0)
-    cfg = TrainConfig(num_classes=K, method="gan", z_dim=Z, loss=sngan)
+    cfg = TrainConfig(method="gan", loss=sngan)
     model = RobGAN(Discriminator(K, 32, "tiny", channels=1, head="projection"),
                    Generator(K, 32, "tiny", channels=1, z_dim=Z), cfg)
     model.compile(*make_optimizers(cfg))

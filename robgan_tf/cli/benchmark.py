@@ -99,7 +99,7 @@ def main(argv):
     experiment = ExperimentConfig(resolution=r, **{name: FLAGS[name].value for name in MODEL_FLAGS})
     try:
         experiment.validate()
-        cfg = experiment.train_config(k)
+        cfg = experiment.train_config()
         g, d = experiment.build_models(k, r, c)
     except ValueError as e:
         common.fail(str(e))

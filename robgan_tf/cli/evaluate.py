@@ -104,7 +104,6 @@ def _load_model(path):
         return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
                             "resolution": run.resolution,
                             "generator": run.sampling_generator() if run.generator is not None else None,
-                            "num_classes": run.num_classes, "z_dim": cfg.z_dim,
                             "stats_dir": os.path.join(cfg.logdir, "eval")}
     if FLAGS.stage != "final":
         common.fail(f"--stage={FLAGS.stage} picks a classifier of a run directory; --model={path} is not one (an "
@@ -120,8 +119,7 @@ def _load_model(path):
         common.fail(f"--model={path}: its 'images' input has rank {rank}, not 4 ([N, H, W, C]).")
     print(f"classifier: {saved}")
     defaults = {"dataset": card.get("dataset"), "data_dir": card.get("training_flags", {}).get("data_dir", ""),
-                "resolution": card.get("resolution"), "num_classes": card.get("num_classes"),
-                "z_dim": card.get("z_dim"), "weights": card.get("weights"),
+                "resolution": card.get("resolution"), "weights": card.get("weights"),
                 "stats_dir": loading.export_dir_of(saved), "image_shape": classifier.image_shape}
     g_path = loading.sibling(saved, "generator")
     if card.get("z_dim") and g_path:
@@ -152,21 +150,21 @@ def _make_backend(classifier):
 def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     from robgan_tf import quality
 
-    g, k, z_dim = defaults["generator"], defaults["num_classes"], defaults["z_dim"]
+    g = defaults["generator"]
     split = FLAGS.fid_ref_split
     reference = data_lib.load(dataset, split, defaults.get("resolution") or None, data_dir)
     cache = FLAGS.fid_stats or quality.stats_cache_path(defaults["stats_dir"], backend.name, dataset, split)
     # Label accuracy is judged by the backend's classifier when it has one (the reference classifier: independent
     # of the run), else by the run's own.
     judge = getattr(backend, "classifier", None)
-    out = {**quality.generator_metrics(backend, g, k, z_dim, reference, FLAGS.num_samples, cache_path=cache),
+    out = {**quality.generator_metrics(backend, g, reference, FLAGS.num_samples, cache_path=cache),
            "fid_statistics_cache": cache,
-           "label_accuracy_per_class": quality.per_class_label_accuracy(g, judge or classifier, k, z_dim),
+           "label_accuracy_per_class": quality.per_class_label_accuracy(g, judge or classifier),
            "label_accuracy_judge": backend.name if judge is not None else "the evaluated classifier"}
     print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
           f"FID {out['fid']:.3f}, KID {out['kid']:.4f} +- {out['kid_std']:.4f} against {dataset}/{split} "
           f"({FLAGS.num_samples} samples); label accuracy of generated images "
-          f"{sum(out['label_accuracy_per_class']) / k:.1%}")
+          f"{sum(out['label_accuracy_per_class']) / g.num_classes:.1%}")
     if not out["comparable_sample_count"]:
         print(f"note: {FLAGS.num_samples} samples, fewer than the {quality.PUBLISHED_SAMPLES:,} published IS / FID / "
               "KID use: FID and IS are biased at this size, so these numbers compare only with others made with "
@@ -261,8 +259,8 @@ def _all_checkpoints(protocols):
     def score(run):
         out = {}
         if backend is not None:
-            out.update(quality.curve_point(backend, run.sampling_generator(), run.num_classes, cfg.z_dim, reference,
-                                           FLAGS.num_samples, cache, classifier))
+            out.update(quality.curve_point(backend, run.sampling_generator(), reference, FLAGS.num_samples, cache,
+                                           classifier))
         if protocols:
             table = robustness.robustness_table(
                 classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,

@@ -26,14 +26,14 @@ FLAGS = flags.FLAGS
 
 
 def _generator(path):
-    """(callable(z, labels, training) -> images, num_classes, z_dim) from robgan_tf.loading."""
+    """callable(z, labels, training) -> images, with .num_classes and .z_dim, from robgan_tf.loading."""
     from robgan_tf import loading
 
     g = loading.load_generator(path)
     if g.num_classes is None:
         common.fail(f"{getattr(g, 'path', path)} has no model card (assets.extra/model_card.json or the export's "
                     "manifest.json) telling its number of classes; export it again with robgan-export.")
-    return g, g.num_classes, g.z_dim
+    return g
 
 
 def main(argv):
@@ -44,12 +44,13 @@ def main(argv):
         common.fail("--num_samples goes with --out_dir and/or --npz (where to write the samples).")
     if FLAGS.out_dir and os.path.exists(FLAGS.out_dir) and os.listdir(FLAGS.out_dir):
         common.fail(f"--out_dir={FLAGS.out_dir} exists and is not empty; choose a new folder.")
-    generator, num_classes, z_dim = common.guarded(lambda: _generator(FLAGS.model))
-    samples.write_png(FLAGS.out, samples.sample_grid(generator, num_classes, z_dim, cols=FLAGS.cols, seed=FLAGS.seed))
+    generator = common.guarded(lambda: _generator(FLAGS.model))
+    num_classes = generator.num_classes
+    samples.write_png(FLAGS.out, samples.sample_grid(generator, cols=FLAGS.cols, seed=FLAGS.seed))
     print(f"wrote {FLAGS.out}")
     if FLAGS.num_samples:
         names = getattr(generator, "class_names", None) or [str(k) for k in range(num_classes)]
-        images, labels = samples.generate(generator, num_classes, z_dim, FLAGS.num_samples, seed=FLAGS.seed)
+        images, labels = samples.generate(generator, FLAGS.num_samples, seed=FLAGS.seed)
         if FLAGS.out_dir:
             common.guarded(lambda: samples.write_folders(FLAGS.out_dir, images, labels, names))
             print(f"wrote {FLAGS.num_samples} PNGs in {num_classes} class folders under {FLAGS.out_dir}")

@@ -9,6 +9,7 @@ import os
 from absl import flags
 
 from robgan_tf.cli import common
+from robgan_tf.transforms import AUGMENTATIONS
 
 flags.DEFINE_string("dataset", "digits", "Dataset: digits, cifar10, imagenet143, folder, npz or tfds:NAME.")
 flags.DEFINE_string("data_dir", "", "Where the dataset lives (see README: Datasets).")
@@ -18,7 +19,7 @@ flags.DEFINE_enum("arch", "tiny", ["tiny", "sngan", "authors", "preact_resnet18"
 flags.DEFINE_integer("epochs", 20, "Training epochs.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
-flags.DEFINE_enum("augment", "auto", ["auto", "none", "crop", "crop_flip", "resized_crop", "resized_crop_flip"],
+flags.DEFINE_enum("augment", "auto", ["auto", *AUGMENTATIONS],
                   "Training augmentation; auto: as the dataset's GAN training (digits none, CIFAR-10 crop_flip).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("out", "", "The .keras file to write (a PATH.json beside it records its sha256 and test "
@@ -44,12 +45,13 @@ def main(argv):
 
     def go():
         from robgan_tf import reference
-        from robgan_tf.experiment import NATIVE_RESOLUTION, auto_augment
+        from robgan_tf.experiment import ExperimentConfig
 
-        res = FLAGS.resolution or NATIVE_RESOLUTION.get(FLAGS.dataset)
+        # The same sentinels as the training flags (--resolution 0, --augment auto), resolved in one place.
+        like_training = ExperimentConfig(dataset=FLAGS.dataset, resolution=FLAGS.resolution, augment=FLAGS.augment)
+        res, augment = like_training.load_resolution, like_training.augmentation
         train = data_lib.load(FLAGS.dataset, "train", res, FLAGS.data_dir or None)
         test = data_lib.load(FLAGS.dataset, "test", res, FLAGS.data_dir or None)
-        augment = auto_augment(FLAGS.dataset) if FLAGS.augment == "auto" else FLAGS.augment
         classifier, acc = reference.train_reference_classifier(
             train, test, preset=FLAGS.arch, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
             augment=augment, seed=FLAGS.seed)
