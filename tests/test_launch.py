@@ -1,4 +1,5 @@
-"""The launch scripts end to end, as a user runs them (subprocesses), on digits with tiny settings."""
+"""The launch scripts end to end on digits with tiny settings: each script once as a user runs it (a subprocess of
+its console script), every other case of its flags and errors in this process (tests/tools.py)."""
 import base64
 import hashlib
 import json
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from inception_standin import standin_graph
+from tools import run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
@@ -30,6 +32,14 @@ def _run(script, *args, check=True, timeout=300):
     return proc
 
 
+def _in_process(tool, *args):
+    """A tool run in this process that must succeed."""
+    result = run_tool(tool, *args)
+    if result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
 def _scalar_tags(event_dir):
     tags = set()
     for name in os.listdir(event_dir):
@@ -41,7 +51,7 @@ def _scalar_tags(event_dir):
     return tags
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per test worker even when its tests are interleaved
 def pipeline_run(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("pipe"))
     proc = _run("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=2", "--val_examples=64",
@@ -49,6 +59,7 @@ def pipeline_run(tmp_path_factory):
     return logdir, proc.stdout
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_pipeline_writes_every_artifact(pipeline_run):
     logdir, stdout = pipeline_run
     for rel in ("config.json", "checkpoints/checkpoint", "finetune_checkpoints/checkpoint", "eval/robustness.json",
@@ -98,6 +109,7 @@ def test_pipeline_writes_every_artifact(pipeline_run):
     assert png.shape == (10 * 16, 8 * 16, 1)  # one row per class, 8 samples each
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_exports_serve_without_robgan_tf(pipeline_run):
     logdir, _ = pipeline_run
     from robgan_tf import run as run_lib
@@ -157,16 +169,15 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
     np.testing.assert_array_equal(out["rest_classes"], expected_classes)
     assert out["rest_names"].tolist() == [manifest["class_names"][c] for c in expected_classes]
     # TensorFlow's own saved_model_cli runs every signature
-    arrays = {"pixels": pixels, "zeros": np.zeros((1, 16, 16, 1), np.float32), "labels": np.array([2, 5], np.int64),
+    arrays = {"pixels": pixels, "labels": np.array([2, 5], np.int64),
               "seed": np.array(3, np.int64)}
     npy = {}
     for key, value in arrays.items():
         npy[key] = os.path.join(logdir, f"{key}.npy")
         np.save(npy[key], value)
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--tag_set", "serve"]
-    runs = {
+    runs = {  # (serving_default is called from Python above)
         "classify_uint8": (clf_dir, ["--inputs", f"images={npy['pixels']}"]),
-        "serving_default": (clf_dir, ["--inputs", f"images={npy['zeros']}"]),
         "sample": (gen_dir, ["--inputs", f"labels={npy['labels']};seed={npy['seed']}"]),
     }
     for name, (folder, args) in runs.items():
@@ -181,6 +192,7 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
             assert np.load(os.path.join(outdir, "images_uint8.npy")).shape == (2, 16, 16, 1)
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     out = tmp_path / "eval.json"
@@ -200,15 +212,15 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     assert float(block["autoattack_acc"]) == pytest.approx(100 * result["results"][3]["accuracy"], abs=0.006)
     assert "| paper |" in proc.stdout and "| autoattack |" in proc.stdout and "apgd-t | fab-t | square" in proc.stdout
     assert "0.0627451 ([0, 1] scale 8/255)" in proc.stdout
-    q = _run("evaluate.py", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=classifier",
-             "--num_samples=200", f"--json_out={tmp_path / 'q.json'}")
+    q = _in_process("evaluate", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=classifier",
+                    "--num_samples=200", f"--json_out={tmp_path / 'q.json'}")
     gq = json.load(open(tmp_path / "q.json"))["generator_quality"]
     assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
     assert gq["backend"] == "classifier" and "not comparable" in q.stdout
     assert gq["kid_std"] >= 0 and "KID" in q.stdout and "fewer than the 50,000 published" in q.stdout
     # the same from the exports alone (generator/ beside the classifier): the same IS and label accuracy
-    _run("evaluate.py", f"--model={logdir}/export/classifier", "--protocol=none", "--quality=classifier",
-         "--num_samples=200", f"--fid_stats={tmp_path / 'stats.npz'}", f"--json_out={tmp_path / 'qx.json'}")
+    _in_process("evaluate", f"--model={logdir}/export/classifier", "--protocol=none", "--quality=classifier",
+                "--num_samples=200", f"--fid_stats={tmp_path / 'stats.npz'}", f"--json_out={tmp_path / 'qx.json'}")
     gx = json.load(open(tmp_path / "qx.json"))["generator_quality"]
     assert gx["inception_score"] == pytest.approx(gq["inception_score"], rel=1e-4)
     assert gx["label_accuracy_per_class"] == gq["label_accuracy_per_class"]
@@ -217,21 +229,21 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     # the 2015 Inception backend from a local graph (a stand-in with the real interface), its sha256 recorded
     graph = tmp_path / "classify_image_graph_def.pb"
     graph.write_bytes(standin_graph()[0].SerializeToString())
-    q = _run("evaluate.py", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=tf_inception_2015",
-             f"--inception_weights={graph}", "--num_samples=100", f"--json_out={tmp_path / 'q15.json'}")
+    q = _in_process("evaluate", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=tf_inception_2015",
+                    f"--inception_weights={graph}", "--num_samples=100", f"--json_out={tmp_path / 'q15.json'}")
     gq = json.load(open(tmp_path / "q15.json"))["generator_quality"]
     assert gq["backend"] == "tf_inception_2015" and gq["weights_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
     assert 1.0 <= gq["inception_score"] <= 1008 and gq["fid"] >= 0 and "comparable with SN-GAN's" in q.stdout and "not with the Rob-GAN paper's" in q.stdout
     assert os.path.exists(os.path.join(logdir, "eval", "fid_stats_tf_inception_2015_digits_train.npz"))
     # a missing weights file stops before any attack runs, naming the file and where to get it
-    bad = _run("evaluate.py", f"--model={logdir}", "--quality=tf_inception_2015", f"--json_out={tmp_path / 'x.json'}",
-               f"--inception_weights={tmp_path / 'nope.pb'}", check=False)
+    bad = run_tool("evaluate", f"--model={logdir}", "--quality=tf_inception_2015", f"--json_out={tmp_path / 'x.json'}",
+                   f"--inception_weights={tmp_path / 'nope.pb'}")
     assert bad.returncode == 2 and "inception-2015-12-05.tgz" in bad.stderr and "| paper |" not in bad.stdout
     assert not os.path.exists(tmp_path / "x.json")
-    nothing = _run("evaluate.py", f"--model={logdir}", "--protocol=none", check=False)
+    nothing = run_tool("evaluate", f"--model={logdir}", "--protocol=none")
     assert nothing.returncode == 2 and "nothing to evaluate" in nothing.stderr
-    _run("evaluate.py", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
-         f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
+    _in_process("evaluate", f"--model={logdir}", "--analysis=gap", "--eps=0,0.05", "--num_examples=32",
+                f"--plot_out={tmp_path / 'gap.png'}", f"--json_out={tmp_path / 'gap.json'}")
     gap = json.load(open(tmp_path / "gap.json"))
     assert len(gap["train_accuracy"]) == len(gap["test_accuracy"]) == 2 and len(gap["llv"]["test"]) == 32
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[0] > 100
@@ -247,8 +259,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     first = sorted(os.listdir(tmp_path / "dump" / "000_0"))[0]
     png = tf.io.decode_png(tf.io.read_file(str(tmp_path / "dump" / "000_0" / first))).numpy()
     np.testing.assert_array_equal(png, dump["images"][int(first[:-4])])
-    again = _run("sample.py", f"--model={logdir}/export", "--num_samples=5", f"--out_dir={tmp_path / 'dump'}",
-                 check=False)
+    again = run_tool("sample", f"--model={logdir}/export", "--num_samples=5", f"--out_dir={tmp_path / 'dump'}")
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
 
 
@@ -259,7 +270,7 @@ def _final_weights(logdir):
 
 
 def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
-    args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY]
+    args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY, "--sample_every=1000"]
     straight = tmp_path / "straight"
     _run("train.py", f"--logdir={straight}", *args)
     killed = tmp_path / "killed"
@@ -283,7 +294,9 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
 
 
 def test_two_cpu_replicas_mirrored(tmp_path):
-    # the deprecated --train_steps still works, with a warning (n_dis 1: 2 D updates = 2 iterations)
+    # the deprecated --train_steps still works, with a warning (n_dis 1: 2 D updates = 2 iterations). A process of
+    # its own: run in a test worker, it made the MirroredStrategy tests that ran after it there fail (a collective
+    # "shape mismatch").
     proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=2", "--cpu_replicas=2", "--strategy=mirrored",
                 *TINY)
     assert "[train] 2/2" in proc.stdout
@@ -292,58 +305,64 @@ def test_two_cpu_replicas_mirrored(tmp_path):
 
 
 # One script, three paths to an error (absl parsing, ExperimentConfig.validate, the data); every other
-# flag rule is tested in-process (tests/test_configs.py).
-@pytest.mark.parametrize("args,message", [
-    (["--dataset=mnist"], "unknown dataset 'mnist'"),
-    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),  # unparseable: error: and exit 2, not FATAL
-    (["--arch=reference", "--resolution=64"], "no 64px architecture"),
-    (["--dataset=cifar10", "--data_dir=/no/such/dir"], "does not exist"),
+# flag rule is tested in tests/test_configs.py. The unparseable flag goes through the console script: absl's own
+# handler would print FATAL and exit 1, the script's parser says error: and exits 2.
+@pytest.mark.parametrize("args,message,subprocess_", [
+    (["--dataset=mnist"], "unknown dataset 'mnist'", False),
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal", True),
+    (["--arch=reference", "--resolution=64"], "no 64px architecture", False),
+    (["--dataset=cifar10", "--data_dir=/no/such/dir"], "does not exist", False),
 ])
-def test_bad_flags_fail_before_work(tmp_path, args, message):
-    proc = _run("train.py", f"--logdir={tmp_path / 'run'}", *args, check=False, timeout=120)
+def test_bad_flags_fail_before_work(tmp_path, args, message, subprocess_):
+    if subprocess_:
+        proc = _run("train.py", f"--logdir={tmp_path / 'run'}", *args, check=False, timeout=120)
+    else:
+        proc = run_tool("train", f"--logdir={tmp_path / 'run'}", *args)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "FATAL" not in proc.stderr
     assert message in proc.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_all_checkpoints_curve_ends_where_the_trained_stage_is(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     curve = tmp_path / "curve.json"
-    _run("evaluate.py", f"--model={logdir}", "--all_checkpoints", "--protocol=paper", "--eps=0,0.04",
-         "--num_examples=32", f"--json_out={curve}")
+    _in_process("evaluate", f"--model={logdir}", "--all_checkpoints", "--protocol=paper", "--eps=0,0.04",
+                "--num_examples=32", f"--json_out={curve}")
     records = json.load(open(curve))["records"]
     assert [r["iteration"] for r in records] == [2, 4] and [r["d_updates"] for r in records] == [2, 4]
     assert 0 < records[0]["train_seconds"] < records[1]["train_seconds"]
     assert os.path.getsize(tmp_path / "curve.png") > 0
     last = tmp_path / "trained.json"  # the same attack on the latest training checkpoint, via --stage=trained
-    _run("evaluate.py", f"--model={logdir}", "--stage=trained", "--protocol=paper", "--eps=0,0.04",
-         "--num_examples=32", f"--json_out={last}")
+    _in_process("evaluate", f"--model={logdir}", "--stage=trained", "--protocol=paper", "--eps=0,0.04",
+                "--num_examples=32", f"--json_out={last}")
     result = json.load(open(last))
     assert [r["accuracy"] for r in result["results"]] == [records[-1]["paper_accuracy_eps0"],
                                                           records[-1]["paper_accuracy_eps0.04"]]
     assert result["weights"]["finetune_step"] is None and result["weights"]["training_iteration"] == 4
-    proc = _run("evaluate.py", f"--model={logdir}/export", "--stage=trained", check=False, timeout=120)
+    proc = run_tool("evaluate", f"--model={logdir}/export", "--stage=trained")
     assert proc.returncode == 2 and "picks a classifier of a run directory" in proc.stderr
-    proc = _run("evaluate.py", f"--model={logdir}", "--all_checkpoints", "--quality=classifier", check=False,
-                timeout=120)
+    proc = run_tool("evaluate", f"--model={logdir}", "--all_checkpoints", "--quality=classifier")
     assert proc.returncode == 2 and "--quality=reference" in proc.stderr
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_reading_scripts_refuse_what_they_cannot_read_before_any_work(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     # the generator export is not a classifier: refused from its signature, before data or attacks
-    proc = _run("evaluate.py", f"--model={logdir}/export/generator", check=False, timeout=120)
+    proc = run_tool("evaluate", f"--model={logdir}/export/generator")
     assert proc.returncode == 2 and "is not a classifier" in proc.stderr and "'logits'" in proc.stderr
     assert "protocol" not in proc.stdout
     # exporting a run that does not exist creates nothing (a default config.json there would block train.py)
-    proc = _run("export.py", f"--logdir={tmp_path / 'nowhere'}", check=False, timeout=120)
+    proc = run_tool("export", f"--logdir={tmp_path / 'nowhere'}")
     assert proc.returncode == 2 and "no run at" in proc.stderr and not os.path.exists(tmp_path / "nowhere")
 
 
+@pytest.mark.xdist_group("pipeline_run")
 def test_logdir_with_incompatible_run_is_refused(pipeline_run):
     logdir, _ = pipeline_run
-    proc = _run("train.py", f"--logdir={logdir}", "--mode=gan", check=False, timeout=120)  # the deprecated name
+    proc = run_tool("train", f"--logdir={logdir}", "--mode=gan")  # the deprecated name
     assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr and "--method" in proc.stderr
     assert "warning: --mode is deprecated" in proc.stderr
 

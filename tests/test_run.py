@@ -65,6 +65,7 @@ def _kill_after(monkeypatch, n_steps):
     monkeypatch.setattr(loops, "make_distributed_step", patched)
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, tmp_path, monkeypatch):
     straight = loops.finetune(run_lib.Run(_copy(trained, tmp_path / "straight")))
     expected = [w.numpy() for w in straight.run.discriminator.weights]
@@ -83,6 +84,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, tmp_pat
         np.testing.assert_array_equal(a.numpy(), b, err_msg=a.path)
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
     run = run_lib.Run(_copy(trained, tmp_path / "ema"))
     untrained = [w.numpy().copy() for w in run.sampling_generator().weights]
@@ -94,12 +96,14 @@ def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
     assert any(np.abs(w.numpy() - u).max() > 1e-4 for w, u in zip(ft.tuner.generator.weights, untrained))
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
     run = run_lib.Run(_copy(trained, tmp_path / "noft"))
     with pytest.raises(FileNotFoundError, match="has no fine-tuning checkpoint.*launch/finetune.py"):
         run_lib.load_final_classifier(run)
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_the_finetuned(finetuned):
     run = run_lib.Run(finetuned, read_only=True)
     trained, before = run_lib.load_trained_classifier(run)
@@ -114,6 +118,7 @@ def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_
     assert np.abs(final.discriminator.dense_cls.layer.kernel.numpy() - trained_kernel).max() > 1e-6
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_path, monkeypatch):
     from robgan_tf import curves
 
@@ -135,6 +140,7 @@ def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_pat
     assert loops.train_seconds_at(cfg.logdir, 7) == seconds[2] and loops.train_seconds_at(cfg.logdir, 1) is None
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_results_and_exports_name_their_weights(trained, tmp_path):
     from robgan_tf import export
 
@@ -150,6 +156,7 @@ def test_results_and_exports_name_their_weights(trained, tmp_path):
     assert json.load(open(paths["manifest"]))["weights"] == provenance
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_it(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "corrupt")
     ckpts = tmp_path / "corrupt" / "checkpoints"
@@ -166,6 +173,7 @@ def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_i
     assert run.restore().endswith("ckpt-2") and int(run.step.numpy()) == 2
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "lr")
     cfg.lr_d, cfg.lr_g = 1e-4, 5e-5
@@ -197,6 +205,7 @@ def finetuned(trained, tmp_path_factory):
     return cfg
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     before = _tree(finetuned.logdir)
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
@@ -209,6 +218,7 @@ def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     assert not os.path.exists(tmp_path / "nowhere")
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_nothing(finetuned, tmp_path,
                                                                                       monkeypatch):
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
@@ -259,6 +269,7 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
     assert open(out / "manifest.json").read() == manifest and _tree(out / "classifier" / "1") == v1
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_served_models_check_their_inputs(finetuned, tmp_path):
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
     paths = export.export_run(run, *run_lib.load_final_classifier(run), out=str(tmp_path / "export"))
@@ -283,6 +294,7 @@ def _png(array):
     return tf.io.encode_png(tf.constant(array)).numpy()
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, tmp_path):
     import keras
 
@@ -352,6 +364,7 @@ def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, tmp_pa
         robgan_tf.load_generator(str(tmp_path / "empty"))
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_profile_steps_trace_those_iterations_with_named_regions(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "prof")
     cfg.train_iterations, cfg.profile_steps = 6, "5,6"
@@ -387,6 +400,7 @@ def test_run_pipeline_from_python_uses_the_command_line_defaults_and_resumes(tmp
         robgan_tf.run_pipeline(logdir=logdir, no_such_flag=1)
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad_iteration(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "nan")
     cfg.train_iterations, cfg.log_every, cfg.checkpoint_every, cfg.sample_every = 9, 3, 3, 100
@@ -400,6 +414,7 @@ def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad
     assert run.manager.latest_checkpoint == good  # nothing saved at iteration 6
 
 
+@pytest.mark.xdist_group("trained_run")
 def test_quality_every_writes_a_curve_against_d_updates_and_training_time(trained, tmp_path):
     from robgan_tf import data, reference
 

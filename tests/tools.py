@@ -1,0 +1,49 @@
+"""Run a tool of robgan_tf.cli in this process, as its console script would, for the tests of flag handling and
+error messages (a subprocess costs a TensorFlow import, about 3 s, per call; each script keeps one subprocess test
+in tests/test_launch.py).
+
+The tools define overlapping absl flags (--model, --dataset, ...), so only one can be loaded at a time: each call
+forgets the flags and the module of the tool before it.
+"""
+import contextlib
+import dataclasses
+import importlib
+import io
+import sys
+
+from absl import flags
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _forget_tools():
+    for name, defined in list(flags.FLAGS.flags_by_module_dict().items()):
+        if name.startswith("robgan_tf.cli"):
+            for flag in list(defined):  # deleting a flag edits this list
+                if flag.name in flags.FLAGS:
+                    delattr(flags.FLAGS, flag.name)
+    for name in [m for m in sys.modules if m.startswith("robgan_tf.cli.") and m != "robgan_tf.cli.common"]:
+        del sys.modules[name]
+
+
+def run_tool(tool, *args):
+    """robgan-TOOL ARGS in this process: (return code, stdout, stderr), the code 0 or the tool's exit status."""
+    _forget_tools()
+    module = importlib.import_module(f"robgan_tf.cli.{tool.replace('-', '_')}")
+    from robgan_tf.cli import common
+
+    argv = [f"robgan-{tool}", *args]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    flags.FLAGS.unparse_flags()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(common.parse_flags(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    flags.FLAGS.unparse_flags()
+    return Result(code, out.getvalue(), err.getvalue())
