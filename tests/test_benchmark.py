@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from tools import run_tool
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,9 +43,7 @@ def test_quality_benchmark_writes_consistent_json(tmp_path):
     assert r["batches"] == 2 and r["min_s_per_batch"] <= r["median_s_per_batch"] <= r["max_s_per_batch"]
     assert abs(r["images_per_s"] - 8 / r["median_s_per_batch"]) < 1e-9
     assert abs(r["minutes_per_50k_images"] - 50000 / r["images_per_s"] / 60) < 1e-9
-    missing = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "benchmark_quality.py"), "--backend=tf_inception_2015",
-         f"--inception_weights={tmp_path / 'none.pb'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    missing = run_tool("benchmark_quality", "--backend=tf_inception_2015", f"--inception_weights={tmp_path / 'none.pb'}")
     assert missing.returncode == 2 and "classify_image_graph_def.pb" in missing.stderr
 
 

@@ -383,7 +383,8 @@ def test_run_pipeline_from_python_uses_the_command_line_defaults_and_resumes(tmp
     import robgan_tf
 
     logdir = str(tmp_path / "py")
-    result, paths, summary = robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, finetune_steps=1,
+    # (no fine-tuning: the launch test's pipeline fine-tunes; this one is about the Python call's settings)
+    result, paths, summary = robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, finetune_steps=0,
                                                     batch_size=8, attack_steps=1, eval_examples=16, z_dim=16,
                                                     log_every=1, sample_every=100)
     saved = json.load(open(os.path.join(logdir, "config.json")))
