@@ -294,14 +294,23 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
 
 
 def test_two_cpu_replicas_mirrored(tmp_path):
-    # the deprecated --train_steps still works, with a warning (n_dis 1: 2 D updates = 2 iterations). A process of
-    # its own: run in a test worker, it made the MirroredStrategy tests that ran after it there fail (a collective
-    # "shape mismatch").
-    proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=2", "--cpu_replicas=2", "--strategy=mirrored",
-                *TINY)
+    """Rob-GAN (n_dis 2, an EMA generator) on two logical CPUs through the script: the one end-to-end test of the
+    mirrored path (tests/test_training.py checks its numbers against one replica). A process of its own: run in a
+    test worker, it made the MirroredStrategy tests that ran after it there fail (a collective "shape mismatch")."""
+    # the deprecated --train_steps still works, with a warning: 4 D updates at n_dis 2 are 2 iterations
+    proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=4", "--n_dis=2", "--ema_decay=0.9",
+                "--cpu_replicas=2", "--strategy=mirrored", *TINY)
     assert "[train] 2/2" in proc.stdout
     assert "warning: --train_steps is deprecated" in proc.stderr and "--train_iterations=2" in proc.stderr
-    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-2")
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("-2")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4  # n_dis D updates ...
+    assert reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 2  # ... per G update
+    names = reader.get_variable_to_shape_map()
+    assert any(n.startswith("ema/") for n in names)
+    assert all(np.isfinite(reader.get_tensor(n)).all() for n in names
+               if reader.get_variable_to_dtype_map()[n].is_floating)
 
 
 # One script, three paths to an error (absl parsing, ExperimentConfig.validate, the data); every other
