@@ -141,11 +141,11 @@ def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_pat
 
 
 @pytest.mark.xdist_group("trained_run")
-def test_results_and_exports_name_their_weights(trained, tmp_path):
+def test_results_and_exports_name_their_weights(finetuned, tmp_path):
     from robgan_tf import export
 
-    run = run_lib.Run(_copy(trained, tmp_path / "prov"))
-    ft = loops.finetune(run)
+    run = run_lib.Run(_copy(finetuned.logdir, tmp_path / "prov"))
+    ft = loops.finetune(run)  # already fine-tuned: restores the last fine-tuning checkpoint
     classifier, provenance = run_lib.load_final_classifier(run_lib.Run(run.cfg, read_only=True))
     assert provenance["training_iteration"] == 4 and provenance["finetune_step"] == 6
     assert provenance["finetune_checkpoint"].endswith("finetune_checkpoints/ckpt-6") and provenance["ema_generator"]
