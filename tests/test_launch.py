@@ -13,6 +13,7 @@ import tempfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from inception_standin import standin_graph
 from tools import run_tool
@@ -271,8 +272,11 @@ def _final_weights(logdir):
 
 def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
     args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY, "--sample_every=1000"]
-    straight = tmp_path / "straight"
-    _run("train.py", f"--logdir={straight}", *args)
+    straight = tmp_path / "straight"  # uninterrupted, in this process: the same numbers as a fresh one (asserted)
+    try:
+        _in_process("train", f"--logdir={straight}", *args)
+    finally:
+        tf_config.disable_op_determinism()  # --deterministic switched it on for this whole process
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={killed}", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

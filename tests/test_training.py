@@ -18,6 +18,7 @@ from robgan_tf.training import (
 )
 
 K, Z = 3, 8
+R = 16  # the tiny preset's smallest size: the same code paths, a smaller graph to trace
 _MIRRORED = []
 
 
@@ -36,7 +37,7 @@ def mirrored():
 
 def _data(n=32, batch=8, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (n, 32, 32, 1)).astype(np.float32)
+    x = rng.uniform(-1, 1, (n, R, R, 1)).astype(np.float32)
     y = rng.integers(0, K, n).astype(np.int32)
     return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch, drop_remainder=True)
 
@@ -44,8 +45,8 @@ def _data(n=32, batch=8, seed=0):
 def _model(mode="robgan", **cfg_kwargs):
     attack = cfg_kwargs.pop("attack", AttackConfig(eps=0.05, steps=2, loss="ce" if mode == "advtrain" else "two_head"))
     cfg = TrainConfig(method=mode, attack=attack, **cfg_kwargs)
-    g = Generator(K, 32, "tiny", channels=1, z_dim=Z) if mode != "advtrain" else None
-    model = RobGAN(Discriminator(K, 32, "tiny", channels=1), g, cfg)
+    g = Generator(K, R, "tiny", channels=1, z_dim=Z) if mode != "advtrain" else None
+    model = RobGAN(Discriminator(K, R, "tiny", channels=1), g, cfg)
     model.compile(*make_optimizers(cfg))
     return model
 
@@ -286,8 +287,8 @@ def test_jit_compiled_train_step_matches_the_plain_step():
 
 
 def test_finetuner_updates_classifier_only_in_training_mode():
-    g = Generator(K, 32, "tiny", channels=1, z_dim=Z)
-    d = Discriminator(K, 32, "tiny", channels=1)
+    g = Generator(K, R, "tiny", channels=1, z_dim=Z)
+    d = Discriminator(K, R, "tiny", channels=1)
     cfg = FinetuneConfig(steps=3, attack=AttackConfig(eps=0.05, steps=2, loss="ce"))
     ft = FineTuner(d.classifier(), g, cfg)
     ft.compile()
@@ -311,10 +312,10 @@ def test_advtrain_learns_a_robust_classifier_on_separable_data():
     y = rng.integers(0, 2, n).astype(np.int32)
     # class 0: dark images, class 1: bright ones; eps 0.1 cannot bridge the 0.6 gap
     x = (np.where(y[:, None, None, None] == 1, 0.3, -0.3)
-         + rng.uniform(-0.2, 0.2, (n, 32, 32, 1))).astype(np.float32)
+         + rng.uniform(-0.2, 0.2, (n, R, R, 1))).astype(np.float32)
     cfg = TrainConfig(method="advtrain", lr_d=1e-3,
                       attack=AttackConfig(eps=0.1, steps=3, loss="ce"))
-    model = RobGAN(Discriminator(2, 32, "tiny", channels=1), None, cfg)
+    model = RobGAN(Discriminator(2, R, "tiny", channels=1), None, cfg)
     model.compile(*make_optimizers(cfg))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0).repeat().batch(32, drop_remainder=True)
     model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
@@ -342,8 +343,8 @@ def test_sngan_baseline_projection_hinge_trains():
 
     sngan = LossConfig(gan_loss="hinge", d_real_adv=1.0, d_real_cls=0.0, d_fake_adv=1.0, g_adv=1.0, g_cls=0.0)
     cfg = TrainConfig(method="gan", loss=sngan)
-    model = RobGAN(Discriminator(K, 32, "tiny", channels=1, head="projection"),
-                   Generator(K, 32, "tiny", channels=1, z_dim=Z), cfg)
+    model = RobGAN(Discriminator(K, R, "tiny", channels=1, head="projection"),
+                   Generator(K, R, "tiny", channels=1, z_dim=Z), cfg)
     model.compile(*make_optimizers(cfg))
     embed_before = model.discriminator.embed.layer.embeddings.numpy().copy()
     hist = model.fit(_data(), steps_per_epoch=2, epochs=1, verbose=0).history
