@@ -336,6 +336,18 @@ def test_config_validation():
         AttackConfig(eps=-1)
     with pytest.raises(ValueError, match="needs a generator"):
         RobGAN(Discriminator(3, 32, "tiny"), None, TrainConfig())
+    # the class count and noise size are the networks' own: G and D must agree, and z_dim is G's
+    with pytest.raises(ValueError, match="the generator draws 4 classes but the discriminator has 3"):
+        RobGAN(Discriminator(3, R, "tiny", channels=1), Generator(4, R, "tiny", channels=1), TrainConfig())
+    with pytest.raises(ValueError, match="the generator draws 4 classes but the classifier has 3"):
+        FineTuner(Discriminator(3, R, "tiny", channels=1).classifier(), Generator(4, R, "tiny", channels=1),
+                  FinetuneConfig())
+    with pytest.raises(ValueError, match="z_dim must be >= 1"):
+        Generator(3, R, "tiny", z_dim=0)
+    model = RobGAN(Discriminator(3, R, "tiny", channels=1), Generator(3, R, "tiny", channels=1, z_dim=5),
+                   TrainConfig())
+    z, labels = model.sample_inputs(64)
+    assert z.shape == (64, 5) and 0 <= int(tf.reduce_min(labels)) and int(tf.reduce_max(labels)) == 2
 
 
 def test_sngan_baseline_projection_hinge_trains():
