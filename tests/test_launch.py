@@ -264,6 +264,30 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
 
 
+def _tree(root):
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _, files in os.walk(root) for f in files}
+
+
+@pytest.mark.xdist_group("pipeline_run")
+def test_export_and_finetune_scripts_on_the_run(pipeline_run, tmp_path):
+    logdir, _ = pipeline_run
+    before = _tree(logdir)
+    out = tmp_path / "exported"
+    proc = _run("export.py", f"--logdir={logdir}", f"--export_dir={out}", "--export_version=3")
+    assert f"classifier: {out / 'classifier' / '3'}" in proc.stdout and (out / "generator" / "3").is_dir()
+    pipeline_card = json.load(open(os.path.join(logdir, "export", "manifest.json")))
+    assert json.load(open(out / "manifest.json"))["weights"] == pipeline_card["weights"]  # the same final weights
+    assert _tree(logdir) == before  # the run itself is only read
+    # fine-tuning a copy of the run goes on from its last fine-tuning step
+    copy = tmp_path / "more"
+    shutil.copytree(logdir, copy)
+    proc = _in_process("finetune", f"--logdir={copy}", "--finetune_steps=3")
+    assert "resuming from" in proc.stdout and "[finetune] 3/3" in proc.stdout
+    assert tf.train.latest_checkpoint(str(copy / "finetune_checkpoints")).endswith("-3")
+    nowhere = run_tool("finetune", f"--logdir={tmp_path / 'nowhere'}", "--finetune_steps=3")
+    assert nowhere.returncode == 2 and "no run at" in nowhere.stderr and not os.path.exists(tmp_path / "nowhere")
+
+
 def _final_weights(logdir):
     reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
     names = [n for n in reader.get_variable_to_shape_map() if "generator" in n or "discriminator" in n]

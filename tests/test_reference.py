@@ -42,3 +42,16 @@ def test_a_wrong_or_missing_reference_file_is_refused(ref_file, tmp_path):
     with pytest.raises(ValueError, match="saved as a .keras file"):
         reference.save(None, str(tmp_path / "x.h5"), {})
     assert not os.path.exists(tmp_path / "x.h5")
+
+
+def test_the_script_resolves_the_training_flags_sentinels_and_records_its_file(tmp_path):
+    from tools import run_tool
+
+    out = tmp_path / "ref.keras"
+    proc = run_tool("train-reference", "--epochs=1", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    record = json.load(open(str(out) + ".json"))
+    assert record["sha256"] == quality.sha256_of(str(out)) and f"sha256 {record['sha256']}" in proc.stdout
+    # --resolution=0 and --augment=auto mean what they mean for training: digits at 16 px, no augmentation
+    assert record["dataset"] == "digits" and record["resolution"] == 16 and record["augment"] == "none"
+    assert record["epochs"] == 1 and 0 < record["test_accuracy"] <= 1
