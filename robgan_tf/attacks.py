@@ -138,7 +138,7 @@ def pgd(classifier, images, labels, *, eps, steps, step_size=None, random_start=
     """
     eps = tf.cast(eps, tf.float32) if tf.is_tensor(eps) else float(eps)
     steps = int(steps)
-    check_attack(eps, steps, None if tf.is_tensor(step_size) else step_size, random_start, int(restarts), loss)
+    check_attack(eps, steps, step_size, random_start, int(restarts), loss)
     if step_size is None:
         step_size = default_step_size(eps, max(steps, 1))
     else:

@@ -8,6 +8,7 @@ classes, the noise size -- comes from the networks, not from here.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from robgan_tf.losses import LossConfig
 
@@ -31,8 +32,8 @@ class SettingError(ValueError):
 def check_attack(eps, steps, step_size=None, random_start=False, restarts=1, loss="ce"):
     """The rules of a PGD attack, for AttackConfig and for `attacks.pgd` called directly. eps and step_size may be
     scalar tensors (one trace for every radius); those are not range-checked."""
-    def number(v):
-        return v is not None and not hasattr(v, "dtype")
+    def number(v):  # a Python or NumPy number, not None or a tensor
+        return isinstance(v, numbers.Real)
 
     if number(eps) and eps < 0:
         raise SettingError(f"attack eps must be >= 0, got {eps}.", "eps")

@@ -199,9 +199,6 @@ class RobGAN(keras.Model):
             raise ValueError(f"the generator draws {generator.num_classes} classes but the discriminator has "
                              f"{discriminator.num_classes}.")
         self.config = config
-        # The class count and the noise size are the networks' own (one authority: the models).
-        self.num_classes = discriminator.num_classes
-        self.z_dim = generator.z_dim if config.uses_generator else None
         self.discriminator = discriminator
         self.generator = generator if config.uses_generator else None
         self.classifier = discriminator.classifier()
@@ -231,6 +228,15 @@ class RobGAN(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    # The class count and the noise size are the networks' own (one authority: the models).
+    @property
+    def num_classes(self):
+        return self.discriminator.num_classes
+
+    @property
+    def z_dim(self):
+        return self.generator.z_dim if self.generator is not None else None
 
     def compile(self, d_optimizer, g_optimizer=None, jit_compile=False, **kwargs):
         if self.generator is not None and g_optimizer is None:
