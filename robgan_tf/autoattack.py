@@ -348,11 +348,11 @@ class _Compiled:
         self.specs = dict(x=x, y=y, scalar=tf.TensorSpec([], tf.float32), seed=tf.TensorSpec([], tf.int32),
                           sizes=tf.TensorSpec([None], tf.int32), row=tf.TensorSpec([None], tf.float32))
         self.fns = {}
-        self.logits = tf.function(lambda x: class_logits(classifier, x), input_signature=[x])
+        self.logits = tf.function(lambda x: class_logits(classifier, x), input_signature=[x], autograph=False)
 
     def _traced(self, key, fn, *specs):
         if key not in self.fns:
-            self.fns[key] = tf.function(fn, input_signature=[self.specs[s] for s in specs])
+            self.fns[key] = tf.function(fn, input_signature=[self.specs[s] for s in specs], autograph=False)
         return self.fns[key]
 
     def apgd(self, loss, targeted, n_iter, x, y, t, eps, seed):

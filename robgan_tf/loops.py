@@ -31,7 +31,7 @@ class _NonFiniteMarker:
 
     def __init__(self):
         self.first = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        self.mark = tf.function(self._mark, reduce_retracing=True)
+        self.mark = tf.function(self._mark, reduce_retracing=True, autograph=False)
 
     def _mark(self, logs, step):
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in logs.values()])

@@ -29,7 +29,7 @@ def train_reference_classifier(train, test, *, preset="tiny", epochs=20, batch_s
     optimizer = keras.optimizers.Adam(lr)
     variables = classifier.trainable_variables
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(class_ce(classifier(x, training=True), y))

@@ -77,7 +77,7 @@ def _protocol_fn(classifier, protocol, clean, image_shape):
         traces[key] = tf.function(
             lambda x, y, e: correct_under_protocol(classifier, x, y, 0.0 if clean else e, protocol),
             input_signature=[tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
-                             tf.TensorSpec([], tf.float32)])
+                             tf.TensorSpec([], tf.float32)], autograph=False)
     return traces[key]
 
 
@@ -93,7 +93,7 @@ def accuracy_under_attack(classifier, source, *, eps, steps, num_examples=None, 
             return tf.reduce_sum(tf.cast(predict(classifier, adv) == y, tf.int32))
 
         scalar = tf.TensorSpec([], tf.float32)
-        traces[key] = tf.function(correct, input_signature=[
+        traces[key] = tf.function(correct, autograph=False, input_signature=[
             tf.TensorSpec([None, *source.info.image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
             scalar, scalar])
     correct = traces[key]

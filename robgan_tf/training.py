@@ -369,9 +369,10 @@ def make_distributed_step(model, strategy, jit_compile=False):
     if jit_compile and strategy.num_replicas_in_sync > 1:
         raise ValueError("jit_compile needs a single replica; XLA cannot compile a step that "
                          "synchronises replicas. Drop --jit_compile or use one device.")
-    replica_step = tf.function(model.train_step, jit_compile=True) if jit_compile else model.train_step
+    replica_step = (tf.function(model.train_step, jit_compile=True, autograph=False) if jit_compile
+                    else model.train_step)
 
-    @tf.function
+    @tf.function(autograph=False)  # the steps use explicit TF control flow: no AST conversion to pay for
     def step(iterator):
         strategy.run(replica_step, args=(next(iterator),))
         return {m.name: m.result() for m in model.metrics}

@@ -70,7 +70,7 @@ def forward_flops(fn, specs):
     import tensorflow as tf
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    graph = tf.function(fn).get_concrete_function(*specs).graph
+    graph = tf.function(fn, autograph=False).get_concrete_function(*specs).graph
     opts = option_builder.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
     return int(model_analyzer.profile(graph, options=opts).total_float_ops)
@@ -110,13 +110,13 @@ def main(argv):
     y = tf.random.uniform([n], 0, k, tf.int32)
     xb, yb = x[:FLAGS.batch_size], y[:FLAGS.batch_size]
     jit = FLAGS.jit_compile
-    step = tf.function(model.train_step, jit_compile=jit)
-    attack = tf.function(model.attack, jit_compile=jit)
-    d_step = tf.function(model.d_step, jit_compile=jit)
+    step = tf.function(model.train_step, jit_compile=jit, autograph=False)
+    attack = tf.function(model.attack, jit_compile=jit, autograph=False)
+    d_step = tf.function(model.d_step, jit_compile=jit, autograph=False)
     def g_only():
         model.g_step(FLAGS.batch_size)
 
-    g_step = tf.function(g_only, jit_compile=jit)
+    g_step = tf.function(g_only, jit_compile=jit, autograph=False)
 
     def sync(out):  # wait for the device: read one value back
         for v in tf.nest.flatten(out)[:1]:
