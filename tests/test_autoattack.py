@@ -177,7 +177,9 @@ def test_square_breaks_a_zero_gradient_model_that_white_box_attacks_cannot():
 
 def test_apgd_agrees_with_ibm_art_on_an_adversarially_trained_model():
     """An independent implementation: ART's AutoProjectedGradientDescent (TensorFlowV2Classifier) with the same
-    eps, step 2 * eps, 100 iterations, one start, on the same adversarially trained MLP and 360 test digits."""
+    eps, step 2 * eps, one start, on the same adversarially trained MLP and 360 test digits: 100 iterations with
+    the CE loss, 50 with DLR (ART's DLR loss slices the batch example by example in eager mode, 13 s at 100
+    iterations here; at 50 the two still agree within 1%)."""
     import keras
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
@@ -207,10 +209,10 @@ def test_apgd_agrees_with_ibm_art_on_an_adversarially_trained_model():
     assert clean.mean() > 0.9
     art_model = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(8, 8, 1), clip_values=(-1.0, 1.0),
                                        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    for ours, theirs in (("ce", "cross_entropy"), ("dlr", "difference_logits_ratio")):
-        _, fooled = aa.apgd(model, xte, yte, eps=eps, n_iter=100, loss=ours)
+    for ours, theirs, n_iter in (("ce", "cross_entropy", 100), ("dlr", "difference_logits_ratio", 50)):
+        _, fooled = aa.apgd(model, xte, yte, eps=eps, n_iter=n_iter, loss=ours)
         ours_acc = (clean & ~fooled.numpy()).mean()
-        attack = AutoProjectedGradientDescent(art_model, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=100,
+        attack = AutoProjectedGradientDescent(art_model, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=n_iter,
                                               nb_random_init=1, batch_size=len(xte), loss_type=theirs, verbose=False)
         art_acc = (np.argmax(model(attack.generate(xte, yte)).numpy(), -1) == yte).mean()
         assert 0.3 < art_acc < 0.95  # a case where the attack matters
