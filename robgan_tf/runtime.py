@@ -28,6 +28,19 @@ def setup_runtime(cfg: ExperimentConfig):
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
 
 
+_MIRRORED: dict[tuple, tf.distribute.MirroredStrategy] = {}
+
+
+def mirrored_strategy(devices):
+    """The process's one MirroredStrategy over `devices`. A second MirroredStrategy in one process starts its
+    collective instance keys where the first did, and the two then fail each other's all-reduces ("Shape mismatch
+    in the collective instance"); so a second run in the same process (a notebook, run_pipeline twice) reuses it."""
+    key = tuple(devices)
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(list(key))
+    return _MIRRORED[key]
+
+
 def make_strategy(cfg: ExperimentConfig):
     if cfg.strategy == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -35,7 +48,7 @@ def make_strategy(cfg: ExperimentConfig):
     cpus = tf.config.list_logical_devices("CPU")
     if cfg.strategy == "mirrored" or (cfg.strategy == "auto" and (len(gpus) > 1 or cfg.cpu_replicas > 1)):
         devices = [d.name for d in gpus] if gpus else [d.name for d in cpus[:cfg.cpu_replicas]]
-        return tf.distribute.MirroredStrategy(devices)
+        return mirrored_strategy(devices)
     return tf.distribute.get_strategy()
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from robgan_tf import runtime
 from robgan_tf.attacks import pgd
 from robgan_tf.config import AttackConfig, FinetuneConfig, TrainConfig
 from robgan_tf.models import Discriminator, Generator
@@ -19,20 +20,14 @@ from robgan_tf.training import (
 
 K, Z = 3, 8
 R = 16  # the tiny preset's smallest size: the same code paths, a smaller graph to trace
-_MIRRORED = []
 
 
 def mirrored():
-    """One MirroredStrategy over the two logical CPUs for the whole module.
-
-    Strategies created in one process reuse collective instance keys, so a second
-    MirroredStrategy can collide with the first one's collectives; real programs make one.
-    """
-    if not _MIRRORED:
-        cpus = tf.config.list_logical_devices("CPU")
-        assert len(cpus) >= 2, "conftest.py splits the CPU into two logical devices"
-        _MIRRORED.append(tf.distribute.MirroredStrategy([c.name for c in cpus[:2]]))
-    return _MIRRORED[0]
+    """The process's MirroredStrategy over the two logical CPUs (runtime.mirrored_strategy: one per process, as
+    a second one's collectives would collide with the first's)."""
+    cpus = tf.config.list_logical_devices("CPU")
+    assert len(cpus) >= 2, "conftest.py splits the CPU into two logical devices"
+    return runtime.mirrored_strategy([c.name for c in cpus[:2]])
 
 
 def _data(n=32, batch=8, seed=0):
