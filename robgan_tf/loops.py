@@ -245,9 +245,16 @@ def finetune(run: Run):
     ft = FinetuneRun(run)
     if cfg.finetune_steps == 0:
         return ft
+    if ft.superseded():  # trained further since: fine-tune the newer weights, keeping the old fine-tuning
+        old_base, kept = ft.base_iteration(), ft.set_aside()
+        _log(f"[finetune] the run has trained from iteration {old_base} to {int(run.step.numpy())} since the last "
+             f"fine-tuning; fine-tuning the newer weights (the earlier fine-tuning is kept in {kept})")
+        ft = FinetuneRun(run)
     latest = ft.restore()  # else: start from the trained discriminator FinetuneRun restored
     if latest:
         _log(f"[finetune] resuming from {latest} at step {int(ft.step.numpy())}")
+    else:
+        ft.record_base()
     eps = ft.config.attack.eps
 
     split = "val" if run.val_source is not None else "test"

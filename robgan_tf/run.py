@@ -184,6 +184,44 @@ class FinetuneRun:
     def restore(self):
         return _restore(self.checkpoint, self.manager, self.run.cfg.resume_from)
 
+    @property
+    def _base_file(self):
+        return os.path.join(self.manager.directory, "base.json")
+
+    def base_iteration(self):
+        """The training iteration this fine-tuning started from; None before it starts (and for runs of
+        robgan_tf < 0.6, which did not record it)."""
+        if not os.path.exists(self._base_file):
+            return None
+        with open(self._base_file) as f:
+            return json.load(f)["training_iteration"]
+
+    def record_base(self):
+        """Notes the training checkpoint a fresh fine-tuning starts from (before its first checkpoint)."""
+        storage.atomic_write_json(self._base_file, {"training_iteration": int(self.run.step.numpy()),
+                                                    "training_checkpoint": self.run.manager.latest_checkpoint})
+
+    def superseded(self):
+        """True when the run has trained past the iteration this fine-tuning started from: its weights no
+        longer come from the run's trained discriminator and generator."""
+        base = self.base_iteration()
+        return base is not None and self.manager.latest_checkpoint is not None and base != int(self.run.step.numpy())
+
+    def set_aside(self):
+        """Moves a superseded fine-tuning (checkpoints, best checkpoint, base.json) to a sibling folder named after
+        the iteration it started from, so a new fine-tuning can start; nothing is deleted. Returns the folder."""
+        base, src = self.base_iteration(), self.manager.directory
+        dst = f"{src}-from-iteration-{base}"
+        n = 2
+        while os.path.exists(dst):
+            dst = f"{src}-from-iteration-{base}-{n}"
+            n += 1
+        try:
+            os.replace(src, dst)
+        except OSError as e:
+            raise storage.storage_error(e, dst, "The fine-tuning checkpoints were left where they were.") from e
+        return dst
+
     def best(self):
         """The record of the best validation checkpoint ({finetune_step, val_robust_accuracy, eps, checkpoint}),
         or None."""
@@ -234,6 +272,12 @@ def load_final_classifier(run: Run):
     if not cfg.finetune_steps:
         return load_trained_classifier(run)
     ft = FinetuneRun(run)
+    if ft.superseded():
+        raise storage.CheckpointError(
+            f"the fine-tuning in {ft.manager.directory} started from training iteration {ft.base_iteration()}, but "
+            f"the run has trained to iteration {int(run.step.numpy())} since: run launch/finetune.py "
+            f"--logdir={cfg.logdir} to fine-tune the newer weights (the earlier fine-tuning is kept aside), or "
+            "evaluate the training checkpoint itself with --stage=trained.")
     if cfg.finetune_weights == "best":
         best = ft.best()
         if best is None:

@@ -155,9 +155,10 @@ img = gen(z=tf.constant(d["z"]), labels=tf.constant(d["labels"]))["images"]
 request = json.load(open({os.path.join(logdir, 'request.json')!r}))
 fn = clf_model.signatures[request["signature_name"]]
 rest = fn(image_bytes=tf.constant([base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]))
+sampled = gen_model.signatures["sample"](labels=tf.constant([2, 5], tf.int64), seed=tf.constant(3, tf.int64))
 np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), probs=out["probabilities"].numpy(),
          grad=grad.numpy(), images=img.numpy(), rest_classes=rest["classes"].numpy(),
-         rest_names=rest["class_names"].numpy().astype(str))
+         rest_names=rest["class_names"].numpy().astype(str), sampled=sampled["images_uint8"].numpy())
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -169,28 +170,17 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
     assert np.abs(out["grad"]).max() > 0  # differentiable after loading: attacks can run on it
     np.testing.assert_array_equal(out["rest_classes"], expected_classes)
     assert out["rest_names"].tolist() == [manifest["class_names"][c] for c in expected_classes]
-    # TensorFlow's own saved_model_cli runs every signature
-    arrays = {"pixels": pixels, "labels": np.array([2, 5], np.int64),
-              "seed": np.array(3, np.int64)}
-    npy = {}
-    for key, value in arrays.items():
-        npy[key] = os.path.join(logdir, f"{key}.npy")
-        np.save(npy[key], value)
-    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--tag_set", "serve"]
-    runs = {  # (serving_default is called from Python above)
-        "classify_uint8": (clf_dir, ["--inputs", f"images={npy['pixels']}"]),
-        "sample": (gen_dir, ["--inputs", f"labels={npy['labels']};seed={npy['seed']}"]),
-    }
-    for name, (folder, args) in runs.items():
-        outdir = os.path.join(logdir, f"cli_{name}")
-        proc = subprocess.run([*cli, "--dir", folder, "--signature_def", name, *args, "--outdir", outdir],
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        if name == "classify_uint8":
-            np.testing.assert_array_equal(np.load(os.path.join(outdir, "classes.npy")), expected_classes)
-        if name == "sample":
-            assert np.load(os.path.join(outdir, "images_uint8.npy")).shape == (2, 16, 16, 1)
+    assert out["sampled"].shape == (2, 16, 16, 1) and out["sampled"].dtype == np.uint8
+    # TensorFlow's own saved_model_cli feeds a signature from a .npy file (one run: each costs a TF import)
+    npy = os.path.join(logdir, "pixels.npy")
+    np.save(npy, pixels)
+    outdir = os.path.join(logdir, "cli_classify_uint8")
+    proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--tag_set", "serve",
+                           "--dir", clf_dir, "--signature_def", "classify_uint8", "--inputs", f"images={npy}",
+                           "--outdir", outdir], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(os.path.join(outdir, "classes.npy")), expected_classes)
 
 
 @pytest.mark.xdist_group("pipeline_run")
@@ -288,6 +278,37 @@ def test_export_and_finetune_scripts_on_the_run(pipeline_run, tmp_path):
     assert nowhere.returncode == 2 and "no run at" in nowhere.stderr and not os.path.exists(tmp_path / "nowhere")
 
 
+@pytest.mark.xdist_group("pipeline_run")
+def test_run_pipeline_from_python_resumes_a_run_and_fine_tunes_its_newer_weights(pipeline_run, tmp_path, capsys):
+    """Training past a finished fine-tuning: reading the run refuses the stale fine-tuned weights; the pipeline,
+    called from Python on the run, resumes it with its saved settings and fine-tunes the newer weights, keeping
+    the earlier fine-tuning aside."""
+    import robgan_tf
+    from robgan_tf import loops, storage
+    from robgan_tf import run as run_lib
+    from robgan_tf.experiment import ExperimentConfig
+
+    logdir = str(tmp_path / "more")
+    shutil.copytree(pipeline_run[0], logdir)
+    cfg = ExperimentConfig.for_logdir(logdir, {"train_iterations": 5})
+    run = run_lib.Run(cfg)
+    loops.train(run)
+    run.close()
+    with pytest.raises(storage.CheckpointError, match=r"started from training iteration 4, but the run has trained "
+                                                      r"to iteration 5 since: run launch/finetune.py"):
+        run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    result, paths, _ = robgan_tf.run_pipeline(logdir=logdir, train_iterations=5)
+    saved = json.load(open(os.path.join(logdir, "config.json")))
+    assert saved["train_iterations"] == 5 and saved["batch_size"] == 16 and saved["z_dim"] == 16  # the run's own
+    assert [r["eps"] for r in result["results"]] == list(cfg.eps_grid()) and result["results"][0]["num_examples"] == 48
+    assert result["weights"]["training_iteration"] == 5 and result["weights"]["finetune_step"] == 2
+    assert paths["classifier"].endswith(os.path.join("classifier", "2"))  # the pipeline's export was version 1
+    aside = os.path.join(logdir, "finetune_checkpoints-from-iteration-4")
+    assert tf.train.latest_checkpoint(aside).endswith("-2")  # the earlier fine-tuning, kept whole
+    assert json.load(open(os.path.join(logdir, "finetune_checkpoints", "base.json")))["training_iteration"] == 5
+    assert f"the earlier fine-tuning is kept in {aside}" in capsys.readouterr().out
+
+
 def _final_weights(logdir):
     reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
     names = [n for n in reader.get_variable_to_shape_map() if "generator" in n or "discriminator" in n]
@@ -323,13 +344,20 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
 
 def test_two_cpu_replicas_mirrored(tmp_path):
     """Rob-GAN (n_dis 2, an EMA generator) on two logical CPUs through the script: the one end-to-end test of the
-    mirrored path (tests/test_training.py checks its numbers against one replica). A process of its own: run in a
-    test worker, it made the MirroredStrategy tests that ran after it there fail (a collective "shape mismatch")."""
+    mirrored path (tests/test_training.py checks its numbers against one replica). In this process, beside the
+    other MirroredStrategy tests: a process has one MirroredStrategy per device list (a second one's collectives
+    would fail the first's with a "shape mismatch")."""
+    from robgan_tf import runtime
+    from robgan_tf.experiment import ExperimentConfig
+
     # the deprecated --train_steps still works, with a warning: 4 D updates at n_dis 2 are 2 iterations
-    proc = _run("train.py", f"--logdir={tmp_path}", "--train_steps=4", "--n_dis=2", "--ema_decay=0.9",
-                "--cpu_replicas=2", "--strategy=mirrored", *TINY)
+    proc = _in_process("train", f"--logdir={tmp_path}", "--train_steps=4", "--n_dis=2", "--ema_decay=0.9",
+                       "--cpu_replicas=2", "--strategy=mirrored", *TINY)
     assert "[train] 2/2" in proc.stdout
     assert "warning: --train_steps is deprecated" in proc.stderr and "--train_iterations=2" in proc.stderr
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    cfg = ExperimentConfig.of_run(str(tmp_path))
+    assert runtime.make_strategy(cfg) is runtime.mirrored_strategy(cpus)  # the run's strategy, reused
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert latest.endswith("-2")
     reader = tf.train.load_checkpoint(latest)

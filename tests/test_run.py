@@ -379,25 +379,21 @@ def test_profile_steps_trace_those_iterations_with_named_regions(trained, tmp_pa
         ExperimentConfig(logdir=str(tmp_path / "x"), profile_steps="5").validate()
 
 
-def test_run_pipeline_from_python_uses_the_command_line_defaults_and_resumes(tmp_path):
+def test_run_pipeline_takes_the_command_line_defaults_and_refuses_unknown_settings(tmp_path, monkeypatch):
+    """The settings run_pipeline hands the pipeline (tests/test_launch.py runs it whole on a run it resumes)."""
     import robgan_tf
 
+    handed = []
+    monkeypatch.setattr(pipeline, "pipeline", handed.append)
     logdir = str(tmp_path / "py")
-    # (no fine-tuning: the launch test's pipeline fine-tunes; this one is about the Python call's settings)
-    result, paths, summary = robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, finetune_steps=0,
-                                                    batch_size=8, attack_steps=1, eval_examples=16, z_dim=16,
-                                                    log_every=1, sample_every=100)
-    saved = json.load(open(os.path.join(logdir, "config.json")))
-    defaults = ExperimentConfig()
-    assert saved["arch"] == defaults.arch and saved["lr_d"] == defaults.lr_d  # untouched settings: the CLI's
-    assert saved["train_iterations"] == 2 and paths["classifier"].endswith(os.path.join("classifier", "1"))
-    assert [r["eps"] for r in result["results"]] == list(defaults.eps_grid())
-    # a second call on the same logdir resumes with the saved settings under the new ones
-    _, paths2, _ = robgan_tf.run_pipeline(logdir=logdir, train_iterations=3)
-    again = json.load(open(os.path.join(logdir, "config.json")))
-    assert again["train_iterations"] == 3 and again["batch_size"] == 8 and again["z_dim"] == 16
-    assert paths2["classifier"].endswith(os.path.join("classifier", "2"))
-    with pytest.raises(ValueError, match="unknown setting"):
+    robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, batch_size=8, z_dim=16)
+    cfg, defaults = handed[0], ExperimentConfig()
+    assert (cfg.logdir, cfg.train_iterations, cfg.batch_size, cfg.z_dim) == (logdir, 2, 8, 16)
+    untouched = {k: v for k, v in defaults.to_dict().items() if k not in ("logdir", "train_iterations", "batch_size",
+                                                                          "z_dim")}
+    assert {k: cfg.to_dict()[k] for k in untouched} == untouched  # every other setting: the command line's default
+    assert not os.path.exists(logdir)  # (the pipeline itself creates the run)
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['no_such_flag'\]"):
         robgan_tf.run_pipeline(logdir=logdir, no_such_flag=1)
 
 
