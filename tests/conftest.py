@@ -1,4 +1,5 @@
-"""Shared test setup: quiet TF, two logical CPU devices (for MirroredStrategy tests), fixed seeds."""
+"""Shared test setup: quiet TF, two logical CPU devices (for MirroredStrategy tests), fixed seeds, and the one
+pipeline run the launch and run tests read."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,3 +24,16 @@ def _seed():
     np.random.seed(1234)
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")  # session: made once per test worker even when its tests are interleaved
+def pipeline_run(tmp_path_factory):
+    """robgan-pipeline (a subprocess of the console script) on digits with tiny settings: 4 training iterations,
+    5 fine-tuning steps monitored on a 64-image validation split at steps 4 and 5. Tests using it are marked
+    xdist_group("pipeline_run") so it is made once, and copy it before changing it. (logdir, stdout)"""
+    from tools import TINY, run_console_script
+
+    logdir = str(tmp_path_factory.mktemp("pipe"))
+    proc = run_console_script("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=5",
+                              "--val_examples=64", *TINY)
+    return logdir, proc.stdout

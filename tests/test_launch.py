@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -16,21 +15,9 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from inception_standin import standin_graph
-from tools import run_tool
+from tools import TINY, run_console_script as _run, run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
-        "--eval_examples=48", "--z_dim=16"]
-
-
-def _run(script, *args, check=True, timeout=300):
-    """Runs a tool as an installed user does: its console script (robgan-NAME), from a folder outside the
-    checkout. (The launch/ shims run in the kill -9 test and tests/test_benchmark.py.)"""
-    tool = shutil.which("robgan-" + script[:-len(".py")].replace("_", "-"))
-    proc = subprocess.run([tool, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def _in_process(tool, *args):
@@ -50,14 +37,6 @@ def _scalar_tags(event_dir):
             for v in event.summary.value:
                 tags.add(v.tag)
     return tags
-
-
-@pytest.fixture(scope="session")  # session: made once per test worker even when its tests are interleaved
-def pipeline_run(tmp_path_factory):
-    logdir = str(tmp_path_factory.mktemp("pipe"))
-    proc = _run("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=2", "--val_examples=64",
-                *TINY)
-    return logdir, proc.stdout
 
 
 @pytest.mark.xdist_group("pipeline_run")
@@ -122,7 +101,7 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     # the manifest records the weights the exports come from: the end of training and of fine-tuning
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
     assert manifest["weights"]["training_iteration"] == provenance["training_iteration"] == 4
-    assert manifest["weights"]["finetune_step"] == provenance["finetune_step"] == 2
+    assert manifest["weights"]["finetune_step"] == provenance["finetune_step"] == 5
     x = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)).astype(np.float32)
     z = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
     labels = np.array([0, 4, 9], np.int32)
@@ -271,9 +250,9 @@ def test_export_and_finetune_scripts_on_the_run(pipeline_run, tmp_path):
     # fine-tuning a copy of the run goes on from its last fine-tuning step
     copy = tmp_path / "more"
     shutil.copytree(logdir, copy)
-    proc = _in_process("finetune", f"--logdir={copy}", "--finetune_steps=3")
-    assert "resuming from" in proc.stdout and "[finetune] 3/3" in proc.stdout
-    assert tf.train.latest_checkpoint(str(copy / "finetune_checkpoints")).endswith("-3")
+    proc = _in_process("finetune", f"--logdir={copy}", "--finetune_steps=6")
+    assert "resuming from" in proc.stdout and "[finetune] 6/6" in proc.stdout
+    assert tf.train.latest_checkpoint(str(copy / "finetune_checkpoints")).endswith("-6")
     nowhere = run_tool("finetune", f"--logdir={tmp_path / 'nowhere'}", "--finetune_steps=3")
     assert nowhere.returncode == 2 and "no run at" in nowhere.stderr and not os.path.exists(tmp_path / "nowhere")
 
@@ -301,10 +280,10 @@ def test_run_pipeline_from_python_resumes_a_run_and_fine_tunes_its_newer_weights
     saved = json.load(open(os.path.join(logdir, "config.json")))
     assert saved["train_iterations"] == 5 and saved["batch_size"] == 16 and saved["z_dim"] == 16  # the run's own
     assert [r["eps"] for r in result["results"]] == list(cfg.eps_grid()) and result["results"][0]["num_examples"] == 48
-    assert result["weights"]["training_iteration"] == 5 and result["weights"]["finetune_step"] == 2
+    assert result["weights"]["training_iteration"] == 5 and result["weights"]["finetune_step"] == 5
     assert paths["classifier"].endswith(os.path.join("classifier", "2"))  # the pipeline's export was version 1
     aside = os.path.join(logdir, "finetune_checkpoints-from-iteration-4")
-    assert tf.train.latest_checkpoint(aside).endswith("-2")  # the earlier fine-tuning, kept whole
+    assert tf.train.latest_checkpoint(aside).endswith("-5")  # the earlier fine-tuning, kept whole
     assert json.load(open(os.path.join(logdir, "finetune_checkpoints", "base.json")))["training_iteration"] == 5
     assert f"the earlier fine-tuning is kept in {aside}" in capsys.readouterr().out
 
@@ -322,7 +301,7 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
         _in_process("train", f"--logdir={straight}", *args)
     finally:
         tf_config.disable_op_determinism()  # --deterministic switched it on for this whole process
-    killed = tmp_path / "killed"
+    killed = tmp_path / "killed"  # killed in a process of its own, resumed in this one
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={killed}", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
@@ -334,7 +313,10 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
     assert latest is not None and int(latest.rsplit("-", 1)[1]) in (2, 4)
     tf.train.load_checkpoint(latest)  # loadable
-    resumed = _run("train.py", f"--logdir={killed}", *args)
+    try:
+        resumed = _in_process("train", f"--logdir={killed}", *args)
+    finally:
+        tf_config.disable_op_determinism()
     assert "resuming from" in resumed.stdout and "[train] 10/10" in resumed.stdout
     a, b = _final_weights(straight), _final_weights(killed)
     assert len(a) > 20 and a.keys() == b.keys()

@@ -439,19 +439,30 @@ def test_quality_every_writes_a_curve_against_d_updates_and_training_time(traine
         bad.validate()
 
 
-def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(tmp_path):
-    cfg = ExperimentConfig(logdir=str(tmp_path / "best"), **{**SMALL, "finetune_steps": 8, "log_every": 1,
-                                                              "val_examples": 64, "deterministic": False})
-    run = run_lib.Run(cfg)
-    loops.train(run)
-    ft = loops.finetune(run)
-    best = ft.best()  # monitored every 4 steps and at the end: steps 4 and 8
-    assert best["finetune_step"] in (4, 8) and best["checkpoint"].endswith(f"ckpt-{best['finetune_step']}")
-    run.close()
+@pytest.mark.xdist_group("pipeline_run")
+def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(pipeline_run, tmp_path):
+    """The launch tests' pipeline run fine-tuned 5 steps, monitored on its validation split at steps 4 and 5: the
+    kept checkpoint is the step of the highest validation robust accuracy it logged (the earlier on a tie), and
+    --finetune_weights=best loads exactly that one."""
+    cfg = ExperimentConfig.of_run(pipeline_run[0])
+    logged = {}
+    for name in sorted(os.listdir(os.path.join(cfg.logdir, "finetune"))):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(cfg.logdir, "finetune", name)):
+            for v in event.summary.value:
+                if v.tag.startswith("val_robust_accuracy"):
+                    logged[event.step] = float(tf.make_ndarray(v.tensor))
+    assert sorted(logged) == [4, 5]
+    best_step = max(sorted(logged), key=lambda s: (logged[s], -s))
+    best = run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False)).best()
+    assert best["finetune_step"] == best_step and best["checkpoint"].endswith(f"ckpt-{best_step}")
+    assert best["val_robust_accuracy"] == pytest.approx(logged[best_step])
     cfg.finetune_weights = "best"
     classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
-    assert provenance["finetune_step"] == best["finetune_step"]
+    assert provenance["finetune_step"] == best_step
     assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
+    reader = tf.train.load_checkpoint(best["checkpoint"])
+    for key, v in run_lib.model_variables(classifier.discriminator).items():  # the kept weights, exactly
+        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"))
     with pytest.raises(ValueError, match="needs --val_examples"):
         ExperimentConfig(logdir=str(tmp_path / "x"), finetune_weights="best").validate()
 

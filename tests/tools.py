@@ -9,7 +9,10 @@ import contextlib
 import dataclasses
 import importlib
 import io
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from absl import flags
 
@@ -19,6 +22,21 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+# Tiny settings for the tools' end-to-end tests on digits.
+TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
+        "--eval_examples=48", "--z_dim=16"]
+
+
+def run_console_script(script, *args, check=True, timeout=300):
+    """Runs a tool as an installed user does: its console script (robgan-NAME for NAME.py), from a folder outside
+    the checkout. (The launch/ shims run in the kill -9 and multi-worker tests and tests/test_benchmark.py.)"""
+    tool = shutil.which("robgan-" + script[:-len(".py")].replace("_", "-"))
+    proc = subprocess.run([tool, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def _forget_tools():
