@@ -1,9 +1,9 @@
-"""Run a tool of robgan_tf.cli in this process, as its console script would, for the tests of flag handling and
-error messages (a subprocess costs a TensorFlow import, about 3 s, per call; each script keeps one subprocess test
-in tests/test_launch.py).
+"""Running the tools in tests: `run_tool` runs a tool of robgan_tf.cli in this process, as its console script would,
+for the tests of flag handling and error messages (a subprocess costs a TensorFlow import, about 3 s, per call);
+`run_console_script` runs the installed console script, which each script keeps one test of.
 
-The tools define overlapping absl flags (--model, --dataset, ...), so only one can be loaded at a time: each call
-forgets the flags and the module of the tool before it.
+The tools define overlapping absl flags (--model, --dataset, ...), so only one can be loaded at a time: each
+run_tool call forgets the flags and the module of the tool before it.
 """
 import contextlib
 import dataclasses
