@@ -210,6 +210,26 @@ def finetuned(trained, tmp_path_factory):
 
 
 @pytest.mark.xdist_group("trained_run")
+def test_a_finetuning_from_an_older_training_iteration_is_refused_and_set_aside_whole(finetuned, tmp_path):
+    cfg = _copy(finetuned.logdir, tmp_path / "stale")
+    folder = tmp_path / "stale" / "finetune_checkpoints"
+    ft = run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    assert ft.base_iteration() == 4 and not ft.superseded()  # fine-tuned from the run's last iteration
+    # as if this fine-tuning had started at iteration 2 and the run had trained on to 4 since
+    storage.atomic_write_json(str(folder / "base.json"), {"training_iteration": 2, "training_checkpoint": "x"})
+    assert ft.superseded()
+    with pytest.raises(storage.CheckpointError, match=r"started from training iteration 2, but the run has "
+                                                      r"trained to iteration 4 since: run launch/finetune.py"):
+        run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    files = sorted(os.listdir(folder))
+    os.makedirs(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2")  # an earlier set-aside: kept too
+    kept = ft.set_aside()
+    assert kept == str(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2-2")
+    assert sorted(os.listdir(kept)) == files and not folder.exists()  # moved whole, nothing deleted
+    assert run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False)).base_iteration() is None
+
+
+@pytest.mark.xdist_group("trained_run")
 def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     before = _tree(finetuned.logdir)
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
