@@ -430,9 +430,16 @@ def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad
     w = run.discriminator.dense_cls.layer.kernel
     w.assign(tf.fill(w.shape, float("nan")))
     run.restore = lambda: None
-    with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: "):
+    # named: the first bad iteration, the intact checkpoint, and advice that can be followed (a resume may lower the
+    # learning rates: test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model)
+    with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: .*"
+                       + os.path.basename(good) + r".*lower learning rates \(e.g. --lr_d=0.0005 --lr_g=0.0002\) "
+                       r"to resume from it"):
         loops.train(run)
     assert run.manager.latest_checkpoint == good  # nothing saved at iteration 6
+    reader = tf.train.load_checkpoint(good)
+    assert all(np.isfinite(reader.get_tensor(n)).all() for n in reader.get_variable_to_shape_map()
+               if reader.get_variable_to_dtype_map()[n].is_floating)
 
 
 @pytest.mark.xdist_group("trained_run")
