@@ -145,9 +145,8 @@ def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_pat
 
 
 @pytest.mark.xdist_group("trained_run")
-def test_results_and_exports_name_their_weights(finetuned, tmp_path):
-    from robgan_tf import export
-
+def test_results_name_their_weights(finetuned, tmp_path):
+    """(The exports' model card names them too: test_serving_signatures_keras_files_model_card_and_loaders.)"""
     run = run_lib.Run(_copy(finetuned.logdir, tmp_path / "prov"))
     ft = loops.finetune(run)  # already fine-tuned: restores the last fine-tuning checkpoint
     classifier, provenance = run_lib.load_final_classifier(run_lib.Run(run.cfg, read_only=True))
@@ -156,8 +155,6 @@ def test_results_and_exports_name_their_weights(finetuned, tmp_path):
     result = pipeline.evaluate_run(run, ft.classifier, run_lib.weights_provenance(run, ft))
     assert json.load(open(os.path.join(run.cfg.logdir, "eval", "robustness.json")))["weights"] == provenance
     assert result["weights"]["finetune_steps_planned"] == 6
-    paths = export.export_run(run, classifier, provenance)
-    assert json.load(open(paths["manifest"]))["weights"] == provenance
 
 
 @pytest.mark.xdist_group("trained_run")
@@ -293,10 +290,19 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
     assert open(out / "manifest.json").read() == manifest and _tree(out / "classifier" / "1") == v1
 
 
-@pytest.mark.xdist_group("trained_run")
-def test_served_models_check_their_inputs(finetuned, tmp_path):
+@pytest.fixture(scope="module")
+def exported(finetuned, tmp_path_factory):
+    """The fine-tuned run opened read-only, its final classifier and provenance, and their export, made once for
+    the tests that only read it: (run, classifier, provenance, export folder, export paths)."""
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
-    paths = export.export_run(run, *run_lib.load_final_classifier(run), out=str(tmp_path / "export"))
+    classifier, provenance = run_lib.load_final_classifier(run)
+    out = tmp_path_factory.mktemp("exported") / "export"
+    return run, classifier, provenance, out, export.export_run(run, classifier, provenance, out=str(out))
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_served_models_check_their_inputs(exported):
+    paths = exported[4]
     clf = tf.saved_model.load(paths["classifier"]).signatures["serving_default"]
     gen = tf.saved_model.load(paths["generator"]).signatures["serving_default"]
     ok = clf(images=tf.zeros([2, 16, 16, 1]))["logits"]
@@ -319,16 +325,13 @@ def _png(array):
 
 
 @pytest.mark.xdist_group("trained_run")
-def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, tmp_path):
+def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, exported, tmp_path):
     import keras
 
     import robgan_tf
     from robgan_tf import loading
 
-    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
-    classifier, provenance = run_lib.load_final_classifier(run)
-    out = tmp_path / "export"
-    paths = export.export_run(run, classifier, provenance, out=str(out))
+    run, classifier, provenance, out, paths = exported
     clf = tf.saved_model.load(paths["classifier"])
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
