@@ -43,6 +43,16 @@ def _copy(src, dst):
     return ExperimentConfig.of_run(str(dst))
 
 
+def _assert_discriminator_is(discriminator, checkpoint):
+    """Every variable of `discriminator` equals, bit for bit, the D saved in `checkpoint` (a path or a folder)."""
+    reader = tf.train.load_checkpoint(checkpoint)
+    weights = run_lib.model_variables(discriminator)
+    assert len(weights) > 20
+    for key, v in weights.items():
+        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"),
+                                      err_msg=v.path)
+
+
 class _Killed(Exception):
     pass
 
@@ -68,8 +78,8 @@ def _kill_after(monkeypatch, n_steps):
 @pytest.mark.xdist_group("trained_run")
 def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetuned, tmp_path, monkeypatch):
     # the uninterrupted fine-tuning is the `finetuned` fixture's: the same run, settings and op determinism
-    straight = tf.train.load_checkpoint(os.path.join(finetuned.logdir, "finetune_checkpoints"))
-    assert straight.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 6
+    straight = os.path.join(finetuned.logdir, "finetune_checkpoints")
+    assert tf.train.load_checkpoint(straight).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 6
 
     cfg = _copy(trained, tmp_path / "killed")
     _kill_after(monkeypatch, 3)  # checkpoint at step 2, killed during step 4
@@ -81,11 +91,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
     # a new process: every object rebuilt from disk, the generator initialised at random
     resumed = loops.finetune(run_lib.Run(cfg))
     assert int(resumed.step.numpy()) == 6
-    weights = run_lib.model_variables(resumed.run.discriminator)
-    assert len(weights) > 20
-    for key, v in weights.items():
-        np.testing.assert_array_equal(v.numpy(), straight.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"),
-                                      err_msg=v.path)
+    _assert_discriminator_is(resumed.run.discriminator, straight)
 
 
 @pytest.mark.xdist_group("trained_run")
@@ -111,9 +117,7 @@ def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
 def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_the_finetuned(finetuned):
     run = run_lib.Run(finetuned, read_only=True)
     trained, before = run_lib.load_trained_classifier(run)
-    reader = tf.train.load_checkpoint(run.manager.latest_checkpoint)
-    for key, v in run_lib.model_variables(run.discriminator).items():  # the trained D, exactly
-        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"))
+    _assert_discriminator_is(run.discriminator, run.manager.latest_checkpoint)  # the trained D, exactly
     kernel = trained.discriminator.dense_cls.layer.kernel
     assert before["training_iteration"] == 4 and before["finetune_step"] is None
     trained_kernel = kernel.numpy().copy()
@@ -494,9 +498,7 @@ def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(pipel
     classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
     assert provenance["finetune_step"] == best_step
     assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
-    reader = tf.train.load_checkpoint(best["checkpoint"])
-    for key, v in run_lib.model_variables(classifier.discriminator).items():  # the kept weights, exactly
-        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"discriminator/{key}/.ATTRIBUTES/VARIABLE_VALUE"))
+    _assert_discriminator_is(classifier.discriminator, best["checkpoint"])  # the kept weights, exactly
     with pytest.raises(ValueError, match="needs --val_examples"):
         ExperimentConfig(logdir=str(tmp_path / "x"), finetune_weights="best").validate()
 
