@@ -1,4 +1,6 @@
-"""Fine-tune a trained run's classifier with eq. 10 (real + lambda * fake, both PGD-attacked).
+"""Fine-tune a trained run's classifier with eq. 10 (real + lambda * fake, both PGD-attacked). Rerunning resumes;
+after the run has trained further, it fine-tunes the newer weights and keeps the earlier fine-tuning in
+LOGDIR/finetune_checkpoints-from-iteration-N.
 
     python launch/finetune.py --logdir=runs/c10 --finetune_steps=20000 --finetune_lambda=0.3
 """
