@@ -109,11 +109,24 @@ def _check_common(num_classes, channels):
 
 
 class _BuildByCalling:
-    """Rebuild variables after `keras.saving.load_model` by one inference-mode forward pass.
+    """Builds the model by one eager inference-mode forward pass on zeros: `build`, `build_by_calling` and the
+    rebuild after `keras.saving.load_model` all come here.
 
-    Subclassed models with several inputs cannot be rebuilt from an input shape alone; a dummy call
-    with training=False creates every variable without touching BN statistics or SN vectors.
+    Without a `build` of its own, Keras builds a subclassed model on its first call by tracing `call`
+    symbolically in a scratch graph, which for these networks costs about ten times the eager pass (0.2 s
+    against 0.02 s for the tiny D). The eager pass with training=False creates every variable (each block
+    and layer builds itself from the shapes it sees) without touching BN statistics or SN vectors.
     """
+
+    def build(self, input_shape=None):
+        with tf.init_scope():  # eager even when first called inside a tf.function
+            self._call_on_zeros()
+
+    def build_by_calling(self):
+        """Creates every variable (a no-op once built)."""
+        if not self.built:
+            self.build()
+            self.built = True
 
     def get_build_config(self):
         return {"built": True} if self.built else {}
@@ -160,8 +173,8 @@ class Generator(_BuildByCalling, keras.Model):
         # tanh in float32: under mixed precision the images leave G at full precision.
         return tf.tanh(tf.cast(self.conv_out(h), tf.float32))
 
-    def build_by_calling(self):
-        self(tf.zeros([2, self.z_dim]), tf.zeros([2], tf.int32), training=False)
+    def _call_on_zeros(self):
+        self.call(tf.zeros([2, self.z_dim]), tf.zeros([2], tf.int32), training=False)
 
     def get_config(self):
         config = super().get_config()
@@ -254,9 +267,9 @@ class Discriminator(_BuildByCalling, keras.Model):
         """A Keras model images -> class logits that shares this discriminator's weights."""
         return Classifier(self)
 
-    def build_by_calling(self):
-        shape = [2, self.resolution, self.resolution, self.channels]
-        self(tf.zeros(shape), tf.zeros([2], tf.int32), training=False)
+    def _call_on_zeros(self):
+        self.call(tf.zeros([2, self.resolution, self.resolution, self.channels]), tf.zeros([2], tf.int32),
+                  training=False)
 
     def get_config(self):
         config = super().get_config()
@@ -284,9 +297,9 @@ class Classifier(_BuildByCalling, keras.Model):
         labels = tf.zeros(tf.shape(images)[:1], tf.int32) if self.discriminator.head == "projection" else None
         return self.discriminator(images, labels, training=training)[1]
 
-    def build_by_calling(self):
+    def _call_on_zeros(self):
         d = self.discriminator
-        self(tf.zeros([2, d.resolution, d.resolution, d.channels]), training=False)
+        self.call(tf.zeros([2, d.resolution, d.resolution, d.channels]), training=False)
 
     def get_config(self):
         config = super().get_config()
