@@ -37,8 +37,38 @@ class Delayed(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["start"])
 
 
+def _handle(variable):
+    """The resource handle of a Keras or tf.Variable (inside tf.distribute's update(), the local replica's)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
 @keras.saving.register_keras_serializable(package="robgan_tf")
-class ResettingAdam(keras.optimizers.Adam):
+class Adam(keras.optimizers.Adam):
+    """Keras' Adam, each variable updated by TensorFlow's fused ResourceApplyAdam kernel.
+
+    The update is Keras' own, term for term: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1);
+    v += (g^2 - v)(1 - b2); w -= lr_t * m / (sqrt(v) + eps), with the same slot variables (checkpoints
+    are interchangeable). It agrees with keras.optimizers.Adam to float32 rounding (tests/test_training.py),
+    not bit for bit: the kernel evaluates the same expressions in one pass. One op per variable instead of
+    about thirty makes a train step's graph about a fifth smaller, so it traces and optimises faster, and
+    a GPU launches one kernel per variable instead of about ten.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        t = tf.cast(self.iterations + 1, dtype)
+        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=tf.cast(learning_rate, dtype), beta1=b1,
+            beta2=b2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+
+
+@keras.saving.register_keras_serializable(package="robgan_tf")
+class ResettingAdam(Adam):
     """Adam that starts afresh -- zero moments, bias correction from step 1 -- at given update counts.
 
     The authors lower a learning rate by re-creating their torch Adam, which discards its moments; this
@@ -107,7 +137,7 @@ def make_optimizer(kind, lr, *, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum=0
     if kind == "adam":
         adam_args = dict(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=epsilon, name=name)
         opt = (ResettingAdam(restart_every, restart_at, **adam_args) if restart_every or restart_at
-               else keras.optimizers.Adam(**adam_args))
+               else Adam(**adam_args))
     elif kind == "sgd":
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, name=name)
     else:

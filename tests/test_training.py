@@ -1,3 +1,5 @@
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from robgan_tf.attacks import pgd
 from robgan_tf.config import AttackConfig, FinetuneConfig, TrainConfig
 from robgan_tf.models import Discriminator, Generator
 from robgan_tf.training import (
+    Adam,
     FineTuner,
     ResettingAdam,
     RobGAN,
@@ -154,6 +157,49 @@ def test_linear_decay_start_and_step_schedule():
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="reset_adam"):
         TrainConfig(reset_adam=True)  # a constant lr is never lowered
+
+
+def test_fused_adam_is_keras_adam_on_the_summed_gradient_of_repeated_rows():
+    """training.Adam (one ResourceApplyAdam per variable) makes Keras' Adam updates to float32 rounding -- for a
+    dense gradient, a decaying lr, in one process and under MirroredStrategy -- and for a gathered variable whose
+    rows repeat in a batch (conditional BN's per-class gamma and beta) it is Adam on the summed gradient, as torch's
+    Adam is: Keras' Adam squares each repeated row's slice separately (sum of g_i^2 instead of (sum of g_i)^2)."""
+    rng = np.random.default_rng(0)
+    init_w, init_t = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    xs = [rng.normal(size=(4, 6)).astype(np.float32) for _ in range(6)]
+    ids = [np.array([0, 0, 2, 3], np.int32)] * 6  # row 0 twice in every batch
+
+    def train(make_opt, strategy=None, dense=False):
+        scope = strategy.scope() if strategy else contextlib.nullcontext()
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        with scope:
+            w, table = tf.Variable(init_w), tf.Variable(init_t)
+            opt = make_opt(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 2, 0.5),
+                           beta_1=0.5, beta_2=0.9, epsilon=1e-3)
+            opt.build([w, table])
+
+        @tf.function(autograph=False)
+        def step(x, i):
+            def replica(x, i):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.tanh(x @ w) * tf.gather(table, i)) / replicas  # replicas' grads add up
+                grads = tape.gradient(loss, [w, table])
+                assert isinstance(grads[1], tf.IndexedSlices)
+                opt.apply([tf.convert_to_tensor(g) for g in grads] if dense else grads, [w, table])
+            (strategy.run(replica, (x, i)) if strategy else replica(x, i))
+
+        for x, i in zip(xs, ids):
+            step(tf.constant(x), tf.constant(i))
+        return w.numpy(), table.numpy()
+
+    want = train(keras.optimizers.Adam, dense=True)
+    assert np.abs(want[0] - init_w).max() > 0.1 and np.abs(want[1] - init_t).max() > 0.1
+    for got in (train(Adam), train(Adam, mirrored())):
+        for g, k in zip(got, want):
+            np.testing.assert_allclose(g, k, rtol=1e-5, atol=1e-6)
+    keras_sparse = train(keras.optimizers.Adam)
+    assert np.abs(keras_sparse[1][0] - want[1][0]).max() > 1e-3  # the repeated row: Keras' own second moment
+    np.testing.assert_allclose(keras_sparse[1][1], want[1][1])  # a row never gathered: untouched by both
 
 
 def test_resetting_adam_equals_a_freshly_created_adam_at_each_restart():
