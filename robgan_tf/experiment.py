@@ -186,6 +186,9 @@ class ExperimentConfig:
                             "(TensorBoard's Profile tab; needs tensorboard-plugin-profile, the [profile] extra). The "
                             "attack, D updates and G update are named regions. Empty: no profiling.")
     sample_every: int = _f(200, "Log a sample grid every N iterations.")
+    monitor_examples: int = _f(256, "Examples per split read by the in-training monitors: the gap/ scalars (robust "
+                               "accuracy and LLV, train vs held-out) at every sample grid, and fine-tuning's "
+                               "held-out clean and robust accuracy (what --finetune_weights=best selects by).")
     quality_every: int = _f(0, "Score the generator (its EMA copy when on) every N training iterations: IS, FID, KID "
                             "and label accuracy under --quality_backend, to TensorBoard (quality/...) and "
                             "LOGDIR/eval/quality_curve.jsonl with D updates and training seconds (quality vs time, "
@@ -236,7 +239,7 @@ class ExperimentConfig:
         # Flags the library does not see as such (lengths, cadences, the batch); every rule of a training or
         # fine-tuning setting is the config dataclasses' own, checked below by building them.
         positive = ("batch_size", "train_iterations", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "sample_every", "cpu_replicas", "z_dim")
+                    "sample_every", "monitor_examples", "cpu_replicas", "z_dim")
         if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
             raise ConfigError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
                              f"divide evenly over --cpu_replicas={self.cpu_replicas}.")

@@ -73,14 +73,14 @@ def _record_config(cfg, writer):
         tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
 
 
-def log_gap(classifier, run, eps, step, n=256):
+def log_gap(classifier, run, eps, step):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV, train vs
-    held-out, on n examples of each split. Held-out is the validation split when the run has one (then only the
+    held-out, on --monitor_examples examples of each split. Held-out is the validation split when the run has one (then only the
     final evaluation touches the test split), else the test split; the tags say which (gap/val_... or
     gap/test_...)."""
     held = "val" if run.val_source is not None else "test"
-    gap = gap_analysis(classifier, run.train_source, run.monitor_source, eps_grid=(eps,), num_examples=n, steps=10,
-                       verbose=False)
+    gap = gap_analysis(classifier, run.train_source, run.monitor_source, eps_grid=(eps,),
+                       num_examples=run.cfg.monitor_examples, steps=10, verbose=False)
     tf.summary.scalar("gap/train_robust_accuracy", gap["train_accuracy"][0], step=step)
     tf.summary.scalar(f"gap/{held}_robust_accuracy", gap["test_accuracy"][0], step=step)
     tf.summary.scalar("gap/train_llv_mean", gap["llv_mean"]["train"], step=step)
@@ -260,9 +260,10 @@ def finetune(run: Run):
     split = "val" if run.val_source is not None else "test"
 
     def monitor(step):
+        n = cfg.monitor_examples
         tf.summary.scalar(f"{split}_clean_accuracy", accuracy_under_attack(
-            ft.classifier, run.monitor_source, eps=0.0, steps=0, num_examples=256))
-        robust = accuracy_under_attack(ft.classifier, run.monitor_source, eps=eps, steps=10, num_examples=256)
+            ft.classifier, run.monitor_source, eps=0.0, steps=0, num_examples=n))
+        robust = accuracy_under_attack(ft.classifier, run.monitor_source, eps=eps, steps=10, num_examples=n)
         tf.summary.scalar(f"{split}_robust_accuracy_eps{eps:g}", robust)
         if run.val_source is not None and ft.note_validation(step, robust, eps):  # never selects on the test split
             _log(f"[finetune] step {step}: best validation robust accuracy so far, {robust:.2%}; kept in {ft.best_dir}")

@@ -21,7 +21,7 @@ from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import current_lr
 
 SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_iterations=4,
-             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, ema_decay=0.5,
+             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, monitor_examples=32, ema_decay=0.5,
              deterministic=True, seed=3)
 
 
@@ -89,8 +89,13 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
     storage.RunLock.hold(cfg.logdir).release()  # a killed process holds no lock
     assert tf.train.latest_checkpoint(str(tmp_path / "killed" / "finetune_checkpoints")).endswith("-2")
     # a new process: every object rebuilt from disk, the generator initialised at random
+    read = []  # how many examples the monitors read: --monitor_examples of each split
+    for name in ("accuracy_under_attack", "gap_analysis"):
+        monitor = getattr(loops, name)
+        monkeypatch.setattr(loops, name, lambda *a, _f=monitor, **k: read.append(k["num_examples"]) or _f(*a, **k))
     resumed = loops.finetune(run_lib.Run(cfg))
     assert int(resumed.step.numpy()) == 6
+    assert read == [SMALL["monitor_examples"]] * 3  # at the last step: clean and robust accuracy, then the gap
     _assert_discriminator_is(resumed.run.discriminator, straight)
 
 

@@ -26,7 +26,7 @@ class Result:
 
 # Tiny settings for the tools' end-to-end tests on digits.
 TINY = ["--batch_size=16", "--attack_steps=2", "--log_every=1", "--sample_every=3", "--checkpoint_every=2",
-        "--eval_examples=48", "--z_dim=16"]
+        "--eval_examples=48", "--monitor_examples=32", "--z_dim=16"]
 
 
 def run_console_script(script, *args, check=True, timeout=300):
