@@ -62,6 +62,10 @@ def _write_archive(model, endpoints, path):
 def export_generator(generator, path):
     """Writes the generator SavedModel (see the module docstring); inference mode, inputs checked."""
     z_dim, k = generator.z_dim, generator.num_classes
+    # The network traced once, as a function the three signatures call (see export_classifier).
+    images_of = tf.function(lambda z, labels: tf.cast(generator(z, labels, training=False), tf.float32),
+                            input_signature=[tf.TensorSpec([None, z_dim], tf.float32), tf.TensorSpec([None], tf.int32)],
+                            autograph=False)
 
     def generate(z, labels):
         labels = tf.cast(labels, tf.int32)
@@ -74,7 +78,7 @@ def export_generator(generator, path):
             tf.debugging.assert_all_finite(z, message="generator expects finite z"),
         ]
         with tf.control_dependencies(checks):
-            images = tf.cast(generator(tf.identity(z), labels, training=False), tf.float32)
+            images = images_of(tf.identity(z), tf.identity(labels))  # identities: the checks run first
         return {"images": images, "images_uint8": quantize(images)}
 
     def sample(labels, seed):
@@ -99,8 +103,13 @@ def export_classifier(classifier, path, image_shape, class_names):
     def expected(dtype, range_):
         return f"classifier expects {dtype} images [N, {h}, {w}, {c}] in {range_}"
 
+    # The network traced once, as a function all three signatures call, instead of a copy inlined into each:
+    # a third of the tracing when exporting, and of the graph a server loads.
+    logits_of = tf.function(lambda images: tf.cast(classifier(images, training=False), tf.float32),
+                            input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)], autograph=False)
+
     def outputs(images):
-        logits = tf.cast(classifier(images, training=False), tf.float32)
+        logits = logits_of(images)
         classes = tf.argmax(logits, -1)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits), "classes": classes,
                 "class_names": tf.gather(names, classes)}
