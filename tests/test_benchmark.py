@@ -12,9 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_benchmark_tiny_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), "--arch=tiny", "--batch_size=8",
-         "--attack_steps=2", "--iterations=2", "--warmup=1", "--component_iterations=1", "--flops", "--roofline",
-         f"--json_out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), "--arch=tiny", "--resolution=16",
+         "--channels=1", "--batch_size=8", "--attack_steps=2", "--iterations=2", "--warmup=1",
+         "--component_iterations=1", "--flops", "--roofline", f"--json_out={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["iterations"] == 2

@@ -31,7 +31,8 @@ def test_console_scripts_are_installed_and_run_the_cli_modules(tmp_path):
         assert shutil.which(name), f"{name} is not on PATH"
         shim = open(os.path.join(ROOT, "launch", module.rsplit(".", 1)[1] + ".py")).read()
         assert f"from {module} import run" in shim  # python launch/NAME.py runs the same code
-    # --help is a success (absl itself exits 1), from a folder outside the checkout
+    # --help is a success (absl itself exits 1), from a folder outside the checkout: every tool runs through
+    # common.run_tool, whose parser makes --help exit 0 and a bad flag a one-line error: (tests/test_launch.py)
     proc = subprocess.run([shutil.which("robgan-sample"), "--help"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0 and "--model" in proc.stdout and "--out" in proc.stdout

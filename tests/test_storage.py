@@ -27,24 +27,32 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
     assert path.read_text() == '{\n  "v": 1\n}' and os.listdir(tmp_path) == ["a.json"]  # no temp file left
 
 
-_HOLDER = """
-import sys, time
-from robgan_tf.storage import RunLock
-RunLock(sys.argv[1]).acquire()
-print("locked", flush=True)
-time.sleep(120)
-"""
+def _hold_lock_in_a_child(folder):
+    """A forked child (this process's copy, so no second TensorFlow import) that takes the run lock and waits to
+    be killed; returns (pid, a pipe that reads "locked" once it holds the lock)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child touches only the lock file and the pipe, never TensorFlow
+        try:
+            storage.RunLock(folder).acquire()
+            os.write(write, b"locked\n")
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(write)
+    return pid, os.fdopen(read)
 
 
 def test_one_writer_per_run_and_a_dead_holder_does_not_block(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    pid, pipe = _hold_lock_in_a_child(str(tmp_path))
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(storage.RunLocked, match=f"another process \\(pid {holder.pid}\\)"):
+        assert pipe.readline().strip() == "locked"
+        with pytest.raises(storage.RunLocked, match=f"another process \\(pid {pid}\\)"):
             storage.RunLock(str(tmp_path)).acquire()
     finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pipe.close()
     # the kernel released the dead holder's lock; its pid is still in the file but no longer blocks
     lock = storage.RunLock.hold(str(tmp_path))
     assert open(tmp_path / ".lock").read() == str(os.getpid())
