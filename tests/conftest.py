@@ -6,14 +6,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# Logical devices must be configured before TF initialises the runtime, i.e. before any op runs.
-_cpus = tf.config.list_physical_devices("CPU")
-try:
-    tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-except RuntimeError:  # runtime already initialised by an earlier import; tests needing 2 devices check
-    pass
+
+def pytest_configure(config):
+    """Splits the CPU into two logical devices where tests run. Under xdist the controller process only hands
+    out tests, so it does not import TensorFlow (3 s of CPU the workers could use)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import tensorflow as tf
+
+    # Logical devices must be configured before TF initialises the runtime, i.e. before any op runs.
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    except RuntimeError:  # runtime already initialised by an earlier import; tests needing 2 devices check
+        pass
 
 
 @pytest.fixture(autouse=True)
