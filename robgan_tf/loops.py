@@ -75,9 +75,9 @@ def _record_config(cfg, writer):
 
 def log_gap(classifier, run, eps, step):
     """TensorBoard scalars of the generalization gap (paper Fig. 2/6): robust accuracy and mean LLV, train vs
-    held-out, on --monitor_examples examples of each split. Held-out is the validation split when the run has one (then only the
-    final evaluation touches the test split), else the test split; the tags say which (gap/val_... or
-    gap/test_...)."""
+    held-out, on --monitor_examples examples of each split. Held-out is the validation split when the run has
+    one (then only the final evaluation touches the test split), else the test split; the tags say which
+    (gap/val_... or gap/test_...)."""
     held = "val" if run.val_source is not None else "test"
     gap = gap_analysis(classifier, run.train_source, run.monitor_source, eps_grid=(eps,),
                        num_examples=run.cfg.monitor_examples, steps=10, verbose=False)

@@ -48,10 +48,12 @@ class Adam(keras.optimizers.Adam):
 
     The update is Keras' own, term for term: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1);
     v += (g^2 - v)(1 - b2); w -= lr_t * m / (sqrt(v) + eps), with the same slot variables (checkpoints
-    are interchangeable). It agrees with keras.optimizers.Adam to float32 rounding (tests/test_training.py),
-    not bit for bit: the kernel evaluates the same expressions in one pass. One op per variable instead of
-    about thirty makes a train step's graph about a fifth smaller, so it traces and optimises faster, and
-    a GPU launches one kernel per variable instead of about ten.
+    are interchangeable). On dense gradients it agrees with keras.optimizers.Adam to float32 rounding, not bit
+    for bit (the kernel evaluates the same expressions in one pass). On a gathered variable whose rows repeat
+    in a batch (conditional BN's per-class gamma and beta) g is the summed gradient, as in torch; Keras' Adam
+    squares each example's slice before summing them instead (tests/test_training.py). One op per variable
+    instead of about thirty makes a train step's graph about a fifth smaller, so it traces and optimises
+    faster, and a GPU launches one kernel per variable instead of about ten.
     """
 
     def update_step(self, gradient, variable, learning_rate):
