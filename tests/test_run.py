@@ -21,8 +21,8 @@ from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import current_lr
 
 SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_iterations=4,
-             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, monitor_examples=32, ema_decay=0.5,
-             deterministic=True, seed=3)
+             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, monitor_examples=32,
+             ema_decay=0.5, deterministic=True, seed=3)
 
 
 @pytest.fixture(scope="module")
