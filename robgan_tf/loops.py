@@ -249,7 +249,6 @@ def finetune(run: Run):
         old_base, kept = ft.base_iteration(), ft.set_aside()
         _log(f"[finetune] the run has trained from iteration {old_base} to {int(run.step.numpy())} since the last "
              f"fine-tuning; fine-tuning the newer weights (the earlier fine-tuning is kept in {kept})")
-        ft = FinetuneRun(run)
     latest = ft.restore()  # else: start from the trained discriminator FinetuneRun restored
     if latest:
         _log(f"[finetune] resuming from {latest} at step {int(ft.step.numpy())}")

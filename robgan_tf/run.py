@@ -174,11 +174,16 @@ class FinetuneRun:
             if self.generator is not None:
                 objects["generator"] = model_variables(self.generator)
             self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, run.strategy, "finetune_checkpoints"),
-            max_to_keep=cfg.keep_checkpoints)
         # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
         self.best_dir = os.path.join(cfg.logdir, "finetune_checkpoints", "best")
+        self._open_managers()
+
+    def _open_managers(self):
+        # A CheckpointManager lists its folder once, when made: made again after the folder moves (set_aside).
+        cfg = self.run.cfg
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, self.run.strategy, "finetune_checkpoints"),
+            max_to_keep=cfg.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.best_dir, max_to_keep=1)
 
     def restore(self):
@@ -209,7 +214,8 @@ class FinetuneRun:
 
     def set_aside(self):
         """Moves a superseded fine-tuning (checkpoints, best checkpoint, base.json) to a sibling folder named after
-        the iteration it started from, so a new fine-tuning can start; nothing is deleted. Returns the folder."""
+        the iteration it started from, so a new fine-tuning can start here; nothing is deleted. Returns the folder.
+        Call it before `restore`: this object then starts afresh from the trained weights it was made with."""
         base, src = self.base_iteration(), self.manager.directory
         dst = f"{src}-from-iteration-{base}"
         n = 2
@@ -220,6 +226,7 @@ class FinetuneRun:
             os.replace(src, dst)
         except OSError as e:
             raise storage.storage_error(e, dst, "The fine-tuning checkpoints were left where they were.") from e
+        self._open_managers()
         return dst
 
     def best(self):

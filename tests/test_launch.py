@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from inception_standin import standin_graph
-from tools import TINY, run_console_script as _run, run_tool
+from tools import TINY, non_finite_in_checkpoint, run_console_script as _run, run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,10 +345,8 @@ def test_two_cpu_replicas_mirrored(tmp_path):
     reader = tf.train.load_checkpoint(latest)
     assert reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4  # n_dis D updates ...
     assert reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 2  # ... per G update
-    names = reader.get_variable_to_shape_map()
-    assert any(n.startswith("ema/") for n in names)
-    assert all(np.isfinite(reader.get_tensor(n)).all() for n in names
-               if reader.get_variable_to_dtype_map()[n].is_floating)
+    assert any(n.startswith("ema/") for n in reader.get_variable_to_shape_map())
+    assert non_finite_in_checkpoint(latest) == []
 
 
 # One script, three paths to an error (absl parsing, ExperimentConfig.validate, the data); every other

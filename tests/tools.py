@@ -39,6 +39,17 @@ def run_console_script(script, *args, check=True, timeout=300):
     return proc
 
 
+def non_finite_in_checkpoint(checkpoint):
+    """The names of the floating-point tensors in `checkpoint` that hold a NaN or an inf ([] when all are finite)."""
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    floats = [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
+    assert floats, f"{checkpoint} holds no floating-point tensor"
+    return [n for n in floats if not np.isfinite(reader.get_tensor(n)).all()]
+
+
 def _forget_tools():
     for name, defined in list(flags.FLAGS.flags_by_module_dict().items()):
         if name.startswith("robgan_tf.cli"):
