@@ -142,8 +142,10 @@ def test_fab_t_finds_the_minimal_linf_perturbation_of_a_linear_classifier(k):
     z = x.reshape(len(x), -1) @ w + b
     order = np.argsort(-z, -1)
     found = np.full(len(x), np.inf)
+    # traced once for the k - 1 targets (run eagerly, its loop would cost a Python step per op)
+    fab = tf.function(lambda t: aa.fab_targeted(linear(w, b), x, y, t, n_iter=100), autograph=False)
     for rank in range(1, k):
-        _, norms = aa.fab_targeted(linear(w, b), x, y, order[:, rank].astype(np.int32), n_iter=100)
+        _, norms = fab(order[:, rank].astype(np.int32))
         found = np.minimum(found, norms.numpy())
     assert np.all(truth + x.reshape(len(x), -1).__abs__().max(-1) < 1)  # the box does not bind
     assert np.all(found >= truth * (1 - 1e-4))
@@ -178,8 +180,8 @@ def test_square_breaks_a_zero_gradient_model_that_white_box_attacks_cannot():
 def test_apgd_agrees_with_ibm_art_on_an_adversarially_trained_model():
     """An independent implementation: ART's AutoProjectedGradientDescent (TensorFlowV2Classifier) with the same
     eps, step 2 * eps, one start, on the same adversarially trained MLP and 360 test digits: 100 iterations with
-    the CE loss, 50 with DLR (ART's DLR loss slices the batch example by example in eager mode, 13 s at 100
-    iterations here; at 50 the two still agree within 1%)."""
+    the CE loss, 20 with DLR (ART's DLR loss slices the batch example by example in eager mode: 13 s at 100
+    iterations here, 2.8 s at 20; over six training seeds the two differed by at most 0.014 at 20)."""
     import keras
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
@@ -209,7 +211,7 @@ def test_apgd_agrees_with_ibm_art_on_an_adversarially_trained_model():
     assert clean.mean() > 0.9
     art_model = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(8, 8, 1), clip_values=(-1.0, 1.0),
                                        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    for ours, theirs, n_iter in (("ce", "cross_entropy", 100), ("dlr", "difference_logits_ratio", 50)):
+    for ours, theirs, n_iter in (("ce", "cross_entropy", 100), ("dlr", "difference_logits_ratio", 20)):
         _, fooled = aa.apgd(model, xte, yte, eps=eps, n_iter=n_iter, loss=ours)
         ours_acc = (clean & ~fooled.numpy()).mean()
         attack = AutoProjectedGradientDescent(art_model, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=n_iter,
