@@ -105,11 +105,11 @@ def test_keras_inception_backend_loads_a_legacy_h5_file(tmp_path):
     np.testing.assert_allclose(backend.features(images), ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(backend.outputs(images)[0], source(quality.inception_preprocess(images)).numpy(),
                                rtol=1e-5, atol=1e-7)
-    keras.utils.set_random_seed(1)  # a differently initialised network is far from it: the weights were loaded
-    other = keras.applications.InceptionV3(weights=None, include_top=True)
-    other_pooled = keras.Model(other.input, other.get_layer("avg_pool").output)
-    diff = np.abs(other_pooled(quality.inception_preprocess(images)).numpy() - ref).max()
-    assert diff > 0.1 * np.abs(ref).max()
+    # the weights themselves were loaded, each into its own layer (outputs alone could match by accident); the
+    # two networks' layers have other unique names, so they pair up in order
+    assert len(backend.model.weights) == len(source.weights) > 300
+    for loaded, saved in zip(backend.model.weights, source.weights):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.path)
 
 
 def test_inception_score_known_answers():
