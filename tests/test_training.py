@@ -69,13 +69,6 @@ def test_each_mode_trains_weights_with_finite_losses(mode):
         assert int(model.g_optimizer.iterations) == 3
 
 
-def test_n_dis_d_updates_then_one_g_update_per_step():
-    model = _model("gan", n_dis=3)
-    assert model.examples_per_step(8) == 24
-    model.fit(_data(batch=24), steps_per_epoch=2, epochs=1, verbose=0)
-    assert int(model.d_optimizer.iterations) == 6 and int(model.g_optimizer.iterations) == 2
-
-
 @pytest.mark.parametrize("n_dis", [1, 3])
 def test_reuse_fake_saves_one_generator_pass_and_still_trains_g_through_the_updated_d(n_dis, monkeypatch):
     calls = {}
@@ -98,19 +91,6 @@ def test_reuse_fake_saves_one_generator_pass_and_still_trains_g_through_the_upda
         moved = [np.abs(w.numpy() - b).max() > 0 for w, b in zip(model.generator.trainable_weights, g_before)]
         assert all(moved)  # G's gradient reached every weight through D and the recorded forward pass
     assert calls == {False: n_dis + 1, True: n_dis}
-
-
-def test_ema_is_exponential_average_of_generator_weights():
-    model = _model("gan", ema_decay=0.75)
-    w0 = [w.numpy().copy() for w in model.generator.weights]
-    model.fit(_data(), steps_per_epoch=1, epochs=1, verbose=0)
-    w1 = [w.numpy() for w in model.generator.weights]
-    for ema, a, b in zip(model.ema_weights, w0, w1):
-        np.testing.assert_allclose(ema.numpy(), 0.75 * a + 0.25 * b, rtol=1e-5, atol=1e-6)
-    g = model.sampling_generator()
-    assert g is not model.generator
-    z, y = tf.random.normal([2, Z]), tf.constant([0, 2])
-    assert not np.allclose(g(z, y).numpy(), model.generator(z, y).numpy())
 
 
 def test_attack_runs_with_discriminator_in_inference_mode():
@@ -392,19 +372,34 @@ def test_config_validation():
     assert z.shape == (64, 5) and 0 <= int(tf.reduce_min(labels)) and int(tf.reduce_max(labels)) == 2
 
 
-def test_sngan_baseline_projection_hinge_trains():
+def test_sngan_baseline_n_dis_d_updates_per_g_update_projection_hinge_and_ema():
+    """SN-GAN's baseline (the gan method, a projection D, the hinge loss, n_dis D updates per G update) with an
+    EMA generator, two steps of fit: D and G counts, the projection embedding trained through the real/fake logit
+    alone, and the EMA the exponential average of G's weights after each G update."""
     from robgan_tf.losses import LossConfig
 
     sngan = LossConfig(gan_loss="hinge", d_real_adv=1.0, d_real_cls=0.0, d_fake_adv=1.0, g_adv=1.0, g_cls=0.0)
-    cfg = TrainConfig(method="gan", loss=sngan)
+    cfg = TrainConfig(method="gan", loss=sngan, n_dis=2, ema_decay=0.75)
     model = RobGAN(Discriminator(K, R, "tiny", channels=1, head="projection"),
                    Generator(K, R, "tiny", channels=1, z_dim=Z), cfg)
     model.compile(*make_optimizers(cfg))
+    assert model.examples_per_step(8) == 16
     embed_before = model.discriminator.embed.layer.embeddings.numpy().copy()
-    hist = model.fit(_data(), steps_per_epoch=2, epochs=1, verbose=0).history
-    assert np.isfinite(hist["d_loss"][-1]) and np.isfinite(hist["g_loss"][-1])
-    # the projection embedding is trained through the real/fake logit alone
+    ema = [w.numpy().copy() for w in model.generator.weights]  # the EMA starts at G's initial weights
+    for step in (1, 2):  # one step per fit call: the same traced step (Keras keeps its train function)
+        hist = model.fit(_data(batch=16, seed=step), steps_per_epoch=1, epochs=1, verbose=0).history
+        assert np.isfinite(hist["d_loss"][-1]) and np.isfinite(hist["g_loss"][-1])
+        assert int(model.d_optimizer.iterations) == 2 * step and int(model.g_optimizer.iterations) == step
+        ema = [0.75 * e + 0.25 * w.numpy() for e, w in zip(ema, model.generator.weights)]
+        for e, v in zip(ema, model.ema_weights):
+            np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-6)
     assert np.abs(model.discriminator.embed.layer.embeddings.numpy() - embed_before).max() > 0
+    g = model.sampling_generator()  # the EMA weights in a model of their own
+    assert g is not model.generator
+    for w, v in zip(g.weights, model.ema_weights):
+        np.testing.assert_array_equal(w.numpy(), v.numpy())
+    z, y = tf.random.normal([2, Z]), tf.constant([0, 2])
+    assert not np.allclose(g(z, y).numpy(), model.generator(z, y).numpy())
 
 
 def test_keras_builtin_schedules_follow_the_closed_forms_at_every_update():
