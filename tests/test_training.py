@@ -216,7 +216,7 @@ def test_weight_decay_is_half_the_squared_kernel_norm_and_skips_biases():
 def _train_steps(strategy, batches, init, preset, eps, steps):
     with strategy.scope():
         cfg = TrainConfig(method="advtrain", attack=AttackConfig(eps=eps, steps=2, loss="ce"))
-        model = RobGAN(Discriminator(K, 32, preset, channels=1), None, cfg)
+        model = RobGAN(Discriminator(K, R, preset, channels=1), None, cfg)
         # SGD, not Adam: Adam is invariant to the loss scale, so it would hide exactly the bug this
         # test is for (a per-replica mean where the global-batch mean belongs).
         model.compile(keras.optimizers.SGD(0.01))
@@ -234,11 +234,11 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch():
     """Losses over the GLOBAL batch: 2 replicas compute what 1 device does (SN D, PGD on)."""
     preset, eps, steps, rtol = "tiny", 0.05, 2, 1e-3
     cpus = tf.config.list_logical_devices("CPU")
-    ref = Discriminator(K, 32, preset, channels=1)
+    ref = Discriminator(K, R, preset, channels=1)
     ref.build_by_calling()
     init = [w.numpy() for w in ref.weights]
     rng = np.random.default_rng(0)
-    batches = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32), rng.integers(0, K, 16).astype(np.int32))
+    batches = (rng.uniform(-1, 1, (16, R, R, 1)).astype(np.float32), rng.integers(0, K, 16).astype(np.int32))
     one = _train_steps(tf.distribute.OneDeviceStrategy(cpus[0].name), batches, init, preset, eps, steps)
     two = _train_steps(mirrored(), batches, init, preset, eps, steps)
     # The two updates agree to rtol of the update's size (a per-replica mean instead of the global
