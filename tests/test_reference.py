@@ -49,7 +49,7 @@ def test_a_wrong_or_missing_reference_file_is_refused(ref_file, tmp_path):
 
 
 def test_the_script_resolves_the_training_flags_sentinels_and_records_its_file(ref_file):
-    path, digest, acc, stdout = ref_file
+    path, digest, _, stdout = ref_file
     record = json.load(open(path + ".json"))
     assert record["sha256"] == quality.sha256_of(path) and f"sha256 {digest}" in stdout
     # --resolution=0 and --augment=auto mean what they mean for training: digits at 16 px, no augmentation
