@@ -117,12 +117,22 @@ def main():
     # Every training, fine-tuning, paper-protocol, quality and gap job first; the strong + AutoAttack evaluations
     # (15-20 minutes each here) last, so that a session that ends early has (a)-(e) on every seed.
     todo = sorted(jobs(runs, args.data, reference), key=lambda job: job[0].startswith("strong_"))
-    if not os.path.exists(reference):
-        todo.insert(0, ("reference", (), ["robgan_tf.cli.train_reference", "--dataset=cifar10",
-                                          f"--data_dir={args.data}", "--epochs=8", "--augment=crop_flip",
-                                          "--seed=0", f"--out={reference}"]))
-        todo = [(n, d if n == "reference" else (*d, "reference"), c) for n, d, c in todo]
-    if args.dry_run:
+    schedule(with_reference(todo, reference, args.data), runs, code, args.slots, args.dry_run)
+
+
+def with_reference(todo, reference, data):
+    """The job list with the reference classifier's training first (and every job after it) if it is missing."""
+    if os.path.exists(reference):
+        return todo
+    train = ("reference", (), ["robgan_tf.cli.train_reference", "--dataset=cifar10", f"--data_dir={data}",
+                               "--epochs=8", "--augment=crop_flip", "--seed=0", f"--out={reference}"])
+    return [train] + [(n, (*d, "reference"), c) for n, d, c in todo]
+
+
+def schedule(todo, runs, code, slots, dry_run=False):
+    """Runs the jobs [(name, dependencies, command)], `slots` at a time, in list order as their dependencies
+    finish; a command ("copy", source, target[, lambda]) copies a trained run (copy_trained)."""
+    if dry_run:
         for name, deps, command in todo:
             print(name, "<-", ",".join(deps), "\n   ", " ".join(map(str, command)))
         return
@@ -168,10 +178,10 @@ def main():
             left = [n for n, _, _ in todo if not done(n)]
             print(f"[study] failed: {sorted(failed)}; not run: {left}" if left else "[study] all jobs done", flush=True)
             sys.exit(1 if left else 0)
-        while ready and len(running) < args.slots:
+        while ready and len(running) < slots:
             name, command = ready.pop(0)
             if command[0] == "copy":
-                copy_trained(runs, command[1], command[2])
+                copy_trained(runs, *command[1:])
                 open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
                 continue
             print(f"[study] {time.strftime('%H:%M:%S')} {name} started", flush=True)

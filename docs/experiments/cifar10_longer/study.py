@@ -1,0 +1,96 @@
+"""The longer CIFAR-10 study (README.md beside this file): robgan and advtrain for 10,000 D updates, robust
+accuracy at every kept checkpoint, and eq. 10 fine-tuning from the checkpoints at 2,000 and 10,000 D updates.
+
+    git archive HEAD | tar -x -C CODE          # the code the study runs, frozen
+    python study.py --code=CODE --runs=RUNS --data=PATH/cifar10.npz [--slots=2] [--dry_run]
+
+Each run trains in two legs of one schedule (the lr is halved at 5,000 D updates whatever the leg): the first
+stops at 2,000 D updates, where a copy of the run is taken for the early fine-tuning; the second resumes the same
+run to 10,000. Length is the one setting a run may change on resume, so both legs are one run.
+
+Jobs run as subprocesses of the archived code (PYTHONPATH=CODE), --slots at a time, each with one TF thread. A job
+that finished leaves RUNS/done/NAME; a killed study is restarted with the same command: finished jobs are skipped,
+jobs still running are adopted, training and fine-tuning resume from their checkpoints, an unfinished evaluation
+starts over. The scheduler is the first study's (../cifar10_claims/study.py), imported from there.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cifar10_claims"))
+import study as first  # noqa: E402  the first study's scheduler and run copy
+
+SEEDS = (0, 1, 2)
+EARLY, LATE = 2000, 10000  # D updates (n_dis 1): the fine-tuning points
+FT_STEPS = 400  # eq. 10 fine-tuning steps at batch 128, the same for both methods, as in the first study
+
+RECIPE = [  # the first study's recipe (the authors' CIFAR settings on the tiny networks), at 5x the length
+    "--dataset=cifar10", "--arch=tiny", "--resolution=32", "--batch_size=64", "--n_dis=1",
+    "--loss_weights=authors", "--gan_loss=bce", "--augment=crop_flip", "--dequantize",
+    "--attack_eps=0.07", "--attack_steps=5", "--attack_step_size=0.0078", "--noattack_random_start",
+    "--lr_g=2e-4", "--lr_d=2e-4", "--optimizer=adam", "--adam_epsilon=1e-8",
+    "--lr_schedule=halve", f"--halve_every={LATE // 2}", "--reset_adam", "--val_examples=1000",
+    "--checkpoint_every=250", "--keep_checkpoint_every=1000", "--log_every=100", "--sample_every=2000",
+    f"--finetune_steps={FT_STEPS}", "--finetune_batch_size=128", "--finetune_lr=1e-3", "--finetune_eps=0.0625",
+    "--finetune_reset_adam",
+]
+
+
+def jobs(runs, data, reference):
+    """[(name, dependencies, command)] in priority order: the early leg, its fine-tunings and their evaluations
+    first (a complete 2,000-update point on every seed), then the long leg and everything after it, AutoAttack
+    last."""
+    quality = ["--quality_every=1000", "--quality_backend=reference", f"--quality_weights={reference}",
+               "--quality_samples=1000"]
+    paper = ("--protocol=paper", "--num_examples=1000")
+    aa = ("--protocol=autoattack", "--eps=8/255", "--num_examples=500")
+    early, legs, late, attacks = [], [], [], []
+
+    def evaluate(into, job, dep, run, *args):
+        into.append((job, (dep,), ["robgan_tf.cli.evaluate", f"--model={runs}/{run}", "--noprogress",
+                                   f"--json_out={runs}/results/{job}.json", *args]))
+
+    for seed in SEEDS:
+        for method in ("robgan", "advtrain"):
+            name = f"{method}_s{seed}"
+            train = ["robgan_tf.cli.train", f"--data_dir={data}", *RECIPE, f"--method={method}", f"--seed={seed}",
+                     f"--logdir={runs}/{name}", *(quality if method == "robgan" else ())]
+            lams = ("0.3", "0") if method == "robgan" else ("0.3",)  # lambda has no effect without a generator
+            early.append((f"train_{name}_to{EARLY}", (), train + [f"--train_iterations={EARLY}"]))
+            copies = []
+            for point in (EARLY, LATE):
+                for lam in lams:
+                    copy = f"{name}_at{point}_lam{lam}"
+                    into = early if point == EARLY else late
+                    dep = f"train_{name}_to{point}"
+                    into.append((f"copy_{copy}", (dep,), ("copy", name, copy, float(lam))))
+                    into.append((f"finetune_{copy}", (f"copy_{copy}",),
+                                 ["robgan_tf.cli.finetune", f"--logdir={runs}/{copy}"]))
+                    evaluate(into, f"paper_{copy}", f"finetune_{copy}", copy, *paper)
+                    evaluate(attacks, f"autoattack_{copy}", f"finetune_{copy}", copy, *aa)
+                    if point == EARLY:
+                        copies.append(f"copy_{copy}")
+            # the long leg resumes the run only after the early copies were taken from it
+            legs.append((f"train_{name}_to{LATE}", tuple(copies), train + [f"--train_iterations={LATE}"]))
+            evaluate(late, f"curve_{name}", f"train_{name}_to{LATE}", name, "--all_checkpoints", *paper)
+    return early + legs + late + attacks
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
+    parser.add_argument("--runs", required=True, help="Where the runs and results go.")
+    parser.add_argument("--data", required=True, help="cifar10.npz")
+    parser.add_argument("--reference", default="", help="The reference classifier (.keras); default: "
+                        "RUNS/reference/cifar10_tiny.keras, trained first (as in the first study) if missing.")
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--dry_run", action="store_true")
+    args = parser.parse_args()
+    runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
+    reference = os.path.abspath(args.reference or f"{runs}/reference/cifar10_tiny.keras")
+    first.schedule(first.with_reference(jobs(runs, data, reference), reference, data), runs,
+                   os.path.abspath(args.code), args.slots, args.dry_run)
+
+
+if __name__ == "__main__":
+    main()
