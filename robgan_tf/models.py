@@ -265,8 +265,13 @@ class Discriminator(_BuildByCalling, keras.Model):
         return logit, class_logits
 
     def classifier(self):
-        """A Keras model images -> class logits that shares this discriminator's weights."""
-        return Classifier(self)
+        """A Keras model images -> class logits that shares this discriminator's weights; built when this
+        discriminator is (its variables are the discriminator's, so there is nothing to create), so it can be
+        exported or saved before it is ever called."""
+        view = Classifier(self)
+        if self.built:
+            view.built = True
+        return view
 
     def _call_on_zeros(self):
         self.call(tf.zeros([2, self.resolution, self.resolution, self.channels]), tf.zeros([2], tf.int32),
