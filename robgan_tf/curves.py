@@ -28,9 +28,9 @@ def checkpoints_of(logdir):
 def training_seconds(logdir, stage="train"):
     """{iteration: training seconds at its checkpoint} from the stage's clock (the last record of an iteration wins:
     a resumed run that redid an iteration overwrote that checkpoint too)."""
-    from robgan_tf.loops import clock_path
+    from robgan_tf.loops import clock_records
 
-    return {r["iteration"]: r["train_seconds"] for r in storage.read_jsonl(clock_path(logdir, stage))}
+    return {r["iteration"]: r["train_seconds"] for r in clock_records(logdir, stage)}
 
 
 def score_checkpoints(run, score, log=print):

@@ -3,6 +3,7 @@ failures (a full or read-only disk) turned into one clear error that says what w
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
@@ -25,9 +26,9 @@ class CheckpointError(RuntimeError):
 
 
 def storage_error(err, path, kept):
-    reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
-    return StorageError(f"cannot write {path}: {reason}. {kept} Free some space or fix the permissions (or use "
-                        "another --logdir), then rerun the same command.")
+    reason = getattr(err, "strerror", None) or str(getattr(err, "message", err)).splitlines()[0]
+    return StorageError(f"cannot write {path}: {reason}. {kept} Free some space, fix the permissions or the file "
+                        "size limit (ulimit -f), or use another --logdir; then rerun the same command.")
 
 
 def atomic_save(path, write):
@@ -58,25 +59,48 @@ def atomic_write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+class LinkRefused(RuntimeError):
+    """A file a run writes in place is a symbolic link: it could point anywhere, so it is not followed."""
+
+
+def _open_no_follow(path, flags):
+    """os.open(path, flags | O_NOFOLLOW): a run folder may be shared or unpacked from an archive, and a file written
+    in place (appended, truncated) must never be a link that leads the write out of the run."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LinkRefused(f"{path} is a symbolic link (to {os.readlink(path)!r}); a run never writes through "
+                              "links. Remove the link (or replace it with a copy of the file) and rerun.") from None
+        raise
+
+
 def append_jsonl(path, record):
-    """Appends one JSON line (a crash can at worst leave a partial last line, which readers skip)."""
+    """Appends one JSON line (a crash can at worst leave a partial last line, which readers skip); refuses a path
+    that is a symbolic link (LinkRefused)."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "a") as f:
+        fd = _open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
     except OSError as e:
         raise storage_error(e, path, "Nothing else was written.") from e
 
 
-def read_jsonl(path):
-    """The records of a JSON-lines file written by append_jsonl ([] when missing), skipping a partial last line."""
+def read_jsonl(path, required=()):
+    """The records of a JSON-lines file written by append_jsonl ([] when missing), skipping a partial last line,
+    and any line that is not an object with the `required` keys (a damaged line is not worth a crash; the
+    file is a log, and what it records is checked where it is used)."""
     records = []
     if os.path.exists(path):
-        for line in open(path):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a partial last line of a killed run
-                pass
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a partial last line of a killed run
+                    continue
+                if isinstance(record, dict) and all(k in record for k in required):
+                    records.append(record)
     return records
 
 
@@ -112,7 +136,7 @@ class RunLock:
 
     def acquire(self):
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise storage_error(e, self.path, "Nothing was written.") from e
         try:
@@ -185,6 +209,12 @@ def make_readable(path):
 def temp_name(prefix):
     """A sibling temp name that records the writing pid, so a later run can tell a stale one."""
     return f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def inside(path, folder):
+    """True when `path` lies strictly inside `folder` once every link is resolved."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder and path != folder
 
 
 def stale_temps(parent, prefix):

@@ -100,3 +100,33 @@ def test_checkpoint_problem_reports_a_truncated_checkpoint(tmp_path):
     with open(tmp_path / data, "r+b") as f:
         f.truncate(100)
     assert storage.checkpoint_problem(prefix)
+
+
+def test_files_a_run_writes_in_place_are_never_followed_through_links(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    os.makedirs(run)
+    os.symlink(outside, run / ".lock")
+    with pytest.raises(storage.LinkRefused, match=r"\.lock is a symbolic link .*outside.txt.*Remove the link"):
+        storage.RunLock(str(run)).acquire()
+    os.symlink(outside, run / "history.jsonl")
+    with pytest.raises(storage.LinkRefused, match="history.jsonl is a symbolic link"):
+        storage.append_jsonl(str(run / "history.jsonl"), {"changed": 1})
+    assert outside.read_text() == "precious"  # neither truncated, overwritten with a pid, nor appended to
+
+
+def test_damaged_jsonl_lines_are_skipped_not_fatal(tmp_path):
+    path = tmp_path / "train_seconds.jsonl"
+    path.write_bytes(b'{"iteration": 2, "train_seconds": 1.5}\n[1, 2]\n"text"\n{"iteration": 4}\n\xff\xfe\n'
+                     b'{"iteration": "6", "train_seconds": 3}\n{"iteration": 8, "train_seconds": 4.0}\n{"iter')
+    assert storage.read_jsonl(str(path), required=("iteration", "train_seconds")) == [
+        {"iteration": 2, "train_seconds": 1.5}, {"iteration": "6", "train_seconds": 3},
+        {"iteration": 8, "train_seconds": 4.0}]
+    from robgan_tf import loops
+
+    os.makedirs(tmp_path / "eval")
+    os.replace(path, tmp_path / "eval" / "train_seconds.jsonl")
+    assert loops.clock_records(str(tmp_path)) == [{"iteration": 2, "train_seconds": 1.5},
+                                                  {"iteration": 8, "train_seconds": 4.0}]  # "6" is not an iteration
+    assert loops.train_seconds_at(str(tmp_path), 7) == 1.5
