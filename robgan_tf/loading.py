@@ -17,6 +17,41 @@ class ModelNotFound(FileNotFoundError):
     """The path holds no model of the asked kind; the message says what was looked for."""
 
 
+class ExportCorrupt(ValueError):
+    """An export's files or model card differ from what was exported; the message names the file."""
+
+
+def verify_files(saved_model_dir, card):
+    """Checks each file of an exported SavedModel against the sha256 its model card records for the model kind of
+    its folder (classifier/N or generator/N), before TensorFlow reads any of them."""
+    from robgan_tf.export import file_digests
+
+    here = os.path.abspath(saved_model_dir)
+    kind = os.path.basename(os.path.dirname(here) if os.path.basename(here).isdigit() else here)
+    expected = (card.get("sha256") or {}).get(kind)
+    if expected:
+        found = file_digests(saved_model_dir)
+        for rel, digest in sorted(expected.items()):
+            if rel not in found:
+                raise ExportCorrupt(f"{os.path.join(saved_model_dir, rel)} is missing (the model card lists it). "
+                                    "Copy the export again, or export the run again (robgan-export).")
+            if found[rel] != digest:
+                raise ExportCorrupt(f"{os.path.join(saved_model_dir, rel)} has sha256 {found[rel][:16]}..., not the "
+                                    f"{digest[:16]}... recorded at export: the file is damaged or was replaced. Copy "
+                                    "the export again, or export the run again (robgan-export).")
+
+
+def verify_card(saved_model_dir, loaded, card):
+    """Checks the model card against the digest the loaded SavedModel holds (exports before 0.8 hold none)."""
+    from robgan_tf.export import card_digest
+
+    stored = getattr(loaded, "model_card_sha256", None)
+    if stored is not None and card_digest(card) != stored[0].numpy().decode():
+        raise ExportCorrupt(f"the model card of {saved_model_dir} ({card_path(saved_model_dir)}) was edited after "
+                            "export: it no longer matches the digest saved in the model. Restore the card from a "
+                            "copy of the export, or export the run again.")
+
+
 def saved_versions(folder):
     """Numbered version folders holding a SavedModel, ascending."""
     if not os.path.isdir(folder):
@@ -40,17 +75,33 @@ def resolve_export(path, kind):
                         f"(TF Serving's layout), or {kind}/ below it (an export directory, e.g. RUN/export).")
 
 
-def model_card(saved_model_dir):
-    """The model card (manifest) describing an exported SavedModel: its version folder's
-    assets.extra/model_card.json, else the export directory's manifest.json (robgan_tf 0.2); {} if none."""
+def card_path(saved_model_dir):
+    """Where the model card of an exported SavedModel is: its version folder's assets.extra/model_card.json, else
+    the export directory's manifest.json (robgan_tf 0.2); None if none."""
     here = os.path.join(saved_model_dir, "assets.extra", "model_card.json")
     up = os.path.dirname(saved_model_dir)
-    candidates = [here, os.path.join(up, "manifest.json"), os.path.join(os.path.dirname(up), "manifest.json")]
-    for c in candidates:
+    for c in (here, os.path.join(up, "manifest.json"), os.path.join(os.path.dirname(up), "manifest.json")):
         if os.path.exists(c):
-            with open(c) as f:
-                return json.load(f)
-    return {}
+            return c
+    return None
+
+
+def model_card(saved_model_dir):
+    """The model card (manifest) describing an exported SavedModel (see card_path); {} if none. A card that is not
+    a JSON object is ExportCorrupt."""
+    path = card_path(saved_model_dir)
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            card = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportCorrupt(f"{path} is not valid JSON ({e}): restore the model card from a copy of the export, or "
+                            "export the run again.") from None
+    if not isinstance(card, dict):
+        raise ExportCorrupt(f"{path} holds a {type(card).__name__}, not a model card (an object); restore it from a "
+                            "copy of the export, or export the run again.")
+    return card
 
 
 def is_run(path):
@@ -77,19 +128,30 @@ def export_dir_of(saved_model_dir):
     return os.path.dirname(up) if os.path.basename(here).isdigit() else up
 
 
+def _load_saved_model(path):
+    try:
+        return tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise ExportCorrupt(f"{path} cannot be loaded as a SavedModel ({type(e).__name__}: "
+                            f"{str(getattr(e, 'message', e)).splitlines()[0][:200]}). Copy the export again, or "
+                            "export the run again (robgan-export).") from None
+
+
 class ExportedClassifier:
     """An exported classifier as a callable images [N, H, W, C] float32 in [-1, 1] -> logits, differentiable
     (attacks run on it). `.card` is its model card; `.image_shape` and `.class_names` come from it."""
 
     def __init__(self, path):
         self.path = path
-        self._loaded = tf.saved_model.load(path)  # held here: the signature alone does not keep the variables
+        self.card = model_card(path)
+        verify_files(path, self.card)
+        self._loaded = _load_saved_model(path)  # held here: the signature alone does not keep the variables
+        verify_card(path, self._loaded, self.card)
         self.signature = self._loaded.signatures["serving_default"]
         inputs, outputs = self.signature.structured_input_signature[1], self.signature.structured_outputs
         if list(inputs) != ["images"] or "logits" not in outputs:
             raise ModelNotFound(f"{path} is not a classifier: its serving_default takes {sorted(inputs)} and returns "
                                 f"{sorted(outputs)}; a classifier takes 'images' and returns 'logits'.")
-        self.card = model_card(path)
         res, ch = self.card.get("resolution"), self.card.get("channels")
         self.image_shape = (res, res, ch) if res and ch else None
         self.class_names = self.card.get("class_names")
@@ -106,13 +168,15 @@ class ExportedGenerator:
 
     def __init__(self, path):
         self.path = path
-        self._loaded = tf.saved_model.load(path)
+        self.card = model_card(path)
+        verify_files(path, self.card)
+        self._loaded = _load_saved_model(path)
+        verify_card(path, self._loaded, self.card)
         self.signature = self._loaded.signatures["serving_default"]
         inputs = self.signature.structured_input_signature[1]
         if set(inputs) != {"z", "labels"}:
             raise ModelNotFound(f"{path} is not a generator: its serving_default takes {sorted(inputs)}, not z and "
                                 "labels.")
-        self.card = model_card(path)
         self.z_dim = int(inputs["z"].shape[-1])
         self.num_classes = self.card.get("num_classes")
         self.class_names = self.card.get("class_names")
