@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -263,12 +264,25 @@ def _classes_from_labels(path, labels):
         raise DataError(f"{path}: labels must be integers, got {found.dtype}.")
     k = len(found)
     if np.array_equal(found, np.arange(k)):
+        _warn_rare_classes(path, labels, k)
         return tuple(str(i) for i in range(k))
     odd = [int(v) for v in found if not 0 <= v < k]
     missing = sorted(set(range(k)) - {int(v) for v in found})
     raise DataError(f"{path}: without class_names the labels must be exactly 0..K-1, all present; found {k} distinct "
                     f"labels, {odd[:10]} outside 0..{k - 1} and {missing[:10]} missing. Fix the labels, or declare the "
                     "classes by saving class_names (one name per class, labels indexing it) in the .npz.")
+
+
+def _warn_rare_classes(path, labels, k):
+    """A class with under a tenth of the median class's examples is most likely a stray label (10 among 0..9, say),
+    which would silently add a class: say so, and how to declare the classes."""
+    counts = np.bincount(np.ravel(labels).astype(np.int64), minlength=k)
+    rare = [c for c in range(k) if counts[c] < 0.1 * np.median(counts)]
+    if rare:
+        print(f"warning: {path}: label(s) {rare[:10]} have only {[int(counts[c]) for c in rare[:10]]} examples against "
+              f"a median of {int(np.median(counts))} per class, so the data is read as {k} classes. If those labels are "
+              "strays, fix them; to fix the classes explicitly, save class_names (one name per class) in the .npz.",
+              file=sys.stderr, flush=True)
 
 
 def _npz_arrays(path, split, infer_classes=True):

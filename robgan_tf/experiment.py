@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from robgan_tf import data as data_lib
@@ -57,8 +58,8 @@ def parse_eps(token, flag="eps"):
     except (ValueError, ZeroDivisionError):
         raise ConfigError(f"--{flag}: {token!r} is neither a number ([-1, 1] units) nor a fraction like 8/255 "
                           "([0, 1] scale).") from None
-    if value < 0:
-        raise ConfigError(f"--{flag} values must be >= 0, got {token!r}.")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--{flag} values must be finite and >= 0, got {token!r}.")
     return value
 
 
@@ -214,6 +215,12 @@ class ExperimentConfig:
 
     def validate(self):
         """Checks every value and combination; raises ValueError naming the flag and the fix."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in (float, "float") and not math.isfinite(value):
+                raise ConfigError(f"--{f.name} must be a finite number, got {value}.")
+        if not self.logdir.strip():
+            raise ConfigError("--logdir is empty; name the run's folder (e.g. --logdir=runs/c10).")
         for name, field in self.__dataclass_fields__.items():
             choices = field.metadata.get("choices")
             if choices and getattr(self, name) not in choices:
@@ -451,8 +458,7 @@ class ExperimentConfig:
         values = {f.name: f.default for f in dataclasses.fields(cls)}
         saved = os.path.join(logdir, "config.json")
         if os.path.exists(saved):
-            with open(saved) as f:
-                base = cls.upgrade(json.load(f))
+            base = cls.upgrade(read_saved(saved))
             values.update({k: v for k, v in base.items() if k in values and k not in cls.NOT_STICKY})
         values.update(overrides or {})
         values["logdir"] = logdir
@@ -469,16 +475,20 @@ class ExperimentConfig:
     @classmethod
     def of_run(cls, logdir):
         """The settings of the run in `logdir` (its config.json), with logdir where the run is now."""
-        with open(os.path.join(logdir, "config.json")) as f:
-            return cls.from_dict({**json.load(f), "logdir": logdir})
+        return cls.from_dict({**read_saved(os.path.join(logdir, "config.json")), "logdir": logdir})
 
     def check_compatible(self, path):
         """Compares with the run saved at `path` (config.json): raises on a changed identity setting, and returns
         {flag: [old, new]} for the other settings that changed (allowed; the caller records them)."""
         if not os.path.exists(path):
+            if _has_checkpoints(os.path.dirname(path)):
+                raise ConfigError(
+                    f"{os.path.dirname(path)} holds checkpoints but no config.json, so the settings they were "
+                    "trained with are unknown (resuming under other settings would mix two experiments). Restore "
+                    "config.json from a copy (an export's manifest.json has them under training_flags), or use a "
+                    "new --logdir.")
             return {}
-        with open(path) as f:
-            old = self.upgrade(json.load(f))
+        old = self.upgrade(read_saved(path))
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
         if diffs:
@@ -491,3 +501,31 @@ class ExperimentConfig:
         from robgan_tf.storage import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
+
+
+def _has_checkpoints(logdir):
+    return any(os.path.exists(os.path.join(logdir, sub, "checkpoint"))
+               for sub in ("checkpoints", "finetune_checkpoints"))
+
+
+def read_saved(path):
+    """A run's config.json as a dict, checked: valid JSON, an object, and every known setting of its field's type
+    (an int where a float is expected is fine). Anything else is a ConfigError naming the file and the setting."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); it holds the run's settings. Restore it from a copy (an "
+                          "export's manifest.json has them under training_flags).") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds a {type(values).__name__}, not the object of settings a run saves; "
+                          "restore it from a copy (an export's manifest.json has them under training_flags).")
+    kinds = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in values:
+            want = kinds[f.type if isinstance(f.type, str) else f.type.__name__]
+            value = values[f.name]
+            if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+                raise ConfigError(f"{path}: setting {f.name!r} is {value!r} ({type(value).__name__}), not a "
+                                  f"{want[-1].__name__}; correct it (see --help for --{f.name}).")
+    return values

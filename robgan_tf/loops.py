@@ -2,16 +2,21 @@
 TensorBoard, in-training evaluation, checkpoints) that both stages run with their own pieces."""
 from __future__ import annotations
 
+import math
 import os
+import signal
+import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import quality, storage
+from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
 from robgan_tf.robustness import accuracy_under_attack
-from robgan_tf.run import FinetuneRun, Run
+from robgan_tf.run import FinetuneRun, Run, named_checkpoint
 from robgan_tf.runtime import distributed_iterator, is_chief
 from robgan_tf.samples import sample_grid
 from robgan_tf.training import current_lr, make_distributed_step
@@ -19,6 +24,40 @@ from robgan_tf.training import current_lr, make_distributed_step
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; nothing was written over the last good checkpoint."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM (preemption, a scheduler) or Ctrl-C stopped a loop after its current step, which was checkpointed;
+    `signum` is the signal (the process then exits with 128 + signum, as shells expect)."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopRequests:
+    """SIGTERM and the first SIGINT (Ctrl-C) only ask the loop to stop after the step under way; a second Ctrl-C
+    interrupts at once. Installed only in the main thread (signal handlers can be set nowhere else)."""
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        again = " (Ctrl-C again to stop at once, without one)" if signum == signal.SIGINT else ""
+        _log(f"[signal] {signal.Signals(signum).name}: stopping after this step and saving a checkpoint{again}")
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _log(msg):
@@ -92,10 +131,18 @@ def clock_path(logdir, stage="train"):
     return os.path.join(logdir, "eval", f"{stage}_seconds.jsonl")
 
 
+def clock_records(logdir, stage="train"):
+    """The stage's clock records whose iteration is an integer and seconds a number; a damaged line is skipped
+    (the clock only feeds the time axes of curves)."""
+    return [r for r in storage.read_jsonl(clock_path(logdir, stage), required=("iteration", "train_seconds"))
+            if type(r["iteration"]) is int and isinstance(r["train_seconds"], (int, float))
+            and not isinstance(r["train_seconds"], bool)]
+
+
 def train_seconds_at(logdir, step, stage="train"):
     """Seconds spent training up to the checkpoint of `step` (monitoring, scoring and checkpointing excluded,
     summed over resumes), from the stage's clock; None when the run recorded none at or before that step."""
-    done = [r for r in storage.read_jsonl(clock_path(logdir, stage)) if r["iteration"] <= step]
+    done = [r for r in clock_records(logdir, stage) if r["iteration"] <= step]
     return max(done, key=lambda r: r["iteration"])["train_seconds"] if done else None
 
 
@@ -125,52 +172,61 @@ def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, lear
     progress = _Progress(name, total, start, writer, model.metrics)
     profile = cfg.profile_range() if name == "train" and chief else None
     marker = _NonFiniteMarker()
-    logs, t0 = {}, time.time()
-    overhead = 0.0  # seconds of monitoring, scoring and checkpointing, kept out of the training time
     # The clock goes on from the checkpoint resumed from (time spent after it and lost to a crash is not counted).
     offset = train_seconds_at(cfg.logdir, start, name) or 0.0
-    for s in range(start + 1, total + 1):
-        if profile and s == profile[0]:
-            tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
-        if profile and profile[0] <= s <= profile[1]:
-            with tf.profiler.experimental.Trace(name, step_num=s, _r=1):  # marks each step in the trace viewer
+    logs, t0 = {}, time.time()
+    overhead = 0.0  # seconds of monitoring, scoring and checkpointing, kept out of the training time
+    with _StopRequests() as stop:
+        for s in range(start + 1, total + 1):
+            if profile and s == profile[0]:
+                tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
+            if profile and profile[0] <= s <= profile[1]:
+                with tf.profiler.experimental.Trace(name, step_num=s, _r=1):  # marks each step in the trace viewer
+                    logs = step_fn(iterator)
+                    tf.nest.map_structure(lambda t: t.numpy(), logs)  # wait for the step inside its trace
+            else:
                 logs = step_fn(iterator)
-                tf.nest.map_structure(lambda t: t.numpy(), logs)  # wait for the step inside its trace
-        else:
-            logs = step_fn(iterator)
-        if profile and s == profile[1]:
-            tf.profiler.experimental.stop()
-            _log(f"[{name}] profiled iterations {profile[0]}..{profile[1]}: tensorboard --logdir "
-                 f"{os.path.join(cfg.logdir, name)} (Profile tab)")
-        step_var.assign(s)
-        marker.mark(logs, tf.constant(s, tf.int64))  # a tensor: a Python int would retrace every step
-        log_now, save_now = s % cfg.log_every == 0 or s == total, s % cfg.checkpoint_every == 0 or s == total
-        if log_now or save_now or (chief and s % monitor_every == 0):
-            bad = marker.first_bad()
-            if bad >= 0:
-                now = {k: float(v) for k, v in logs.items()}
-                raise TrainingDiverged(f"non-finite loss at {unit} {bad} (at {unit} {s}: {now}). " + advice())
-        if log_now:
-            progress(s, logs, **learning_rates())
-        t_extra = time.time()
-        if chief and (s % monitor_every == 0 or s == total):
-            with writer.as_default(step=s):
-                monitor(s)
-        if chief and scorer and s % scorer[0] == 0:
-            with writer.as_default(step=s):
-                scorer[1](s, offset + t_extra - t0 - overhead)
-        keep_now = kept is not None and s % kept[0] == 0
-        if save_now or keep_now:
-            if not _weights_finite(watched):
-                raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
-            if save_now:
-                storage.save_checkpoint(manager, s)
-            if keep_now:
-                storage.save_checkpoint(kept[1], s)
-            if chief:
-                storage.append_jsonl(clock_path(cfg.logdir, name),
-                                     {"iteration": s, "train_seconds": round(offset + t_extra - t0 - overhead, 3)})
-        overhead += time.time() - t_extra
+            if profile and s == profile[1]:
+                tf.profiler.experimental.stop()
+                _log(f"[{name}] profiled iterations {profile[0]}..{profile[1]}: tensorboard --logdir "
+                     f"{os.path.join(cfg.logdir, name)} (Profile tab)")
+            step_var.assign(s)
+            marker.mark(logs, tf.constant(s, tf.int64))  # a tensor: a Python int would retrace every step
+            stopping = stop.signum is not None
+            log_now = s % cfg.log_every == 0 or s == total or stopping
+            save_now = s % cfg.checkpoint_every == 0 or s == total or stopping
+            if log_now or save_now or (chief and s % monitor_every == 0):
+                bad = marker.first_bad()
+                if bad >= 0:
+                    now = {k: float(v) for k, v in logs.items()}
+                    raise TrainingDiverged(f"non-finite loss at {unit} {bad} (at {unit} {s}: {now}). " + advice())
+            if log_now:
+                progress(s, logs, **learning_rates())
+            t_extra = time.time()
+            if chief and (s % monitor_every == 0 or s == total) and not stopping:
+                with writer.as_default(step=s):
+                    monitor(s)
+            if chief and scorer and s % scorer[0] == 0 and not stopping:
+                with writer.as_default(step=s):
+                    scorer[1](s, offset + t_extra - t0 - overhead)
+            keep_now = kept is not None and s % kept[0] == 0
+            if save_now or keep_now:
+                if not _weights_finite(watched):
+                    raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
+                if save_now:
+                    storage.save_checkpoint(manager, s)
+                if keep_now:
+                    storage.save_checkpoint(kept[1], s)
+                if chief:  # the losses too: a divergence's advice skips checkpoints whose losses had blown up
+                    storage.append_jsonl(clock_path(cfg.logdir, name), {
+                        "iteration": s, "train_seconds": round(offset + t_extra - t0 - overhead, 3),
+                        "metrics": {k: float(v) for k, v in logs.items()}})
+            overhead += time.time() - t_extra
+            if stopping:
+                writer.flush()
+                how = "Rerun the same command to resume." if chief else "The chief's checkpoint is the one to resume."
+                raise Interrupted(f"[{name}] stopped by {signal.Signals(stop.signum).name} after {unit} {s} of {total}; "
+                                  f"checkpoint saved ({manager.latest_checkpoint}). {how}", stop.signum)
     writer.flush()
     _log(f"[{name}] done: {total} {unit}s in {time.time() - t0:.0f}s")
     return {k: float(v) for k, v in logs.items()}
@@ -199,17 +255,51 @@ def quality_scorer(run):
     return score
 
 
-def _advice(manager, logdir, flags):
+def sane_checkpoints(logdir, stage, checkpoints):
+    """The checkpoints (prefixes ending in -N) whose losses, recorded when they were saved, were finite and within
+    10x the median (at least 1) of the same metric over the records before them: the ones worth resuming from after
+    a divergence (the last finite checkpoint before a NaN has often blown up already). Checkpoints without a record
+    (older runs) count as sane."""
+    records = {r["iteration"]: r.get("metrics") for r in clock_records(logdir, stage)}
+    history, sane = {}, set()
+    for iteration in sorted(records):
+        metrics = records[iteration] if isinstance(records[iteration], dict) else {}
+        ok = True
+        for k, v in metrics.items():
+            v = float(v) if isinstance(v, (int, float)) else float("nan")
+            past = history.setdefault(k, [])
+            if not math.isfinite(v) or (past and abs(v) > 10 * max(1.0, float(np.median(past)))):
+                ok = False
+            past.append(abs(v) if math.isfinite(v) else float("inf"))
+        if ok:
+            sane.add(iteration)
+    return [c for c in checkpoints if int(c.rsplit("-", 1)[1]) not in records or int(c.rsplit("-", 1)[1]) in sane]
+
+
+def _advice(manager, logdir, flags, stage):
+    sane = sane_checkpoints(logdir, stage, manager.checkpoints)
     last = manager.latest_checkpoint
-    where = (f"Nothing was saved over the last good checkpoint, {last}. Rerun the same command with {flags} to "
-             "resume from it" if last else f"No checkpoint had been written yet. Rerun the same command with "
-             f"{flags} to start again")
+    if sane:
+        where = (f"Nothing was saved over the checkpoints. The newest whose losses were still sane is {sane[-1]}"
+                 + ("" if sane[-1] == last else f" (the later {last} had blown up already)")
+                 + f": rerun the same command with {flags} --resume_from={sane[-1]} to resume from it")
+    elif last:
+        where = (f"Every checkpoint kept here had blown-up losses already (newest {last}); start again in a new "
+                 f"--logdir with {flags}, or resume from an earlier kept one (--resume_from=LOGDIR/checkpoints/kept/"
+                 "ckpt-N)")
+    else:
+        where = f"No checkpoint had been written yet. Rerun the same command with {flags} to start again"
     return where + f"; the change is recorded in {os.path.join(logdir, 'history.jsonl')}. Check the data too."
 
 
 def train(run: Run):
     """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics."""
     cfg, model = run.cfg, run.model
+    named = named_checkpoint(cfg)
+    if named and named[0] != "train":
+        raise ConfigError(f"--resume_from={named[1]} is a fine-tuning checkpoint; training resumes from a training "
+                          "one (LOGDIR/checkpoints/ or checkpoints/kept/). To continue that fine-tuning, run "
+                          "robgan-finetune with it.")
     latest = run.restore()
     if latest:
         _log(f"[train] resuming from {latest} at iteration {int(run.step.numpy())}")
@@ -236,7 +326,7 @@ def train(run: Run):
         learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every, scorer=scorer,
         kept=(cfg.keep_checkpoint_every, run.kept_manager) if run.kept_manager else None,
         watched=run.discriminator.weights + (run.generator.weights if run.generator is not None else []),
-        advice=lambda: _advice(run.manager, cfg.logdir, lower))
+        advice=lambda: _advice(run.manager, cfg.logdir, lower, "train"))
 
 
 def finetune(run: Run):
@@ -274,5 +364,6 @@ def finetune(run: Run):
             run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start, augment=cfg.augmentation),
         learning_rates=lambda: {"lr": current_lr(ft.tuner.optimizer)}, monitor=monitor,
         monitor_every=cfg.log_every * 4, watched=run.discriminator.weights,
-        advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})"))
+        advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})",
+                               "finetune"))
     return ft

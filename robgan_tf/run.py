@@ -57,6 +57,7 @@ class Run:
                                     f"(launch/train.py --logdir={cfg.logdir}).")
         changes = cfg.check_compatible(config_path)
         self.lock = None  # held while this process writes the run
+        self.restored = None  # the training checkpoint restore() restored
         self.strategy = strategy or make_strategy(cfg)
         # Load (and so validate) the data before any model is built.
         res = cfg.load_resolution
@@ -69,6 +70,8 @@ class Run:
             self.train_source, self.val_source = data_lib.hold_out(self.train_source, held, cfg.seed)
         # What in-training monitoring reads: the validation split when there is one, never for selection the test.
         self.monitor_source = self.val_source or self.test_source
+        if self.train_source is not None:
+            _check_batches_fit(cfg, self.train_source.info.num_examples, held)
         info = self.test_source.info
         self.info = info
         self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
@@ -116,29 +119,68 @@ class Run:
         if self.lock is not None:
             self.lock.release()
 
-    def restore(self):
-        """Restores the latest training checkpoint (or --resume_from); returns its path or None.
+    def restore(self, path=None):
+        """Restores training checkpoint `path`, else the one --resume_from names (when it is a training
+        checkpoint), else the latest; returns its path or None (no checkpoint yet).
 
         The learning rates are those of the current settings, not of the checkpoint (a resume may lower them)."""
-        path = _restore(self.checkpoint, self.manager, self.cfg.resume_from)
-        if path:
+        named = named_checkpoint(self.cfg)
+        path = path or (named[1] if named and named[0] == "train" else None)
+        self.restored = _restore(self.checkpoint, self.manager, path)
+        if self.restored:
             for opt, lr in ((self.model.d_optimizer, self.train_config.lr_d),
                             (self.model.g_optimizer, self.train_config.lr_g)):
                 inner = getattr(opt, "inner_optimizer", opt)
                 if opt is not None and not isinstance(inner._learning_rate,
                                                       keras.optimizers.schedules.LearningRateSchedule):
                     inner.learning_rate = lr
-        return path
+        return self.restored
 
     def sampling_generator(self):
         return self.model.sampling_generator() if self.generator is not None else None
 
 
-def _restore(checkpoint, manager, resume_from=""):
-    """Restores `resume_from` when it belongs to this manager's directory, else the latest checkpoint.
-    An unreadable checkpoint raises CheckpointError naming the newest intact one."""
-    mine = resume_from and os.path.realpath(os.path.dirname(resume_from)) == os.path.realpath(manager.directory)
-    path = resume_from if mine else manager.latest_checkpoint
+def _check_batches_fit(cfg, n, held):
+    """Refuses, before anything is written, batches larger than the training examples left."""
+    need = {"--batch_size" + (f" x --n_dis={cfg.n_dis}" if cfg.n_dis > 1 else ""): cfg.batch_size * cfg.n_dis}
+    if cfg.finetune_steps:
+        need["--finetune_batch_size" if cfg.finetune_batch_size else "--batch_size (fine-tuning)"] = cfg.finetune_batch
+    for what, k in need.items():
+        if k > n:
+            after = (f" after {held} were held out for validation (--val_examples / --validation_fraction)"
+                     if held else "")
+            raise ConfigError(f"{what} needs {k} training examples per step, but {cfg.dataset} has {n}{after}; "
+                              "use a smaller batch" + (" or hold out fewer." if held else "."))
+
+
+# Where each stage's checkpoints live in a run, relative to LOGDIR: what --resume_from may name.
+CHECKPOINT_FOLDERS = {"train": ("checkpoints", os.path.join("checkpoints", "kept")),
+                      "finetune": ("finetune_checkpoints", os.path.join("finetune_checkpoints", "best"))}
+
+
+def named_checkpoint(cfg):
+    """("train" | "finetune", path) for --resume_from, None when it is not given. A path that is not a
+    checkpoint, or not one of this run's (another run's, say, whose settings this run's could not check), is a
+    ConfigError: what is named is restored exactly, or nothing is."""
+    path = cfg.resume_from
+    if not path:
+        return None
+    if not os.path.exists(path + ".index"):
+        raise ConfigError(f"--resume_from={path}: no such checkpoint ({path}.index does not exist). Name a checkpoint "
+                          "by its prefix, e.g. LOGDIR/checkpoints/ckpt-200 (ls LOGDIR/checkpoints).")
+    folder = os.path.realpath(os.path.dirname(path))
+    for stage, subs in CHECKPOINT_FOLDERS.items():
+        if any(folder == os.path.realpath(os.path.join(cfg.logdir, sub)) for sub in subs):
+            return stage, path
+    raise ConfigError(f"--resume_from={path} is not a checkpoint of the run in {cfg.logdir} (its checkpoints/, "
+                      "checkpoints/kept/ or finetune_checkpoints/): a run restores only its own checkpoints. To "
+                      "start from another run's weights, copy that run's folder and continue it there.")
+
+
+def _restore(checkpoint, manager, path=None):
+    """Restores `path`, or the manager's latest checkpoint when None. An unreadable checkpoint raises
+    CheckpointError naming the newest intact one."""
+    path = path or manager.latest_checkpoint
     if path:
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
@@ -159,7 +201,21 @@ class FinetuneRun:
     def __init__(self, run: Run):
         cfg = run.cfg
         self.run = run
-        if not run.restore():
+        # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
+        self.best_dir = os.path.join(cfg.logdir, "finetune_checkpoints", "best")
+        self._base_file = os.path.join(worker_dir(cfg.logdir, run.strategy, "finetune_checkpoints"), "base.json")
+        # The trained weights to start from: the training checkpoint --resume_from names; else the one this
+        # fine-tuning was deliberately started from (a kept checkpoint, say); else the run's latest.
+        named, base = named_checkpoint(cfg), self._read_base()
+        start = (named[1] if named and named[0] == "train" else
+                 base["training_checkpoint"] if base and base.get("chosen") else None)
+        if start and not os.path.exists(start + ".index"):
+            raise storage.CheckpointError(
+                f"the fine-tuning in {os.path.dirname(self._base_file)} started from training checkpoint {start}, "
+                "which no longer exists. Fine-tune afresh from another one: robgan-finetune "
+                f"--logdir={cfg.logdir} --resume_from={cfg.logdir}/checkpoints/kept/ckpt-N.")
+        self.chosen = bool(start)
+        if not run.restore(start):
             raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
                                     "(launch/train.py), then fine-tune.")
         self.config = cfg.finetune_config()
@@ -174,8 +230,6 @@ class FinetuneRun:
             if self.generator is not None:
                 objects["generator"] = model_variables(self.generator)
             self.checkpoint = tf.train.Checkpoint(**objects)
-        # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
-        self.best_dir = os.path.join(cfg.logdir, "finetune_checkpoints", "best")
         self._open_managers()
 
     def _open_managers(self):
@@ -187,28 +241,40 @@ class FinetuneRun:
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.best_dir, max_to_keep=1)
 
     def restore(self):
-        return _restore(self.checkpoint, self.manager, self.run.cfg.resume_from)
+        """Restores the fine-tuning checkpoint --resume_from names, else the latest; returns it or None."""
+        named = named_checkpoint(self.run.cfg)
+        return _restore(self.checkpoint, self.manager, named[1] if named and named[0] == "finetune" else None)
 
-    @property
-    def _base_file(self):
-        return os.path.join(self.manager.directory, "base.json")
+    def _read_base(self):
+        if not os.path.exists(self._base_file):
+            return None
+        try:
+            with open(self._base_file) as f:
+                base = json.load(f)
+            int(base["training_iteration"])
+            return base
+        except (ValueError, KeyError, TypeError) as e:
+            raise storage.CheckpointError(f"{self._base_file} is damaged ({type(e).__name__}: {e}); it records the "
+                                          "training checkpoint this fine-tuning started from. Move the "
+                                          "finetune_checkpoints folder aside and fine-tune again.") from None
 
     def base_iteration(self):
         """The training iteration this fine-tuning started from; None before it starts (and for runs of
         robgan_tf < 0.6, which did not record it)."""
-        if not os.path.exists(self._base_file):
-            return None
-        with open(self._base_file) as f:
-            return json.load(f)["training_iteration"]
+        base = self._read_base()
+        return None if base is None else int(base["training_iteration"])
 
     def record_base(self):
-        """Notes the training checkpoint a fresh fine-tuning starts from (before its first checkpoint)."""
+        """Notes the training checkpoint a fresh fine-tuning starts from (before its first checkpoint), and whether
+        it was chosen (--resume_from) rather than the run's latest."""
         storage.atomic_write_json(self._base_file, {"training_iteration": int(self.run.step.numpy()),
-                                                    "training_checkpoint": self.run.manager.latest_checkpoint})
+                                                    "training_checkpoint": self.run.restored,
+                                                    "chosen": self.chosen})
 
     def superseded(self):
-        """True when the run has trained past the iteration this fine-tuning started from: its weights no
-        longer come from the run's trained discriminator and generator."""
+        """True when this fine-tuning started from other trained weights than those restored now: the run has
+        trained on since (or --resume_from names another training checkpoint), so its weights no longer come
+        from the trained discriminator and generator restored now."""
         base = self.base_iteration()
         return base is not None and self.manager.latest_checkpoint is not None and base != int(self.run.step.numpy())
 
@@ -254,7 +320,7 @@ def weights_provenance(run: Run, ft: FinetuneRun | None = None):
     """Which weights a result or export comes from: the training iteration and fine-tuning step."""
     cfg = run.cfg
     out = {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
-           "training_checkpoint": run.manager.latest_checkpoint, "ema_generator": bool(cfg.ema_decay),
+           "training_checkpoint": run.restored, "ema_generator": bool(cfg.ema_decay),
            "finetune_step": None, "finetune_steps_planned": cfg.finetune_steps, "finetune_checkpoint": None}
     if ft is not None:
         out.update(finetune_step=int(ft.step.numpy()), finetune_checkpoint=ft.manager.latest_checkpoint)

@@ -181,6 +181,19 @@ def test_npz_without_class_names_needs_labels_0_to_k_minus_1(tmp_path):
         data.load("npz", data_dir=str(mixed))
 
 
+def test_a_rare_label_among_complete_ones_is_warned_about_with_the_fix(tmp_path, capsys):
+    # labels 0..9 twenty times each and one stray 10: eleven classes, all present, so no error -- but a warning
+    x, _ = _cifar_like(201, 0)
+    y = np.concatenate([np.repeat(np.arange(10), 20), [10]])
+    path = tmp_path / "stray10.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:10], y_test=np.arange(10))
+    assert data.load("npz", data_dir=str(path)).info.num_classes == 11
+    err = capsys.readouterr().err
+    assert "label(s) [10] have only [1] examples against a median of 21" in err and "class_names" in err
+    np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[:10], y_test=np.arange(10))  # balanced: silent
+    assert data.load("npz", data_dir=str(path)).info.num_classes == 10 and capsys.readouterr().err == ""
+
+
 def test_labels_out_of_range_are_rejected(tmp_path):
     x, y = _cifar_like(4, 0)
     y[2] = 10

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -446,3 +447,33 @@ def test_multi_worker_training_with_train_script(tmp_path):
     for name in a.get_variable_to_shape_map():
         if name.startswith(("discriminator/", "generator/")):
             np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
+
+
+@pytest.mark.xdist_group("pipeline_run")
+def test_bad_outputs_and_numbers_are_refused_before_any_attack(pipeline_run, tmp_path):
+    logdir, _ = pipeline_run
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    os.makedirs(locked)
+    os.chmod(locked, 0o500)
+    cases = [
+        (("evaluate", "--json_out=" + str(a_file / "r.json")), r"--json_out=.*: .*file is a file, not a folder"),
+        (("evaluate", "--save_examples=" + str(tmp_path)), r"--save_examples=.* is a folder; give a file path"),
+        (("evaluate", "--eps=nan"), r"--eps values must be finite and >= 0, got 'nan'"),
+        (("evaluate", "--eps=0,inf"), r"--eps values must be finite"),
+        (("evaluate", "--num_examples=-3"), r"--num_examples must be >= 0"),
+        (("evaluate", "--batch_size=0"), r"--batch_size must be > 0, got 0"),
+        (("sample", "--cols=0"), r"--cols must be > 0, got 0"),
+        (("sample", "--out=" + str(a_file / "grid.png")), r"--out=.*file is a file, not a folder"),
+        (("train", f"--logdir={tmp_path / 'new'}", "--eval_eps=nan"), r"--eval_eps values must be finite"),
+        (("train", "--logdir="), r"--logdir is empty"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((("evaluate", "--json_out=" + str(locked / "r.json")), r"locked is not writable"))
+    for (tool, *args), message in cases:
+        model = [] if tool == "train" else [f"--model={logdir}"]
+        proc = run_tool(tool, *model, *args)
+        assert proc.returncode == 2 and re.search(message, proc.stderr), (args, proc.stderr)
+        assert "eps:" not in proc.stdout and "wrote" not in proc.stdout  # refused before any work
+    assert not os.path.exists(tmp_path / "new")

@@ -1,5 +1,6 @@
 """The run lifecycle in-process: fine-tuning resumes with the trained generator, EMA is restored before
 fine-tuning uses it, evaluation refuses a missing fine-tuning, and every result names its weights."""
+import io
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from robgan_tf import runtime
 from robgan_tf import samples
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.training import current_lr
-from tools import non_finite_in_checkpoint
+from tools import non_finite_in_checkpoint, run_tool
 
 SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_iterations=4,
              finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, monitor_examples=32,
@@ -308,7 +309,9 @@ def exported(finetuned, tmp_path_factory):
     run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
     classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path_factory.mktemp("exported") / "export"
-    return run, classifier, provenance, out, export.export_run(run, classifier, provenance, out=str(out))
+    limits = export.ServingLimits(max_batch=4, max_image_pixels=1000)  # small, so the tests can reach them
+    return run, classifier, provenance, out, export.export_run(run, classifier, provenance, out=str(out),
+                                                               limits=limits)
 
 
 @pytest.mark.xdist_group("trained_run")
@@ -329,6 +332,135 @@ def test_served_models_check_their_inputs(exported):
         gen(z=tf.zeros([1, 16]), labels=tf.constant([10]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"z of shape \[N, 16\]"):
         gen(z=tf.zeros([1, 8]), labels=tf.constant([1]))
+    # a rank-3 request and floats of 0..255 get the message, not a shape error or silently some logits
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected + r", got shape\] \[16 16 1\]"):
+        clf(images=tf.zeros([16, 16, 1]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"got values outside it; uint8 images of 0..255 go to "
+                                                             r"classify_uint8"):
+        clf(images=tf.fill([1, 16, 16, 1], 200.0))
+    # an int64 label that would wrap to a valid int32 class is refused in its own type
+    sample = tf.saved_model.load(exported[4]["generator"]).signatures["sample"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels in \[0, 9\].*4294967299"):
+        sample(labels=tf.constant([2 ** 32 + 3], tf.int64), seed=tf.constant(0, tf.int64))
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_served_models_keep_their_limits_and_answer_empty_requests(exported):
+    from PIL import Image
+
+    paths = exported[4]
+    clf = tf.saved_model.load(paths["classifier"]).signatures
+    gen = tf.saved_model.load(paths["generator"]).signatures
+    card = json.load(open(paths["manifest"]))
+    assert card["serving_limits"] == {"max_batch": 4, "max_image_pixels": 1000}
+    seed = tf.constant(0, tf.int64)
+    # an empty request gets an empty answer from every signature
+    for name, images in (("serving_default", tf.zeros([0, 16, 16, 1])), ("classify_uint8", tf.zeros([0, 16, 16, 1],
+                                                                                                     tf.uint8))):
+        assert clf[name](images=images)["logits"].shape == (0, 10)
+    assert clf["classify_image_bytes"](image_bytes=tf.zeros([0], tf.string))["class_names"].shape == (0,)
+    assert gen["sample"](labels=tf.zeros([0], tf.int64), seed=seed)["images"].shape == (0, 16, 16, 1)
+    # over the batch limit: refused before any work, in every signature
+    limit = r"at most 4 (images|labels) per request \(the max_batch of this export\)"
+    for call in (lambda: clf["serving_default"](images=tf.zeros([5, 16, 16, 1])),
+                 lambda: clf["classify_uint8"](images=tf.zeros([5, 16, 16, 1], tf.uint8)),
+                 lambda: clf["classify_image_bytes"](image_bytes=tf.constant([_png(np.zeros((4, 4, 1), np.uint8))] * 5)),
+                 lambda: gen["sample"](labels=tf.zeros([5], tf.int64), seed=seed),
+                 lambda: gen["serving_default"](z=tf.zeros([5, 16]), labels=tf.zeros([5], tf.int32))):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=limit):
+            call()
+    # encoded images: the pixel limit read from the header, the bad image named by its index
+    rng = np.random.default_rng(1)
+    ok, wide = rng.integers(0, 256, (40, 25, 1)).astype(np.uint8), np.zeros((40, 26, 1), np.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[image_bytes\] \[1\] \[has\] \[1040\] \[pixels, over"):
+        clf["classify_image_bytes"](image_bytes=tf.constant([_png(ok), _png(wide)]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[image_bytes\] \[2\] \[is not a PNG, JPEG, GIF or BMP"):
+        clf["classify_image_bytes"](image_bytes=tf.constant([_png(ok), _png(ok), b"hello"]))
+
+    def encoded(fmt, array):
+        buf = io.BytesIO()
+        Image.fromarray(array[..., 0]).save(buf, fmt)
+        return buf.getvalue()
+
+    # GIF and BMP are served by a one-channel export too, and read the same grey values as PNG
+    got = clf["classify_image_bytes"](image_bytes=tf.constant([encoded(f, ok) for f in ("PNG", "GIF", "BMP")]))
+    np.testing.assert_allclose(got["logits"].numpy()[1:], np.repeat(got["logits"].numpy()[:1], 2, 0), atol=2e-3)
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_loaders_verify_the_exported_files_and_card_against_their_digests(exported, tmp_path):
+    from robgan_tf import loading
+
+    out = tmp_path / "export"
+    shutil.copytree(exported[3], out)
+    assert loading.load_classifier(str(out)).num_classes == 10  # intact: loads
+    data = out / "classifier" / "1" / "variables" / "variables.data-00000-of-00001"
+    original = data.read_bytes()
+    data.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(loading.ExportCorrupt, match=r"variables.data-00000-of-00001 has sha256 .* not the .* recorded "
+                                                    r"at export: the file is damaged or was replaced"):
+        loading.load_classifier(str(out))
+    data.write_bytes(original)
+    card_file = out / "generator" / "1" / "assets.extra" / "model_card.json"
+    card = json.load(open(card_file))
+    card["num_classes"] = 5  # would silently make robgan-sample draw five classes
+    card_file.write_text(json.dumps(card))
+    with pytest.raises(loading.ExportCorrupt, match=r"model card of .*generator/1 .*was edited after export"):
+        loading.load_generator(str(out))
+    card_file.write_text("{not json")
+    with pytest.raises(loading.ExportCorrupt, match=r"model_card.json is not valid JSON"):
+        loading.load_generator(str(out))
+    proc = run_tool("sample", f"--model={out}", f"--out={tmp_path / 'grid.png'}")
+    assert proc.returncode == 2 and "model_card.json is not valid JSON" in proc.stderr
+    assert not os.path.exists(tmp_path / "grid.png")
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_exports_stay_inside_their_folder_and_say_what_went_wrong(finetuned, exported, tmp_path, monkeypatch):
+    run, classifier, provenance, _, paths = exported
+    with pytest.raises(export.ExportError, match=r"lies inside the exported SavedModel .*classifier/1"):
+        export.export_run(run, classifier, provenance, out=os.path.join(paths["classifier"], "nested"))
+    assert not os.path.exists(os.path.join(paths["classifier"], "nested"))
+    # stale temporary folders: a marker is believed only for a version folder of this export, never a link
+    out = tmp_path / "export"
+    precious, linked = tmp_path / "precious", tmp_path / "linked"
+    for d in (precious, linked, out / "classifier" / "7", out / "generator"):
+        os.makedirs(d)
+    (precious / "keep.txt").write_text("x")
+    (linked / "keep.txt").write_text("x")
+    os.symlink(linked, out / "generator" / "7")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, target in (("a", precious), ("b", out / "generator" / "7"), ("c", out / "classifier" / "7")):
+        stale = out / f".export-tmp-{dead.pid}-{name}"
+        os.makedirs(stale)
+        (stale / ("placed-generator" if name == "b" else "placed-classifier")).write_text(str(target))
+    export.clean_stale(str(out))
+    assert (precious / "keep.txt").exists() and (linked / "keep.txt").exists()
+    assert not (out / "classifier" / "7").exists()  # the half-placed version of this export is taken out
+    assert sorted(os.listdir(out)) == ["classifier", "generator"]
+    # a version taken by another export running at the same time: this one says so and places nothing
+    real_replace = os.replace
+
+    def raced(src, dst):
+        if dst.endswith(os.path.join("classifier", "1")):
+            os.makedirs(os.path.join(dst, "other"))  # the other export got there first
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", raced)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(export.ExportError, match=r"classifier/1 was written by another export running at the same "
+                                                 r"time; this one placed nothing. Rerun"):
+        export.export_run(run, classifier, provenance, out=str(fresh))
+    monkeypatch.undo()
+    assert os.listdir(fresh / "classifier" / "1") == ["other"] and not (fresh / "generator").exists()
+
+    def too_large(*args, **kwargs):  # what TF's writer raises past `ulimit -f`
+        raise tf.errors.UnknownError(None, None, "fingerprint.pb; File too large")
+
+    monkeypatch.setattr(export, "export_classifier", too_large)
+    with pytest.raises(storage.StorageError, match=r"File too large. Earlier export versions are untouched.*ulimit -f"):
+        export.export_run(run, classifier, provenance, out=str(tmp_path / "small_disk"))
 
 
 def _png(array):
@@ -446,9 +578,10 @@ def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad
     run.restore = lambda: None
     # named: the first bad iteration, the intact checkpoint, and advice that can be followed (a resume may lower the
     # learning rates: test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model)
-    with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: .*"
-                       + os.path.basename(good) + r".*lower learning rates \(e.g. --lr_d=0.0005 --lr_g=0.0002\) "
-                       r"to resume from it"):
+    with pytest.raises(loops.TrainingDiverged, match=r"non-finite loss at iteration 5 \(at iteration 6: .*The newest "
+                       r"whose losses were still sane is .*" + os.path.basename(good) + r": rerun the same command with "
+                       r"lower learning rates \(e.g. --lr_d=0.0005 --lr_g=0.0002\) --resume_from=.*"
+                       + os.path.basename(good) + " to resume from it"):
         loops.train(run)
     assert run.manager.latest_checkpoint == good  # nothing saved at iteration 6
     assert non_finite_in_checkpoint(good) == []
@@ -534,3 +667,125 @@ def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_or
     assert origin["val"]["num_examples"] == 10 and origin["test"]["num_examples"] == 40
     with pytest.raises(ValueError, match="--validation_fraction and --val_examples both"):
         ExperimentConfig(logdir=str(tmp_path / "x"), val_examples=5, validation_fraction=0.1).validate()
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_a_run_that_never_fine_tunes_exports_its_trained_discriminator(trained, tmp_path):
+    cfg = _copy(trained, tmp_path / "noft")
+    cfg.finetune_steps = 0  # as the baselines' flagfiles set it
+    run = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    classifier, provenance = run_lib.load_final_classifier(run)
+    assert provenance["finetune_step"] is None and provenance["training_checkpoint"].endswith("ckpt-4")
+    _assert_discriminator_is(run.discriminator, os.path.join(trained, "checkpoints"))
+    paths = export.export_run(run, classifier, provenance, out=str(tmp_path / "export"))
+    served = tf.saved_model.load(paths["classifier"]).signatures["serving_default"]
+    images = tf.random.stateless_uniform([3, 16, 16, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
+    np.testing.assert_allclose(served(images=images)["logits"].numpy(), classifier(images, training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetuned, tmp_path):
+    from robgan_tf.experiment import ConfigError
+
+    cfg = _copy(trained, tmp_path / "named")
+    ckpts = tmp_path / "named" / "checkpoints"
+    for path, message in ((str(ckpts / "ckpt-3"), r"no such checkpoint \(.*ckpt-3.index does not exist\)"),
+                          (os.path.join(trained, "checkpoints", "ckpt-2"), r"is not a checkpoint of the run in"),
+                          (os.path.join(finetuned.logdir, "checkpoints", "ckpt-2"), r"is not a checkpoint of the run")):
+        cfg.resume_from = path
+        with pytest.raises(ConfigError, match=message):
+            run_lib.Run(cfg, read_only=True, need_train_data=False).restore()
+    cfg.resume_from = str(ckpts / "ckpt-2")
+    run = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    assert run.restore() == str(ckpts / "ckpt-2") and int(run.step.numpy()) == 2  # not the latest, ckpt-4
+    _assert_discriminator_is(run.discriminator, str(ckpts / "ckpt-2"))
+    # a fine-tuning checkpoint is not resumed by training
+    ft_cfg = _copy(finetuned.logdir, tmp_path / "ft")
+    ft_cfg.resume_from = tf.train.latest_checkpoint(str(tmp_path / "ft" / "finetune_checkpoints"))
+    with pytest.raises(ConfigError, match=r"is a fine-tuning checkpoint; training resumes from a training one"):
+        loops.train(run_lib.Run(ft_cfg))
+    # fine-tuning from a chosen training checkpoint (the authors fine-tune an intermediate epoch): recorded, and
+    # what later reads of the run load, although the run's latest training checkpoint is another
+    run = run_lib.Run(cfg, create=False)
+    ft = loops.finetune(run)
+    run.close()
+    base = json.load(open(tmp_path / "named" / "finetune_checkpoints" / "base.json"))
+    assert base == {"training_iteration": 2, "training_checkpoint": str(ckpts / "ckpt-2"), "chosen": True}
+    cfg.resume_from = ""
+    reread = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    classifier, provenance = run_lib.load_final_classifier(reread)
+    assert provenance["training_iteration"] == 2 and provenance["training_checkpoint"] == str(ckpts / "ckpt-2")
+    assert provenance["finetune_step"] == cfg.finetune_steps
+    _assert_discriminator_is(reread.discriminator, ft.manager.latest_checkpoint)
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint(trained, tmp_path, monkeypatch):
+    import signal
+
+    from robgan_tf.cli import common
+
+    cfg = _copy(trained, tmp_path / "term")
+    cfg.train_iterations, cfg.checkpoint_every = 9, 100  # no regular checkpoint before the end
+    real = loops.make_distributed_step
+    for signum, at in ((signal.SIGTERM, 5), (signal.SIGINT, 7)):
+        def signalling(*args, **kwargs):
+            step = real(*args, **kwargs)
+
+            def one(iterator):
+                out = step(iterator)
+                if int(run.step.numpy()) == at - 1:  # during iteration `at`, as a scheduler's signal would arrive
+                    os.kill(os.getpid(), signum)
+                return out
+
+            return one
+
+        monkeypatch.setattr(loops, "make_distributed_step", signalling)
+        run = run_lib.Run(cfg)
+        with pytest.raises(loops.Interrupted, match=rf"stopped by {signal.Signals(signum).name} after iteration {at} "
+                                                    rf"of 9; checkpoint saved \(.*ckpt-{at}\). Rerun the same command"):
+            loops.train(run)
+        run.close()
+        assert tf.train.latest_checkpoint(str(tmp_path / "term" / "checkpoints")).endswith(f"ckpt-{at}")
+        assert signal.getsignal(signum) is not None and signal.getsignal(signum) == {
+            signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}[signum]  # handlers restored
+    with pytest.raises(SystemExit) as exit_:
+        common.guarded(lambda: (_ for _ in ()).throw(loops.Interrupted("stopped", signal.SIGTERM)))
+    assert exit_.value.code == 128 + signal.SIGTERM  # what a shell and a scheduler read as "ended by SIGTERM"
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_batches_larger_than_the_data_are_refused_before_the_run_is_written(tmp_path):
+    from robgan_tf.experiment import ConfigError
+
+    for settings, message in ((dict(batch_size=2000), r"--batch_size needs 2000 training examples per step, but digits "
+                                                      r"has 1437; use a smaller batch"),
+                              (dict(val_examples=1430), r"needs 16 training examples per step, but digits has 7 after "
+                                                        r"1430 were held out for validation")):
+        cfg = ExperimentConfig(logdir=str(tmp_path / "big"), **{**SMALL, **settings})
+        with pytest.raises(ConfigError, match=message):
+            run_lib.Run(cfg)
+        assert not os.path.exists(tmp_path / "big" / "config.json")  # the corrected command is not a "different run"
+
+
+def test_after_a_divergence_the_advice_skips_checkpoints_whose_losses_had_blown_up(tmp_path):
+    os.makedirs(tmp_path / "eval")
+    clock = [(2, {"d_loss": 1.0, "acc": 0.5}), (4, {"d_loss": 1.3, "acc": 0.6}), (6, {"d_loss": 40.0, "acc": 0.1}),
+             (8, {"d_loss": 2e6, "acc": 0.1})]
+    for iteration, metrics in clock:
+        storage.append_jsonl(str(tmp_path / "eval" / "train_seconds.jsonl"),
+                             {"iteration": iteration, "train_seconds": iteration / 10, "metrics": metrics})
+    ckpts = [str(tmp_path / f"ckpt-{i}") for i in (4, 6, 8)]  # what the manager still holds (ckpt-2 rotated)
+    assert loops.sane_checkpoints(str(tmp_path), "train", ckpts) == ckpts[:1]
+    assert loops.sane_checkpoints(str(tmp_path), "train", ckpts + [str(tmp_path / "ckpt-10")])[-1].endswith("ckpt-10")
+
+    class Manager:
+        checkpoints, latest_checkpoint = ckpts, ckpts[-1]
+
+    advice = loops._advice(Manager, str(tmp_path), "lower learning rates", "train")
+    assert (f"The newest whose losses were still sane is {ckpts[0]} (the later {ckpts[-1]} had blown up already): "
+            f"rerun the same command with lower learning rates --resume_from={ckpts[0]}") in advice
+    Manager.checkpoints = ckpts[1:]
+    assert "Every checkpoint kept here had blown-up losses already" in loops._advice(Manager, str(tmp_path), "x",
+                                                                                    "train")

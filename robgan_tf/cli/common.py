@@ -101,7 +101,11 @@ def run_tool(main):
         if module.startswith("robgan_tf.cli"):
             for flag in defined:
                 FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main, flags_parser=parse_flags)
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except KeyboardInterrupt:  # Ctrl-C while starting (importing TensorFlow, reading data): nothing was written
+        print("interrupted (Ctrl-C).", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
@@ -136,6 +140,29 @@ def start_model_script(argv, model_path):
         fail(f"--model={model_path} does not exist.")
 
 
+def check_output_path(path, flag):
+    """Fails now, before any work, when the file `path` could not be written later: it is a folder, a parent is a
+    file, or the nearest existing folder is not writable. (Missing parent folders are fine: they are made.)"""
+    if not path:
+        return
+    if os.path.isdir(path):
+        fail(f"--{flag}={path} is a folder; give a file path.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        fail(f"--{flag}={path}: {parent} is a file, not a folder; give a path in a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"--{flag}={path}: {parent} is not writable; choose another place (nothing was computed yet).")
+
+
+def check_positive(**values):
+    """Fails when a flag that counts something is not > 0."""
+    for name, value in values.items():
+        if value <= 0:
+            fail(f"--{name} must be > 0, got {value}.")
+
+
 def fail(message):
     """Exit with status 2 and a one-line error, before any work starts."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -160,15 +187,23 @@ def guarded(fn):
     from robgan_tf.experiment import ConfigError
     from robgan_tf.export import ExportError
     from robgan_tf.inception2015 import InceptionGraphError
-    from robgan_tf.loops import TrainingDiverged
+    from robgan_tf.loading import ExportCorrupt
+    from robgan_tf.loops import Interrupted, TrainingDiverged
     from robgan_tf.quality import WeightsError
-    from robgan_tf.storage import CheckpointError, RunLocked, StorageError
+    from robgan_tf.storage import CheckpointError, LinkRefused, RunLocked, StorageError
 
     try:
         return fn()
-    except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked,
-            CheckpointError, WeightsError, InceptionGraphError, ExportError) as e:  # the package's own errors; any other exception keeps its traceback
+    except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked, LinkRefused,
+            CheckpointError, WeightsError, InceptionGraphError, ExportError, ExportCorrupt) as e:  # the package's own errors; any other exception keeps its traceback
         fail(str(e))
+    except Interrupted as e:  # SIGTERM or Ctrl-C in a loop: checkpointed; the shell's exit status for the signal
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # Ctrl-C outside a loop (or twice in one): nothing half-written, no traceback
+        print("interrupted (Ctrl-C); files are written whole or not at all, so nothing is half-written. Rerun the "
+              "same command to start again.", file=sys.stderr, flush=True)
+        sys.exit(130)
     except OSError as e:  # a write the package did not wrap (a full or read-only disk)
         fail(f"storage error: {e.strerror or e} ({e.filename or 'path unknown'}). Nothing after this point was "
              "written; fix the disk or the permissions and rerun the same command.")

@@ -176,6 +176,18 @@ def main(argv):
     common.start_model_script(argv, FLAGS.model)
 
     protocols = _protocols(FLAGS.protocol)
+    # Every flag and output path is checked before the first attack: a typo must not cost an AutoAttack run.
+    common.check_positive(batch_size=FLAGS.batch_size, num_samples=FLAGS.num_samples)
+    if FLAGS.num_examples < 0:
+        common.fail(f"--num_examples must be >= 0 (0: the whole split), got {FLAGS.num_examples}.")
+    try:
+        parse_eps_grid(FLAGS.eps, FLAGS.dataset or "digits")
+    except ValueError as e:
+        common.fail(str(e))
+    for flag in ("json_out", "save_examples"):
+        common.check_output_path(getattr(FLAGS, flag), flag)
+    if FLAGS.analysis == "gap":
+        common.check_output_path(FLAGS.plot_out, "plot_out")
     if not protocols and FLAGS.quality == "none" and FLAGS.analysis == "none":
         common.fail("--protocol=none with --quality=none leaves nothing to evaluate; set one of them.")
     if not protocols and FLAGS.save_examples:

@@ -40,6 +40,11 @@ def main(argv):
     common.start_model_script(argv, FLAGS.model)
     if FLAGS.num_samples < 0:
         common.fail(f"--num_samples must be >= 0, got {FLAGS.num_samples}.")
+    common.check_positive(cols=FLAGS.cols)
+    common.check_output_path(FLAGS.out, "out")
+    common.check_output_path(FLAGS.npz, "npz")
+    if FLAGS.out_dir:
+        common.check_output_path(os.path.join(FLAGS.out_dir, "x"), "out_dir")
     if bool(FLAGS.num_samples) != bool(FLAGS.out_dir or FLAGS.npz):
         common.fail("--num_samples goes with --out_dir and/or --npz (where to write the samples).")
     if FLAGS.out_dir and os.path.exists(FLAGS.out_dir) and os.listdir(FLAGS.out_dir):
