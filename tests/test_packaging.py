@@ -65,3 +65,31 @@ def test_top_level_names_resolve():
     for name in robgan_tf.__all__:
         assert getattr(robgan_tf, name) is not None
     assert robgan_tf.load_generator is importlib.import_module("robgan_tf.loading").load_generator
+
+
+def test_every_command_in_readme_names_a_real_tool_with_real_flags_and_files():
+    """README's commands parse: each robgan-* tool exists, every flag is one of its flags, a --flagfile exists and
+    holds valid flags (absl reads it). What each command does is tested with the tool (tests/test_launch.py)."""
+    import shlex
+
+    from absl import flags
+
+    from tools import _forget_tools
+
+    text = open(os.path.join(ROOT, "README.md")).read().replace("\\\n", " ")
+    commands = [line.split("#")[0].strip() for line in text.splitlines()
+                if line.startswith("    robgan-")]
+    assert len(commands) >= 8
+    for command in commands:
+        tool, *args = shlex.split(command)
+        assert tool in SCRIPTS, command
+        _forget_tools()
+        importlib.import_module("robgan_tf.cli." + tool[len("robgan-"):].replace("-", "_"))
+        cwd = os.getcwd()
+        try:
+            os.chdir(ROOT)  # flagfiles are named relative to the checkout
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS([tool, *args])  # raises on an unknown flag, a bad value or a missing flagfile
+        finally:
+            flags.FLAGS.unparse_flags()
+            os.chdir(cwd)
