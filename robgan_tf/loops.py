@@ -15,6 +15,7 @@ from robgan_tf import data as data_lib
 from robgan_tf import quality, storage
 from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
+from robgan_tf.hooks import Every, Hook, KeepEvery, Profile, Progress
 from robgan_tf.robustness import accuracy_under_attack
 from robgan_tf.run import FinetuneRun, Run, named_checkpoint
 from robgan_tf.runtime import distributed_iterator, is_chief
@@ -49,6 +50,10 @@ class _StopRequests:
         return self
 
     def _handle(self, signum, frame):
+        self.request(signum)
+
+    def request(self, signum):
+        """What the signal does: the loop stops after the step under way (a second Ctrl-C: at once)."""
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
@@ -85,31 +90,20 @@ def _weights_finite(variables):
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
 
 
-class _Progress:
-    """Prints and logs (step, metrics, it/s, ETA) every log_every steps and resets the metrics."""
-
-    def __init__(self, prefix, total, start, writer, metrics):
-        self.prefix, self.total, self.writer, self.metrics = prefix, total, writer, metrics
-        self.last_t, self.last_step = time.time(), start
-
-    def __call__(self, step, logs, **scalars):
-        now = time.time()
-        rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
-        parts = " ".join(f"{k}={float(v):.3f}" for k, v in logs.items())
-        eta = time.strftime("%H:%M:%S", time.gmtime(max((self.total - step) / max(rate, 1e-9), 0)))
-        _log(f"[{self.prefix}] {step}/{self.total} {parts} | {rate:.2f} it/s | ETA {eta}")
-        with self.writer.as_default(step=step):
-            for k, v in {**logs, **scalars, "iterations_per_second": rate}.items():
-                tf.summary.scalar(k, float(v))
-        for m in self.metrics:
-            m.reset_state()
-        self.last_t, self.last_step = now, step
-
-
 def _record_config(cfg, writer):
     with writer.as_default():
         rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
         tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
+
+
+class _RecordConfig(Hook):
+    """The settings as a TensorBoard text table, once, when a run starts."""
+
+    chief_only = True
+
+    def before_step(self, loop, step):
+        if step == 1:
+            _record_config(loop.cfg, loop.writer)
 
 
 def log_gap(classifier, run, eps, step):
@@ -146,90 +140,94 @@ def train_seconds_at(logdir, step, stage="train"):
     return max(done, key=lambda r: r["iteration"])["train_seconds"] if done else None
 
 
-def _run_loop(run, *, name, unit, total, step_var, manager, model, dataset, learning_rates, monitor,
-              monitor_every, watched, advice, scorer=None, kept=None):
-    """The loop both stages share: steps from step_var to `total`, with the stage's pieces plugged in.
+class Loop:
+    """One stage's loop, training or fine-tuning: steps from step_var to `total`, resuming where the checkpoint
+    left it; what else happens at each step comes from `hooks` (robgan_tf.hooks: progress, monitors, scores,
+    sample grids, kept checkpoints, profiling). The loop itself owns what resuming depends on: the checkpoint every
+    checkpoint_every steps and at the end, the non-finite stop, the training clock and SIGTERM / Ctrl-C.
 
-    dataset(start) gives the stage's input pipeline from a step; learning_rates() the scalars to log;
-    monitor(step) the chief's in-training evaluation (inside the stage's TensorBoard writer); watched the
-    variables that must be finite before a checkpoint; advice() what to do after a divergence; scorer (every,
-    fn(step, train_seconds)) an optional periodic score, given the seconds spent training so far (its own time,
-    the monitors' and the checkpoints' excluded, summed over resumes); kept (every, manager) a second checkpoint
-    series that is never rotated.
+    dataset(start) gives the stage's input pipeline from a step; watched are the variables that must be finite
+    before a checkpoint; advice() says what to do after a divergence.
     """
-    cfg = run.cfg
-    start = int(step_var.numpy())
-    if start >= total:
-        _log(f"[{name}] already at {unit} {start} of {total}; nothing to do")
-        return {}
-    iterator = distributed_iterator(run.strategy, dataset(start))
-    step_fn = make_distributed_step(model, run.strategy, jit_compile=cfg.jit_compile)
-    chief = is_chief(run.strategy)
-    writer = (tf.summary.create_file_writer(os.path.join(cfg.logdir, name)) if chief
-              else tf.summary.create_noop_writer())
-    if start == 0 and name == "train":
-        _record_config(cfg, writer)
-    progress = _Progress(name, total, start, writer, model.metrics)
-    profile = cfg.profile_range() if name == "train" and chief else None
-    marker = _NonFiniteMarker()
-    # The clock goes on from the checkpoint resumed from (time spent after it and lost to a crash is not counted).
-    offset = train_seconds_at(cfg.logdir, start, name) or 0.0
-    logs, t0 = {}, time.time()
-    overhead = 0.0  # seconds of monitoring, scoring and checkpointing, kept out of the training time
-    with _StopRequests() as stop:
-        for s in range(start + 1, total + 1):
-            if profile and s == profile[0]:
-                tf.profiler.experimental.start(os.path.join(cfg.logdir, name))
-            if profile and profile[0] <= s <= profile[1]:
-                with tf.profiler.experimental.Trace(name, step_num=s, _r=1):  # marks each step in the trace viewer
-                    logs = step_fn(iterator)
-                    tf.nest.map_structure(lambda t: t.numpy(), logs)  # wait for the step inside its trace
-            else:
+
+    def __init__(self, run, *, name, unit, total, step_var, manager, model, dataset, watched, advice, hooks=()):
+        self.run, self.cfg, self.name, self.unit, self.total = run, run.cfg, name, unit, total
+        self.step_var, self.manager, self.model, self.dataset = step_var, manager, model, dataset
+        self.watched, self.advice = watched, advice
+        self.chief = is_chief(run.strategy)
+        self.hooks = [h for h in hooks if self.chief or not h.chief_only]
+        self.log_dir = os.path.join(self.cfg.logdir, name)
+        self.start, self.stopping, self.saved_at = int(step_var.numpy()), False, None
+
+    def ensure_finite(self, step, logs):
+        """Raises TrainingDiverged naming the first step whose metrics were not finite (one read-back)."""
+        bad = self.marker.first_bad()
+        if bad >= 0:
+            now = {k: float(v) for k, v in logs.items()}
+            raise TrainingDiverged(f"non-finite loss at {self.unit} {bad} (at {self.unit} {step}: {now}). "
+                                   + self.advice())
+
+    def save(self, manager, step, logs):
+        """Checkpoints `step` into `manager` once its metrics and the watched weights are finite."""
+        self.ensure_finite(step, logs)
+        if not _weights_finite(self.watched):
+            raise TrainingDiverged(f"non-finite weights at {self.unit} {step}; not saved. " + self.advice())
+        storage.save_checkpoint(manager, step)
+        self.saved_at = step
+
+    def train_seconds(self):
+        """Seconds spent in training steps up to the end of the current step (hooks and checkpoints excluded),
+        summed over resumes."""
+        return self.offset + self.step_end - self.t0 - self.overhead
+
+    def run_steps(self):
+        """Runs the loop; returns the last step's metrics ({} when there was nothing to do)."""
+        cfg = self.cfg
+        if self.start >= self.total:
+            _log(f"[{self.name}] already at {self.unit} {self.start} of {self.total}; nothing to do")
+            return {}
+        iterator = distributed_iterator(self.run.strategy, self.dataset(self.start))
+        step_fn = make_distributed_step(self.model, self.run.strategy, jit_compile=cfg.jit_compile)
+        self.writer = (tf.summary.create_file_writer(self.log_dir) if self.chief else tf.summary.create_noop_writer())
+        self.marker = _NonFiniteMarker()
+        # The clock goes on from the checkpoint resumed from (time after it, lost to a crash, is not counted).
+        self.offset = train_seconds_at(cfg.logdir, self.start, self.name) or 0.0
+        self.t0, self.overhead, logs = time.time(), 0.0, {}
+        with _StopRequests() as self.stop_requests:
+            stop = self.stop_requests
+            for s in range(self.start + 1, self.total + 1):
+                for hook in self.hooks:
+                    hook.before_step(self, s)
                 logs = step_fn(iterator)
-            if profile and s == profile[1]:
-                tf.profiler.experimental.stop()
-                _log(f"[{name}] profiled iterations {profile[0]}..{profile[1]}: tensorboard --logdir "
-                     f"{os.path.join(cfg.logdir, name)} (Profile tab)")
-            step_var.assign(s)
-            marker.mark(logs, tf.constant(s, tf.int64))  # a tensor: a Python int would retrace every step
-            stopping = stop.signum is not None
-            log_now = s % cfg.log_every == 0 or s == total or stopping
-            save_now = s % cfg.checkpoint_every == 0 or s == total or stopping
-            if log_now or save_now or (chief and s % monitor_every == 0):
-                bad = marker.first_bad()
-                if bad >= 0:
-                    now = {k: float(v) for k, v in logs.items()}
-                    raise TrainingDiverged(f"non-finite loss at {unit} {bad} (at {unit} {s}: {now}). " + advice())
-            if log_now:
-                progress(s, logs, **learning_rates())
-            t_extra = time.time()
-            if chief and (s % monitor_every == 0 or s == total) and not stopping:
-                with writer.as_default(step=s):
-                    monitor(s)
-            if chief and scorer and s % scorer[0] == 0 and not stopping:
-                with writer.as_default(step=s):
-                    scorer[1](s, offset + t_extra - t0 - overhead)
-            keep_now = kept is not None and s % kept[0] == 0
-            if save_now or keep_now:
-                if not _weights_finite(watched):
-                    raise TrainingDiverged(f"non-finite weights at {unit} {s}; not saved. " + advice())
-                if save_now:
-                    storage.save_checkpoint(manager, s)
-                if keep_now:
-                    storage.save_checkpoint(kept[1], s)
-                if chief:  # the losses too: a divergence's advice skips checkpoints whose losses had blown up
-                    storage.append_jsonl(clock_path(cfg.logdir, name), {
-                        "iteration": s, "train_seconds": round(offset + t_extra - t0 - overhead, 3),
-                        "metrics": {k: float(v) for k, v in logs.items()}})
-            overhead += time.time() - t_extra
-            if stopping:
-                writer.flush()
-                how = "Rerun the same command to resume." if chief else "The chief's checkpoint is the one to resume."
-                raise Interrupted(f"[{name}] stopped by {signal.Signals(stop.signum).name} after {unit} {s} of {total}; "
-                                  f"checkpoint saved ({manager.latest_checkpoint}). {how}", stop.signum)
-    writer.flush()
-    _log(f"[{name}] done: {total} {unit}s in {time.time() - t0:.0f}s")
-    return {k: float(v) for k, v in logs.items()}
+                self.step_var.assign(s)
+                self.marker.mark(logs, tf.constant(s, tf.int64))  # a tensor: a Python int would retrace
+                self.step_end = time.time()
+                self.stopping = stop.signum is not None
+                for hook in self.hooks:
+                    hook.after_step(self, s, logs)
+                self._checkpoint(s, logs)
+                self.overhead += time.time() - self.step_end
+                if self.stopping:
+                    self._stopped(s, stop.signum)
+        for hook in self.hooks:
+            hook.end(self, self.total, logs)
+        self.writer.flush()
+        _log(f"[{self.name}] done: {self.total} {self.unit}s in {time.time() - self.t0:.0f}s")
+        return {k: float(v) for k, v in logs.items()}
+
+    def _checkpoint(self, s, logs):
+        if s % self.cfg.checkpoint_every == 0 or s == self.total or self.stopping:
+            self.save(self.manager, s, logs)
+        if self.chief and self.saved_at == s:  # the losses too: a divergence's advice skips blown-up checkpoints
+            storage.append_jsonl(clock_path(self.cfg.logdir, self.name), {
+                "iteration": s, "train_seconds": round(self.train_seconds(), 3),
+                "metrics": {k: float(v) for k, v in logs.items()}})
+
+    def _stopped(self, s, signum):
+        self.writer.flush()
+        how = "Rerun the same command to resume." if self.chief else "The chief's checkpoint is the one to resume."
+        raise Interrupted(f"[{self.name}] stopped by {signal.Signals(signum).name} after {self.unit} {s} of "
+                          f"{self.total}; checkpoint saved ({self.manager.latest_checkpoint}). {how}", signum)
 
 
 def quality_scorer(run):
@@ -241,7 +239,7 @@ def quality_scorer(run):
     curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
     cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
 
-    def score(step, seconds):
+    def score(step, seconds):  # an Every hook's fn, with the seconds spent training
         point = quality.curve_point(backend, run.sampling_generator(), run.train_source,
                                     cfg.quality_samples, cache)
         record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
@@ -292,8 +290,10 @@ def _advice(manager, logdir, flags, stage):
     return where + f"; the change is recorded in {os.path.join(logdir, 'history.jsonl')}. Check the data too."
 
 
-def train(run: Run):
-    """Trains to cfg.iterations, resuming from the latest checkpoint. Returns the final metrics."""
+def train(run: Run, hooks=()):
+    """Trains to cfg.iterations, resuming from the latest checkpoint (or --resume_from); `hooks` (robgan_tf.hooks)
+    run besides the stage's own. Returns the final metrics."""
+    extra_hooks = hooks
     cfg, model = run.cfg, run.model
     named = named_checkpoint(cfg)
     if named and named[0] != "train":
@@ -316,21 +316,27 @@ def train(run: Run):
                              step=step)
         log_gap(model.classifier, run, cfg.attack_eps, step)
 
-    scorer = (cfg.quality_every, quality_scorer(run)) if cfg.quality_every else None
+    hooks = [_RecordConfig(), Progress(cfg.log_every, learning_rates), Every(cfg.sample_every, monitor, at_end=True)]
+    if cfg.quality_every:
+        hooks.append(Every(cfg.quality_every, quality_scorer(run), with_seconds=True))
+    if run.kept_manager:
+        hooks.append(KeepEvery(cfg.keep_checkpoint_every, run.kept_manager))
+    if cfg.profile_range():
+        hooks.append(Profile(*cfg.profile_range()))
     lower = f"lower learning rates (e.g. --lr_d={cfg.lr_d / 2:g} --lr_g={cfg.lr_g / 2:g})"
-    return _run_loop(
+    loop = Loop(
         run, name="train", unit="iteration", total=cfg.iterations, step_var=run.step, manager=run.manager,
         model=model, dataset=lambda start: data_lib.train_dataset(
             run.train_source, model.examples_per_step(cfg.batch_size), seed=cfg.seed, start_step=start,
             augment=cfg.augmentation, dequantize=cfg.dequantize),
-        learning_rates=learning_rates, monitor=monitor, monitor_every=cfg.sample_every, scorer=scorer,
-        kept=(cfg.keep_checkpoint_every, run.kept_manager) if run.kept_manager else None,
         watched=run.discriminator.weights + (run.generator.weights if run.generator is not None else []),
-        advice=lambda: _advice(run.manager, cfg.logdir, lower, "train"))
+        advice=lambda: _advice(run.manager, cfg.logdir, lower, "train"), hooks=[*hooks, *extra_hooks])
+    return loop.run_steps()
 
 
-def finetune(run: Run):
-    """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint. Returns the FinetuneRun."""
+def finetune(run: Run, hooks=()):
+    """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint; `hooks` (robgan_tf.hooks) run
+    besides the stage's own. Returns the FinetuneRun."""
     cfg = run.cfg
     ft = FinetuneRun(run)
     if cfg.finetune_steps == 0:
@@ -358,12 +364,12 @@ def finetune(run: Run):
             _log(f"[finetune] step {step}: best validation robust accuracy so far, {robust:.2%}; kept in {ft.best_dir}")
         log_gap(ft.classifier, run, eps, step)
 
-    _run_loop(
-        run, name="finetune", unit="fine-tuning step", total=cfg.finetune_steps, step_var=ft.step,
-        manager=ft.manager, model=ft.tuner, dataset=lambda start: data_lib.train_dataset(
-            run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start, augment=cfg.augmentation),
-        learning_rates=lambda: {"lr": current_lr(ft.tuner.optimizer)}, monitor=monitor,
-        monitor_every=cfg.log_every * 4, watched=run.discriminator.weights,
-        advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})",
-                               "finetune"))
+    Loop(run, name="finetune", unit="fine-tuning step", total=cfg.finetune_steps, step_var=ft.step,
+         manager=ft.manager, model=ft.tuner, dataset=lambda start: data_lib.train_dataset(
+             run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start, augment=cfg.augmentation),
+         watched=run.discriminator.weights,
+         advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})",
+                                "finetune"),
+         hooks=[Progress(cfg.log_every, lambda: {"lr": current_lr(ft.tuner.optimizer)}),
+                Every(cfg.log_every * 4, monitor, at_end=True), *hooks]).run_steps()
     return ft

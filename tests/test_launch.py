@@ -325,6 +325,28 @@ def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
         np.testing.assert_array_equal(a[n], b[n], err_msg=n)
 
 
+def test_sigterm_stops_training_with_a_checkpoint_and_the_signals_exit_status(tmp_path):
+    """A real SIGTERM, as a scheduler or a preemption sends it: the step under way finishes, a checkpoint is saved
+    there, one line says so, and the process exits 128 + 15."""
+    logdir = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={logdir}",
+                             "--train_iterations=500", "--checkpoint_every=1000", *TINY, "--sample_every=1000"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "[train] 3/500" in line:
+            os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    out = "".join(lines)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    stopped = re.search(r"stopped by SIGTERM after iteration (\d+) of 500; checkpoint saved \((.*)\)", out)
+    assert stopped and "Traceback" not in out, out[-2000:]
+    latest = tf.train.latest_checkpoint(str(logdir / "checkpoints"))
+    assert latest == stopped.group(2) and latest.endswith(f"ckpt-{stopped.group(1)}")
+    assert int(stopped.group(1)) >= 3
+
+
 def test_two_cpu_replicas_mirrored(tmp_path):
     """Rob-GAN (n_dis 2, an EMA generator) on two logical CPUs through the script: the one end-to-end test of the
     mirrored path (tests/test_training.py checks its numbers against one replica). In this process, beside the

@@ -19,6 +19,7 @@ from robgan_tf import run as run_lib
 from robgan_tf import runtime
 from robgan_tf import samples
 from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.hooks import Hook
 from robgan_tf.training import current_lr
 from tools import non_finite_in_checkpoint, run_tool
 
@@ -59,22 +60,15 @@ class _Killed(Exception):
     pass
 
 
-def _kill_after(monkeypatch, n_steps):
-    """Makes the next loop die after n_steps optimizer steps, like a kill -9 between two checkpoints."""
-    real = loops.make_distributed_step
+class _KillAfter(Hook):
+    """Dies at the start of the step after n_steps more, like a kill -9 between two checkpoints."""
 
-    def patched(*args, **kwargs):
-        step, calls = real(*args, **kwargs), [0]
+    def __init__(self, n_steps):
+        self.n_steps = n_steps
 
-        def dying(iterator):
-            if calls[0] == n_steps:
-                raise _Killed()
-            calls[0] += 1
-            return step(iterator)
-
-        return dying
-
-    monkeypatch.setattr(loops, "make_distributed_step", patched)
+    def before_step(self, loop, step):
+        if step == loop.start + self.n_steps + 1:
+            raise _Killed()
 
 
 @pytest.mark.xdist_group("trained_run")
@@ -84,10 +78,8 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
     assert tf.train.load_checkpoint(straight).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 6
 
     cfg = _copy(trained, tmp_path / "killed")
-    _kill_after(monkeypatch, 3)  # checkpoint at step 2, killed during step 4
-    with pytest.raises(_Killed):
-        loops.finetune(run_lib.Run(cfg))
-    monkeypatch.undo()
+    with pytest.raises(_Killed):  # checkpoint at step 2, killed during step 4
+        loops.finetune(run_lib.Run(cfg), hooks=[_KillAfter(3)])
     storage.RunLock.hold(cfg.logdir).release()  # a killed process holds no lock
     assert tf.train.latest_checkpoint(str(tmp_path / "killed" / "finetune_checkpoints")).endswith("-2")
     # a new process: every object rebuilt from disk, the generator initialised at random
@@ -134,15 +126,13 @@ def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_
 
 
 @pytest.mark.xdist_group("trained_run")
-def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_path, monkeypatch):
+def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_path):
     from robgan_tf import curves
 
     cfg = _copy(trained, tmp_path / "kept")
     cfg.train_iterations, cfg.keep_checkpoint_every = 10, 3
-    _kill_after(monkeypatch, 3)  # iterations 5, 6, 7 run (checkpoint and kept copy at 6); killed in 8
-    with pytest.raises(_Killed):
-        loops.train(run_lib.Run(cfg))
-    monkeypatch.undo()
+    with pytest.raises(_Killed):  # iterations 5, 6, 7 run (checkpoint and kept copy at 6); killed in 8
+        loops.train(run_lib.Run(cfg), hooks=[_KillAfter(3)])
     storage.RunLock.hold(cfg.logdir).release()
     loops.train(run_lib.Run(cfg))  # resumes from 6: checkpoints at 8 and 10, kept copy at 9
     kept = sorted(f for f in os.listdir(tmp_path / "kept" / "checkpoints" / "kept") if f.endswith(".index"))
@@ -721,35 +711,25 @@ def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetune
 
 
 @pytest.mark.xdist_group("trained_run")
-def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint(trained, tmp_path, monkeypatch):
+def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint(trained, tmp_path):
     import signal
 
     from robgan_tf.cli import common
 
     cfg = _copy(trained, tmp_path / "term")
     cfg.train_iterations, cfg.checkpoint_every = 9, 100  # no regular checkpoint before the end
-    real = loops.make_distributed_step
-    for signum, at in ((signal.SIGTERM, 5), (signal.SIGINT, 7)):
-        def signalling(*args, **kwargs):
-            step = real(*args, **kwargs)
+    for signum, at in ((signal.SIGTERM, 6), (signal.SIGINT, 8)):  # the run starts at iteration 4
+        class Signal(Hook):  # during iteration `at`, as the signal would (the handler's own call; a real
+            def after_step(self, loop, step, logs, signum=signum, at=at):  # signal: test_launch.py)
+                if step == at - 1:
+                    loop.stop_requests.request(signum)
 
-            def one(iterator):
-                out = step(iterator)
-                if int(run.step.numpy()) == at - 1:  # during iteration `at`, as a scheduler's signal would arrive
-                    os.kill(os.getpid(), signum)
-                return out
-
-            return one
-
-        monkeypatch.setattr(loops, "make_distributed_step", signalling)
         run = run_lib.Run(cfg)
         with pytest.raises(loops.Interrupted, match=rf"stopped by {signal.Signals(signum).name} after iteration {at} "
                                                     rf"of 9; checkpoint saved \(.*ckpt-{at}\). Rerun the same command"):
-            loops.train(run)
+            loops.train(run, hooks=[Signal()])
         run.close()
         assert tf.train.latest_checkpoint(str(tmp_path / "term" / "checkpoints")).endswith(f"ckpt-{at}")
-        assert signal.getsignal(signum) is not None and signal.getsignal(signum) == {
-            signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}[signum]  # handlers restored
     with pytest.raises(SystemExit) as exit_:
         common.guarded(lambda: (_ for _ in ()).throw(loops.Interrupted("stopped", signal.SIGTERM)))
     assert exit_.value.code == 128 + signal.SIGTERM  # what a shell and a scheduler read as "ended by SIGTERM"
