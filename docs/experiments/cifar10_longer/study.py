@@ -76,6 +76,25 @@ def jobs(runs, data, reference):
     return early + legs + late + attacks
 
 
+def collect(runs, out):
+    """Copies the small files the analysis reads (never checkpoints) from RUNS into `out`, flat and prefixed by run."""
+    import glob
+    import shutil
+
+    os.makedirs(out, exist_ok=True)
+    for path in glob.glob(f"{runs}/results/*.json") + glob.glob(f"{runs}/results/*.png"):
+        shutil.copy(path, out)
+    for run in sorted(os.listdir(runs)):
+        for rel in ("config.json", "history.jsonl", "eval/quality_curve.jsonl", "eval/train_seconds.jsonl",
+                    "eval/finetune_seconds.jsonl", "finetune_checkpoints/base.json"):
+            if os.path.isfile(f"{runs}/{run}/{rel}"):
+                shutil.copy(f"{runs}/{run}/{rel}", f"{out}/{rel.replace('/', '_').replace('eval_', '')}_{run}"
+                            .replace(".json_", "_").replace(".jsonl_", "_") + os.path.splitext(rel)[1])
+    with open(f"{out}/done.txt", "w") as f:
+        for name in sorted(os.listdir(f"{runs}/done")):
+            f.write(f"{name} {open(f'{runs}/done/{name}').read().strip()}\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
@@ -85,8 +104,12 @@ def main():
                         "RUNS/reference/cifar10_tiny.keras, trained first (as in the first study) if missing.")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--dry_run", action="store_true")
+    parser.add_argument("--collect", default="", help="Instead of running: copy what the finished jobs wrote (results, "
+                        "each run's config, quality curve and clock, the jobs' done times) into this folder.")
     args = parser.parse_args()
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
+    if args.collect:
+        return collect(runs, args.collect)
     reference = os.path.abspath(args.reference or f"{runs}/reference/cifar10_tiny.keras")
     first.schedule(first.with_reference(jobs(runs, data, reference), reference, data), runs,
                    os.path.abspath(args.code), args.slots, args.dry_run)
