@@ -102,8 +102,9 @@ def copy_trained(runs, source, target, finetune_lambda=0.0):
     os.rename(tmp, f"{runs}/{target}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc):
+    """The drivers' common command line: --code, --runs, --data, --reference, --slots, --dry_run."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
     parser.add_argument("--runs", required=True, help="Where the runs and results go.")
     parser.add_argument("--data", required=True, help="cifar10.npz")
@@ -111,7 +112,11 @@ def main():
                         "RUNS/reference/cifar10_tiny.keras, trained first if missing.")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--dry_run", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = arguments(__doc__).parse_args()
     runs, code = os.path.abspath(args.runs), os.path.abspath(args.code)
     reference = args.reference or f"{runs}/reference/cifar10_tiny.keras"
     # Every training, fine-tuning, paper-protocol, quality and gap job first; the strong + AutoAttack evaluations

@@ -13,7 +13,6 @@ that finished leaves RUNS/done/NAME; a killed study is restarted with the same c
 jobs still running are adopted, training and fine-tuning resume from their checkpoints, an unfinished evaluation
 starts over. The scheduler is the first study's (../cifar10_claims/study.py), imported from there.
 """
-import argparse
 import os
 import sys
 
@@ -96,14 +95,7 @@ def collect(runs, out):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
-    parser.add_argument("--runs", required=True, help="Where the runs and results go.")
-    parser.add_argument("--data", required=True, help="cifar10.npz")
-    parser.add_argument("--reference", default="", help="The reference classifier (.keras); default: "
-                        "RUNS/reference/cifar10_tiny.keras, trained first (as in the first study) if missing.")
-    parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--dry_run", action="store_true")
+    parser = first.arguments(__doc__)
     parser.add_argument("--collect", default="", help="Instead of running: copy what the finished jobs wrote (results, "
                         "each run's config, quality curve and clock, the jobs' done times) into this folder.")
     args = parser.parse_args()
