@@ -103,19 +103,23 @@ def apgd_checkpoints(n_iter):
     return sorted({math.ceil(q * n_iter) for q in p})
 
 
-def _apgd_run(classifier, x, labels, eps, seed, *, n_iter, loss, targets, rho, alpha):
-    """One APGD run from a random start (Algorithm 1). Returns (images, fooled, step-size trace [n_iter, B])."""
-    b = tf.shape(x)[0]
-    fn = lambda logits: _objective(loss, logits, labels, targets)  # noqa: E731
+def _check_schedule(n_iter):
+    """(is_check, window) for k in 0..n_iter: whether k - 1 is a checkpoint w_j (j >= 1), i.e. the check runs once
+    f(x^(w_j + 1)) is known; and w_j - w_{j-1}, the length the increase count is compared with."""
     checks = apgd_checkpoints(n_iter)
-    # is_check[k] for k in 0..n_iter: whether k - 1 is a checkpoint w_j (j >= 1), i.e. the check runs once
-    # f(x^(w_j + 1)) is known; window[k] = w_j - w_{j-1}, the length the increase count is compared with.
     is_check = np.zeros(n_iter + 1, bool)
     window = np.ones(n_iter + 1, np.float32)
     for prev, w in zip(checks, checks[1:]):
         if w + 1 <= n_iter:
             is_check[w + 1], window[w + 1] = True, w - prev
-    is_check, window = tf.constant(is_check), tf.constant(window)
+    return tf.constant(is_check), tf.constant(window)
+
+
+def _apgd_run(classifier, x, labels, eps, seed, *, n_iter, loss, targets, rho, alpha):
+    """One APGD run from a random start (Algorithm 1). Returns (images, fooled, step-size trace [n_iter, B])."""
+    b = tf.shape(x)[0]
+    fn = lambda logits: _objective(loss, logits, labels, targets)  # noqa: E731
+    is_check, window = _check_schedule(n_iter)
 
     def project(z):
         return tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), -1.0, 1.0)
@@ -416,6 +420,26 @@ def _square_stage(comp, x, y, eps, n_queries, seed, batch_size, progress, chunk=
     return out_adv, out_fooled
 
 
+def _white_box_stage(comp, stage, x, y, targets, eps, cfg, seed, batch_size, num_classes, progress):
+    """One white-box stage (APGD-CE, APGD-T or FAB-T, one target) on the still-robust examples, batch by batch:
+    (adversarial images, fooled)."""
+    adv, fooled = np.empty_like(x), np.zeros(len(x), bool)
+    for part in _batched(len(x), batch_size):
+        if stage == "fab-t":
+            a, f = comp.fab(cfg["fab_iterations"], x[part], y[part], targets[part])
+            f = f.numpy() <= eps
+            a = np.where(f[:, None, None, None], a.numpy(), x[part])
+        else:
+            # APGD-T's targeted DLR needs 4 classes; with fewer, targeted CE takes its place
+            loss, targeted = ("ce", False) if stage == "apgd-ce" else ("dlr" if num_classes >= 4 else "ce", True)
+            a, f = comp.apgd(loss, targeted, cfg["apgd_iterations"], x[part], y[part], targets[part], eps, seed)
+            a, f = a.numpy(), f.numpy()
+        adv[part], fooled[part] = a, f
+        progress.update(1)
+        progress.note(left=int(len(x) - fooled.sum()))
+    return adv, fooled
+
+
 def autoattack(classifier, images, labels, *, eps, batch_size=200, seed=0, stages=STAGES, settings=None,
                verbose=True):
     """AutoAttack's standard l_inf evaluation on numpy images [N, H, W, C] in [-1, 1] and int labels [N].
@@ -455,24 +479,9 @@ def autoattack(classifier, images, labels, *, eps, batch_size=200, seed=0, stage
                 adv, fooled = _square_stage(comp, x[idx], y[idx], eps, cfg["square_queries"], seed, batch_size,
                                             progress)
             else:
-                adv, fooled = np.empty_like(x[idx]), np.zeros(len(idx), bool)
-                for part in _batched(len(idx), batch_size):
-                    sel = idx[part]
-                    t = order[sel, target_rank + 1] if target_rank is not None else y[sel]
-                    if stage == "fab-t":
-                        a, f = comp.fab(cfg["fab_iterations"], x[sel], y[sel], t.astype(np.int32))
-                        f = f.numpy() <= eps
-                        a = np.where(f[:, None, None, None], a.numpy(), x[sel])
-                    else:
-                        # APGD-T's targeted DLR needs 4 classes; with fewer, targeted CE takes its place
-                        loss, targeted = ("ce", False) if stage == "apgd-ce" else (
-                            "dlr" if num_classes >= 4 else "ce", True)
-                        a, f = comp.apgd(loss, targeted, cfg["apgd_iterations"], x[sel], y[sel], t.astype(np.int32),
-                                         eps, seed + (target_rank or 0))
-                        a, f = a.numpy(), f.numpy()
-                    adv[part], fooled[part] = a, f
-                    progress.update(1)
-                    progress.note(left=int(len(idx) - fooled.sum()))
+                targets = order[idx, target_rank + 1] if target_rank is not None else y[idx]
+                adv, fooled = _white_box_stage(comp, stage, x[idx], y[idx], targets.astype(np.int32), eps, cfg,
+                                               seed + (target_rank or 0), batch_size, num_classes, progress)
             _check_adversarial(comp, x[idx][fooled], adv[fooled], y[idx][fooled], eps, stage)
             decided[idx[fooled]] = adv[fooled]
             robust[idx[fooled]] = False

@@ -279,9 +279,10 @@ def _warn_rare_classes(path, labels, k):
     counts = np.bincount(np.ravel(labels).astype(np.int64), minlength=k)
     rare = [c for c in range(k) if counts[c] < 0.1 * np.median(counts)]
     if rare:
-        print(f"warning: {path}: label(s) {rare[:10]} have only {[int(counts[c]) for c in rare[:10]]} examples against "
-              f"a median of {int(np.median(counts))} per class, so the data is read as {k} classes. If those labels are "
-              "strays, fix them; to fix the classes explicitly, save class_names (one name per class) in the .npz.",
+        print(f"warning: {path}: label(s) {rare[:10]} have only {[int(counts[c]) for c in rare[:10]]} examples "
+              f"against a median of {int(np.median(counts))} per class, so the data is read as {k} classes. If those "
+              "labels are strays, fix them; to fix the classes explicitly, save class_names (one name per class) in "
+              "the .npz.",
               file=sys.stderr, flush=True)
 
 

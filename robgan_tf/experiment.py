@@ -174,9 +174,11 @@ class ExperimentConfig:
     seed: int = _f(0, "Seed for weights, data order and noise.")
     deterministic: bool = _f(False, "Seeds plus TF op determinism: a killed-and-resumed run ends bit-identical.")
     logdir: str = _f("runs/robgan", "Run directory: checkpoints, TensorBoard logs, evaluation, exports.")
-    resume_from: str = _f("", "Restore this checkpoint (e.g. LOGDIR/checkpoints/ckpt-200, or one in "
-                          "finetune_checkpoints/) instead of the latest, e.g. when the latest is unreadable. Not "
-                          "remembered by the run.")
+    resume_from: str = _f("", "Restore exactly this checkpoint of the run instead of the latest: a training one "
+                          "(LOGDIR/checkpoints/ckpt-200, checkpoints/kept/ckpt-N) or a fine-tuning one "
+                          "(finetune_checkpoints/ckpt-N); a missing path or another run's checkpoint is refused. "
+                          "With robgan-finetune, a training checkpoint is the one fine-tuned (recorded in "
+                          "finetune_checkpoints/base.json). Not remembered by the run.")
     checkpoint_every: int = _f(100, "Save a checkpoint every N training iterations.")
     keep_checkpoints: int = _f(3, "How many recent checkpoints to keep.")
     keep_checkpoint_every: int = _f(0, "Also keep the training checkpoint of every N-th iteration for good, in "
@@ -215,6 +217,16 @@ class ExperimentConfig:
 
     def validate(self):
         """Checks every value and combination; raises ValueError naming the flag and the fix."""
+        self._check_values()
+        self._check_networks()
+        self._check_counts()
+        self._check_splits_and_scores()
+        self.train_config()  # the dataclasses' own rules, their errors naming these flags
+        self.finetune_config()
+        return self
+
+    def _check_values(self):
+        """Finite numbers, a logdir, enum choices, a known dataset and resolution."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type in (float, "float") and not math.isfinite(value):
@@ -232,6 +244,8 @@ class ExperimentConfig:
         if self.resolution not in (0, 16, 32, 64, 128):
             raise ConfigError(f"--resolution must be 16 (tiny preset only), 32, 64 or 128 (or 0 for the dataset's own), "
                              f"got {self.resolution}.")
+
+    def _check_networks(self):
         for flag, preset in (("arch", self.arch), ("d_arch", self.discriminator_preset)):
             try:
                 get_spec(preset, self.image_resolution)
@@ -243,6 +257,8 @@ class ExperimentConfig:
         if self.d_head == "projection" and self.method == "advtrain":
             raise ConfigError("--d_head=projection needs labels for its logit and trains as a GAN; advtrain "
                              "trains a classifier: use --d_head=acgan.")
+
+    def _check_counts(self):
         # Flags the library does not see as such (lengths, cadences, the batch); every rule of a training or
         # fine-tuning setting is the config dataclasses' own, checked below by building them.
         positive = ("batch_size", "train_iterations", "checkpoint_every", "keep_checkpoints", "log_every",
@@ -260,6 +276,8 @@ class ExperimentConfig:
             raise ConfigError(f"--batch_size={self.batch_size} must divide evenly over --cpu_replicas={self.cpu_replicas}.")
         if self.jit_compile and (self.cpu_replicas > 1 or self.strategy in ("mirrored", "multi_worker")):
             raise ConfigError("--jit_compile needs a single replica; drop it or use --strategy=default.")
+
+    def _check_splits_and_scores(self):
         self.eps_grid()  # parses
         self.profile_range()
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -277,9 +295,6 @@ class ExperimentConfig:
             raise ConfigError(f"--quality_every with --quality_backend=reference needs --quality_weights=FILE.keras "
                               f"(got {self.quality_weights!r}); train one with robgan-train-reference, or use "
                               "--quality_backend=classifier.")
-        self.train_config()  # the dataclasses' own rules, their errors naming these flags
-        self.finetune_config()
-        return self
 
     def build_models(self, num_classes, resolution, channels):
         """(generator or None in advtrain, discriminator) as these flags ask; call inside the strategy scope."""

@@ -15,8 +15,11 @@
 
 `<version>` is the next free number (1, 2, ...) unless given; TF Serving serves the highest. A version is
 written into a temporary folder and renamed into place, so it appears complete or not at all and earlier
-versions are never touched; folders are world-readable (0755). The serving functions check their inputs (shape,
-label range, finiteness) and fail with a message naming the expected input.
+versions are never touched; folders are world-readable (0755). The serving functions check their inputs (rank,
+shape, range, label range in the type sent, finiteness) and fail with a message naming the expected input; each
+export has serving limits (ServingLimits: images or labels per request, pixels per encoded image, read from its
+header before decoding), recorded in the model card. The card's digest is saved in each SavedModel
+(`model_card_sha256`), and the card holds every file's sha256, so loaders can verify both.
 """
 from __future__ import annotations
 
@@ -152,12 +155,43 @@ def _declared_pixels(data):
     return is_["png"] | is_["gif"] | is_["bmp"] | is_jpeg, pixels, is_["gif"] | is_["bmp"]
 
 
+def _shape_checks(images, shape, limits, message):
+    """Rank, size and batch checked without a shape error of their own (a rank-3 request gets `message` too)."""
+    got = tf.shape(images)
+    same = tf.logical_and(tf.equal(tf.size(got), 4),
+                          tf.reduce_all(tf.equal(tf.pad(got, [[0, 4]])[1:4], tf.constant(shape))))
+    with tf.control_dependencies([tf.debugging.Assert(same, [message + ", got shape", got])]):
+        return [_batch_check(got[0], limits, "images")]
+
+
+def _decode(i, data, shape, limits):
+    """Encoded image number i -> float32 [h, w, c] in [-1, 1]: format and pixel count checked from its header first,
+    then decoded and resized (antialiased bilinear)."""
+    h, w, c = shape
+    known, pixels, gif_or_bmp = _declared_pixels(data)
+    checks = [tf.debugging.Assert(known, ["image_bytes", i, "is not a PNG, JPEG, GIF or BMP"]),
+              tf.debugging.Assert(pixels <= limits.max_image_pixels,
+                                  ["image_bytes", i, "has", pixels, "pixels, over the max_image_pixels of this "
+                                   "export,", limits.max_image_pixels, "; send it smaller"])]
+    with tf.control_dependencies(checks):
+        data = tf.identity(data)
+    if c == 1:  # GIF and BMP decode only to colour: made grey here, as PNG and JPEG are by their decoders
+        image = tf.cond(gif_or_bmp,
+                        lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, 3, expand_animations=False)),
+                        lambda: tf.io.decode_image(data, 1, expand_animations=False))
+    else:
+        image = tf.io.decode_image(data, channels=c, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), [h, w], method="bilinear", antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0) / 127.5 - 1.0
+
+
 def export_classifier(classifier, path, image_shape, class_names, limits=ServingLimits(), card_digest=None):
     """Writes the classifier SavedModel (see the module docstring); differentiable; inputs checked."""
     shape = [int(d) for d in image_shape]
     h, w, c = shape
     k = len(class_names)
     names = tf.constant([str(n) for n in class_names])
+
     def expected(dtype, range_):
         return f"classifier expects {dtype} images [N, {h}, {w}, {c}] in {range_}"
 
@@ -174,17 +208,9 @@ def export_classifier(classifier, path, image_shape, class_names, limits=Serving
         return {"logits": logits, "probabilities": tf.nn.softmax(logits), "classes": classes,
                 "class_names": tf.gather(names, classes)}
 
-    def checked(images, message):
-        # Rank and size compared without a shape error of their own (a rank-3 request gets this message too).
-        got = tf.shape(images)
-        same = tf.logical_and(tf.equal(tf.size(got), 4),
-                              tf.reduce_all(tf.equal(tf.pad(got, [[0, 4]])[1:4], tf.constant(shape))))
-        with tf.control_dependencies([tf.debugging.Assert(same, [message + ", got shape", got])]):
-            return [_batch_check(got[0], limits, "images")]
-
     def classify(images):
         message = expected("float32", "[-1, 1]")
-        with tf.control_dependencies(checked(images, message)):
+        with tf.control_dependencies(_shape_checks(images, shape, limits, message)):
             finite = tf.debugging.assert_all_finite(images, message=message + " (got NaN or inf)")
             in_range = tf.debugging.Assert(
                 tf.reduce_all(tf.abs(images) <= 1.0),
@@ -193,32 +219,14 @@ def export_classifier(classifier, path, image_shape, class_names, limits=Serving
             return outputs(tf.identity(images))
 
     def classify_uint8(images):
-        with tf.control_dependencies(checked(images, expected("uint8", "0..255"))):
+        with tf.control_dependencies(_shape_checks(images, shape, limits, expected("uint8", "0..255"))):
             return outputs(tf.cast(tf.identity(images), tf.float32) / 127.5 - 1.0)
-
-    def decode(args):
-        i, data = args
-        known, pixels, gif_or_bmp = _declared_pixels(data)
-        checks = [tf.debugging.Assert(known, ["image_bytes", i, "is not a PNG, JPEG, GIF or BMP"]),
-                  tf.debugging.Assert(pixels <= limits.max_image_pixels,
-                                      ["image_bytes", i, "has", pixels, "pixels, over the max_image_pixels of this export,",
-                                       limits.max_image_pixels, "; send it smaller"])]
-        with tf.control_dependencies(checks):
-            data = tf.identity(data)
-        if c == 1:  # GIF and BMP decode only to colour: made grey here, as PNG and JPEG are by their decoders
-            image = tf.cond(gif_or_bmp,
-                            lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, 3, expand_animations=False)),
-                            lambda: tf.io.decode_image(data, 1, expand_animations=False))
-        else:
-            image = tf.io.decode_image(data, channels=c, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), [h, w], method="bilinear", antialias=True)
-        return tf.clip_by_value(image, 0.0, 255.0) / 127.5 - 1.0
 
     def classify_image_bytes(image_bytes):
         n = tf.size(image_bytes)
         with tf.control_dependencies([_batch_check(n, limits, "images")]):
             index = tf.range(tf.identity(n))
-        images = tf.map_fn(decode, (index, tf.reshape(image_bytes, [-1])),
+        images = tf.map_fn(lambda args: _decode(*args, shape, limits), (index, tf.reshape(image_bytes, [-1])),
                            fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
         return outputs(images)
 
@@ -359,15 +367,8 @@ def _storage_failure(e):
                             "Disk quota exceeded"))
 
 
-def export_run(run, classifier, provenance, out=None, version=None, robustness=None, limits=ServingLimits()):
-    """Exports a run's classifier and generator (EMA weights when on; none in advtrain) as version `version`
-    (default: the next free one) of the export directory `out` (default LOGDIR/export); returns the paths.
-
-    `provenance` (run.weights_provenance) records which training iteration and fine-tuning step the weights
-    come from; `robustness` (a robustness_table result on these weights) goes into the model card -- by default
-    the run's eval/robustness.json when it was measured on these weights."""
-    cfg, info = run.cfg, run.info
-    final = os.path.abspath(out or os.path.join(cfg.logdir, "export"))
+def _prepare(final, version, kinds):
+    """The export folder made, stale temporaries cleaned, and the version to write (checked free)."""
     _refuse_nesting(final)
     try:
         os.makedirs(final, exist_ok=True)
@@ -377,47 +378,68 @@ def export_run(run, classifier, provenance, out=None, version=None, robustness=N
     version = int(version or next_version(final))
     if version < 1:
         raise ExportError(f"export versions are positive integers, got {version}.")
-    kinds = [k for k in KINDS if k == "classifier" or run.generator is not None]
     taken = [os.path.join(final, k, str(version)) for k in kinds if os.path.exists(os.path.join(final, k, str(version)))]
     if taken:
         raise ExportError(f"{taken[0]} exists: export versions are never overwritten. Omit --export_version to "
                           f"take the next free one ({next_version(final)}), or remove that folder.")
+    return version
+
+
+def _write_models(run, classifier, tmp, card, kinds, limits):
+    """SavedModels, .keras files and the card (with every file's sha256) into the temporary folder."""
+    info, digest = run.info, card_digest(card)
+    export_classifier(classifier, os.path.join(tmp, "classifier"), info.image_shape, info.class_names, limits, digest)
+    classifier.save(os.path.join(tmp, "classifier.keras"))
+    if run.generator is not None:
+        g = run.sampling_generator()
+        export_generator(g, os.path.join(tmp, "generator"), limits, digest)
+        g.save(os.path.join(tmp, "generator.keras"))
+    card["sha256"] = {k: file_digests(os.path.join(tmp, k)) for k in kinds}
+    card["sha256"].update({f"{k}.keras": file_digests(tmp)[f"{k}.keras"] for k in kinds})
+    for k in kinds:
+        storage.atomic_write_json(os.path.join(tmp, k, "assets.extra", "model_card.json"), card)
+    storage.make_readable(tmp)
+
+
+def _place(tmp, final, kinds, version, placed):
+    """Each version folder renamed into place whole; `placed` collects them so a failure can take them out."""
+    for k in kinds:  # the marker lets a crash between two renames be undone (clean_stale)
+        dest = os.path.join(final, k, str(version))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        storage.atomic_write(os.path.join(tmp, f"placed-{k}"), dest)
+        try:
+            os.replace(os.path.join(tmp, k), dest)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another export took this version meanwhile
+                raise ExportError(f"{dest} was written by another export running at the same time; this one "
+                                  "placed nothing. Rerun to take the next free version.") from None
+            raise
+        placed.append(dest)
+    for k in kinds:
+        os.replace(os.path.join(tmp, f"{k}.keras"), os.path.join(final, f"{k}.keras"))
+
+
+def export_run(run, classifier, provenance, out=None, version=None, robustness=None, limits=ServingLimits()):
+    """Exports a run's classifier and generator (EMA weights when on; none in advtrain) as version `version`
+    (default: the next free one) of the export directory `out` (default LOGDIR/export); returns the paths.
+
+    `provenance` (run.weights_provenance) records which training iteration and fine-tuning step the weights
+    come from; `robustness` (a robustness_table result on these weights) goes into the model card -- by default
+    the run's eval/robustness.json when it was measured on these weights."""
+    final = os.path.abspath(out or os.path.join(run.cfg.logdir, "export"))
+    kinds = [k for k in KINDS if k == "classifier" or run.generator is not None]
+    version = _prepare(final, version, kinds)
     if robustness is None:
         robustness = _robustness_of(run, provenance)
     elif "results" in robustness:
         robustness = {k: robustness.get(k) for k in ("results", "attacks", "split", "robustbench")}
     card = model_card(run, provenance, version, robustness, limits)
-    digest = card_digest(card)
     tmp = os.path.join(final, storage.temp_name(_TMP))
     placed = []
     try:
         os.makedirs(tmp)
-        export_classifier(classifier, os.path.join(tmp, "classifier"), info.image_shape, info.class_names, limits,
-                          digest)
-        classifier.save(os.path.join(tmp, "classifier.keras"))
-        if run.generator is not None:
-            g = run.sampling_generator()
-            export_generator(g, os.path.join(tmp, "generator"), limits, digest)
-            g.save(os.path.join(tmp, "generator.keras"))
-        card["sha256"] = {k: file_digests(os.path.join(tmp, k)) for k in kinds}
-        card["sha256"].update({f"{k}.keras": file_digests(tmp)[f"{k}.keras"] for k in kinds})
-        for k in kinds:
-            storage.atomic_write_json(os.path.join(tmp, k, "assets.extra", "model_card.json"), card)
-        storage.make_readable(tmp)
-        for k in kinds:  # each version folder appears whole (one rename); the marker lets a crash be undone
-            dest = os.path.join(final, k, str(version))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            storage.atomic_write(os.path.join(tmp, f"placed-{k}"), dest)
-            try:
-                os.replace(os.path.join(tmp, k), dest)
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another export took this version meanwhile
-                    raise ExportError(f"{dest} was written by another export running at the same time; this one "
-                                      "placed nothing. Rerun to take the next free version.") from None
-                raise
-            placed.append(dest)
-        for k in kinds:
-            os.replace(os.path.join(tmp, f"{k}.keras"), os.path.join(final, f"{k}.keras"))
+        _write_models(run, classifier, tmp, card, kinds, limits)
+        _place(tmp, final, kinds, version, placed)
         storage.atomic_write_json(os.path.join(final, "manifest.json"), card)
         shutil.rmtree(tmp, ignore_errors=True)
     except BaseException as e:

@@ -111,6 +111,49 @@ def _arrays(source, batch_size, num_examples):
     return np.concatenate(xs), np.concatenate(ys).astype(np.int32)
 
 
+def _autoattack_rows(classifier, source, x, y, eps_grid, batch_size, seed, verbose, examples):
+    """The autoattack protocol's rows and RobustBench blocks, one per eps."""
+    rows, robustbench = [], []
+    for eps in eps_grid:
+        stages = autoattack_lib.STAGES if float(eps) > 0 else ()
+        out = autoattack_lib.autoattack(classifier, x, y, eps=float(eps), batch_size=batch_size, seed=seed,
+                                        stages=stages, verbose=verbose)
+        rows.append({"protocol": "autoattack", "eps": float(eps), "eps_01": float(eps) / 2.0,
+                     "accuracy": float(out["robust"].mean()), "num_examples": len(y), "stages": out["stages"]})
+        if examples is not None:
+            examples[f"autoattack_eps{eps:g}"] = out["images"]
+        if float(eps) > 0:
+            robustbench.append({"threat_model": "Linf", "eps": eps_label(float(eps)),
+                                "clean_acc": f"{100 * out['clean_accuracy']:.2f}",
+                                "autoattack_acc": f"{100 * out['robust'].mean():.2f}",
+                                "n_ex": len(y), "dataset": source.info.name, "number_forward_passes": 1})
+    return rows, robustbench
+
+
+def _pgd_rows(classifier, source, protocol, eps_grid, num_examples, batch_size, verbose, examples):
+    """A PGD protocol's rows (paper or strong), one per eps, batch by batch with a progress line."""
+    fns = {clean: _protocol_fn(classifier, protocol, clean, source.info.image_shape) for clean in (True, False)}
+    n_batches = -(-min(num_examples or source.info.num_examples, source.info.num_examples) // batch_size)
+    rows = []
+    for eps in eps_grid:
+        fn, e = fns[float(eps) == 0], tf.constant(float(eps), tf.float32)
+        hits, n, advs = 0, 0, []
+        progress = Progress(f"{protocol} eps {float(eps):g}", n_batches, enabled=verbose)
+        for x, y in data_lib.eval_dataset(source, batch_size, num_examples):
+            ok, adv = fn(x, y, e)
+            hits += int(tf.reduce_sum(tf.cast(ok, tf.int32)))
+            n += int(tf.shape(y)[0])
+            if examples is not None:
+                advs.append(adv.numpy())
+            progress.update(1)
+        progress.close()
+        rows.append({"protocol": protocol, "eps": float(eps), "eps_01": float(eps) / 2.0,
+                     "accuracy": hits / max(n, 1), "num_examples": n})
+        if advs:
+            examples[f"{protocol}_eps{eps:g}"] = np.concatenate(advs)
+    return rows
+
+
 def robustness_table(classifier, source, *, eps_grid, protocols=("paper",), num_examples=None, batch_size=200,
                      model_name="", save_examples=None, seed=0, verbose=True):
     """Accuracy per protocol and eps on `source`; returns the JSON-ready dict of the README's format.
@@ -122,43 +165,21 @@ def robustness_table(classifier, source, *, eps_grid, protocols=("paper",), num_
         if protocol not in ALL_PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {ALL_PROTOCOLS}.")
     t0 = time.time()
-    rows, examples, robustbench = [], {}, []
-    n_total = min(num_examples or source.info.num_examples, source.info.num_examples)
-    n_batches = -(-n_total // batch_size)
+    rows, robustbench, examples = [], [], {} if save_examples is not None else None
+    arrays = []  # the split as arrays, read once when something needs them
+
+    def xy():
+        if not arrays:
+            arrays.extend(_arrays(source, batch_size, num_examples))
+        return arrays
+
     for protocol in protocols:
         if protocol == "autoattack":
-            x, y = _arrays(source, batch_size, num_examples)
-            for eps in eps_grid:
-                stages = autoattack_lib.STAGES if float(eps) > 0 else ()
-                out = autoattack_lib.autoattack(classifier, x, y, eps=float(eps), batch_size=batch_size, seed=seed,
-                                                stages=stages, verbose=verbose)
-                rows.append({"protocol": protocol, "eps": float(eps), "eps_01": float(eps) / 2.0,
-                             "accuracy": float(out["robust"].mean()), "num_examples": len(y), "stages": out["stages"]})
-                if save_examples is not None:
-                    examples[f"{protocol}_eps{eps:g}"] = out["images"]
-                if float(eps) > 0:
-                    robustbench.append({"threat_model": "Linf", "eps": eps_label(float(eps)),
-                                        "clean_acc": f"{100 * out['clean_accuracy']:.2f}",
-                                        "autoattack_acc": f"{100 * out['robust'].mean():.2f}",
-                                        "n_ex": len(y), "dataset": source.info.name, "number_forward_passes": 1})
-            continue
-        fns = {clean: _protocol_fn(classifier, protocol, clean, source.info.image_shape) for clean in (True, False)}
-        for eps in eps_grid:
-            fn, e = fns[float(eps) == 0], tf.constant(float(eps), tf.float32)
-            hits, n, advs = 0, 0, []
-            progress = Progress(f"{protocol} eps {float(eps):g}", n_batches, enabled=verbose)
-            for x, y in data_lib.eval_dataset(source, batch_size, num_examples):
-                ok, adv = fn(x, y, e)
-                hits += int(tf.reduce_sum(tf.cast(ok, tf.int32)))
-                n += int(tf.shape(y)[0])
-                if save_examples is not None:
-                    advs.append(adv.numpy())
-                progress.update(1)
-            progress.close()
-            rows.append({"protocol": protocol, "eps": float(eps), "eps_01": float(eps) / 2.0,
-                         "accuracy": hits / max(n, 1), "num_examples": n})
-            if advs:
-                examples[f"{protocol}_eps{eps:g}"] = np.concatenate(advs)
+            more, robustbench = _autoattack_rows(classifier, source, *xy(), eps_grid, batch_size, seed, verbose,
+                                                 examples)
+        else:
+            more = _pgd_rows(classifier, source, protocol, eps_grid, num_examples, batch_size, verbose, examples)
+        rows += more
     result = {
         "results": rows,
         "attacks": {p: PROTOCOLS.get(p, {"version": "standard", **autoattack_lib.STANDARD}) for p in protocols},
@@ -167,11 +188,10 @@ def robustness_table(classifier, source, *, eps_grid, protocols=("paper",), num_
     result["sanity"] = sanity_checks(rows)
     if "autoattack" in protocols:
         result["robustbench"] = robustbench
-        x, y = _arrays(source, batch_size, num_examples)
-        result["sanity"].update(masking_indicators(classifier, x, y, rows, batch_size=batch_size, seed=seed))
+        result["sanity"].update(masking_indicators(classifier, *xy(), rows, batch_size=batch_size, seed=seed))
     result["seconds"] = round(time.time() - t0, 1)
     if save_examples is not None:
-        x, y = _arrays(source, batch_size, num_examples)
+        x, y = xy()
         storage.atomic_save(save_examples, lambda tmp: np.savez(tmp, x=x, y=y, **examples))
     return result
 

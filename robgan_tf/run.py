@@ -59,8 +59,20 @@ class Run:
         self.lock = None  # held while this process writes the run
         self.restored = None  # the training checkpoint restore() restored
         self.strategy = strategy or make_strategy(cfg)
-        # Load (and so validate) the data before any model is built.
-        res = cfg.load_resolution
+        self._load_data(need_train_data)  # (and so validate it) before any model is built
+        with self.strategy.scope():
+            self._build()
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+        # --keep_checkpoint_every: a second, never-rotated series for curves over training.
+        self.kept_manager = (tf.train.CheckpointManager(
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, os.path.join("checkpoints", "kept")),
+            max_to_keep=None) if cfg.keep_checkpoint_every else None)
+        if is_chief(self.strategy) and not read_only:
+            self._open_for_writing(config_path, changes)
+
+    def _load_data(self, need_train_data):
+        cfg, res = self.cfg, self.cfg.load_resolution
         self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
@@ -72,47 +84,46 @@ class Run:
         self.monitor_source = self.val_source or self.test_source
         if self.train_source is not None:
             _check_batches_fit(cfg, self.train_source.info.num_examples, held)
-        info = self.test_source.info
-        self.info = info
+        self.info = info = self.test_source.info
         self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
         self.resolution = info.image_shape[0]
         if self.resolution != cfg.image_resolution and cfg.resolution:
             raise ConfigError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
-        with self.strategy.scope():
-            self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
-            self.train_config = cfg.train_config()
-            self.model = RobGAN(self.discriminator, self.generator, self.train_config)
-            self.model.compile(*make_optimizers(self.train_config))
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-            objects = dict(discriminator=model_variables(self.discriminator), d_optimizer=self.model.d_optimizer,
-                           rng=self.model.rng, step=self.step)
-            if self.generator is not None:
-                objects.update(generator=model_variables(self.generator), g_optimizer=self.model.g_optimizer)
-            if self.model.ema_weights:
-                objects["ema"] = {f"w{i}": w for i, w in enumerate(self.model.ema_weights)}
-            self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
-        # --keep_checkpoint_every: a second, never-rotated series for curves over training.
-        self.kept_manager = (tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, os.path.join("checkpoints", "kept")),
-            max_to_keep=None) if cfg.keep_checkpoint_every else None)
-        if is_chief(self.strategy) and not read_only:
-            try:
-                os.makedirs(cfg.logdir, exist_ok=True)
-            except OSError as e:
-                raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
-            self.lock = storage.RunLock.hold(cfg.logdir)
-            if changes:
-                storage.append_jsonl(os.path.join(cfg.logdir, "history.jsonl"), {
-                    "time": datetime.datetime.now().isoformat(timespec="seconds"),
-                    "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
-            cfg.save(config_path)
-            # Where the data came from (path, or tensorflow-datasets and dataset versions), as of this opening.
-            storage.atomic_write_json(os.path.join(cfg.logdir, "data.json"), {
-                split: {"split": src.info.split, "num_examples": src.info.num_examples, "origin": src.info.origin}
-                for split, src in (("train", self.train_source), ("val", self.val_source),
-                                   ("test", self.test_source)) if src is not None})
+
+    def _build(self):
+        """Networks, the RobGAN model with its optimizers, and the checkpoint of all of them (in the scope)."""
+        cfg = self.cfg
+        self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
+        self.train_config = cfg.train_config()
+        self.model = RobGAN(self.discriminator, self.generator, self.train_config)
+        self.model.compile(*make_optimizers(self.train_config))
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        objects = dict(discriminator=model_variables(self.discriminator), d_optimizer=self.model.d_optimizer,
+                       rng=self.model.rng, step=self.step)
+        if self.generator is not None:
+            objects.update(generator=model_variables(self.generator), g_optimizer=self.model.g_optimizer)
+        if self.model.ema_weights:
+            objects["ema"] = {f"w{i}": w for i, w in enumerate(self.model.ema_weights)}
+        self.checkpoint = tf.train.Checkpoint(**objects)
+
+    def _open_for_writing(self, config_path, changes):
+        """Takes the run's lock, records changed settings, saves config.json and where the data came from."""
+        cfg = self.cfg
+        try:
+            os.makedirs(cfg.logdir, exist_ok=True)
+        except OSError as e:
+            raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
+        self.lock = storage.RunLock.hold(cfg.logdir)
+        if changes:
+            storage.append_jsonl(os.path.join(cfg.logdir, "history.jsonl"), {
+                "time": datetime.datetime.now().isoformat(timespec="seconds"),
+                "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
+        cfg.save(config_path)
+        # Where the data came from (path, or tensorflow-datasets and dataset versions), as of this opening.
+        storage.atomic_write_json(os.path.join(cfg.logdir, "data.json"), {
+            split: {"split": src.info.split, "num_examples": src.info.num_examples, "origin": src.info.origin}
+            for split, src in (("train", self.train_source), ("val", self.val_source),
+                               ("test", self.test_source)) if src is not None})
 
     def close(self):
         """Releases the run's lock (also released when the process ends, however it ends)."""

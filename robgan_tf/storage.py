@@ -8,6 +8,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -27,6 +28,7 @@ class CheckpointError(RuntimeError):
 
 def storage_error(err, path, kept):
     reason = getattr(err, "strerror", None) or str(getattr(err, "message", err)).splitlines()[0]
+    reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", reason)  # TF's op prefix says nothing to a user
     return StorageError(f"cannot write {path}: {reason}. {kept} Free some space, fix the permissions or the file "
                         "size limit (ulimit -f), or use another --logdir; then rerun the same command.")
 

@@ -76,6 +76,85 @@ def forward_flops(fn, specs):
     return int(model_analyzer.profile(graph, options=opts).total_float_ops)
 
 
+def _build():
+    """(TrainConfig, G or None, D, compiled RobGAN), as training builds them from the same flags."""
+    from robgan_tf.experiment import ExperimentConfig
+    from robgan_tf.training import RobGAN, make_optimizers
+
+    experiment = ExperimentConfig(resolution=FLAGS.resolution, **{name: FLAGS[name].value for name in MODEL_FLAGS})
+    try:
+        experiment.validate()
+        cfg = experiment.train_config()
+        g, d = experiment.build_models(FLAGS.num_classes, FLAGS.resolution, FLAGS.channels)
+    except ValueError as e:
+        common.fail(str(e))
+    model = RobGAN(d, g, cfg)
+    model.compile(*make_optimizers(cfg))
+    return cfg, g, d, model
+
+
+def _sync(out):
+    """Waits for the device: reads one value back."""
+    import tensorflow as tf
+
+    for v in tf.nest.flatten(out)[:1]:
+        v.numpy() if hasattr(v, "numpy") else None
+
+
+def _components(model, cfg, g, xb, yb):
+    """Median seconds of the attack, one D update and one G update, each timed alone."""
+    import tensorflow as tf
+
+    jit, n, split = FLAGS.jit_compile, FLAGS.component_iterations, {}
+    attack = tf.function(model.attack, jit_compile=jit, autograph=False)
+    d_step = tf.function(model.d_step, jit_compile=jit, autograph=False)
+    g_step = tf.function(lambda: model.g_step(FLAGS.batch_size), jit_compile=jit, autograph=False)
+    if cfg.uses_attack:
+        _sync(attack(xb, yb))
+        split["attack"] = statistics.median(_time(lambda: _sync(attack(xb, yb)), n))
+    _sync(d_step(xb, yb))
+    split["d_update"] = statistics.median(_time(lambda: (d_step(xb, yb), _sync(model.d_optimizer.iterations)), n))
+    if g is not None:
+        g_step()
+        split["g_update"] = statistics.median(_time(lambda: (g_step(), _sync(model.g_optimizer.iterations)), n))
+    return split
+
+
+def _flops(cfg, g, d):
+    import tensorflow as tf
+
+    r, c = FLAGS.resolution, FLAGS.channels
+    d_fwd = forward_flops(lambda im: d(im, training=False), [tf.TensorSpec([1, r, r, c], tf.float32)])
+    flops, g_fwd = {"d_forward_per_example": d_fwd}, 0
+    if g is not None:
+        g_fwd = forward_flops(lambda z, lab: g(z, lab, training=False),
+                              [tf.TensorSpec([1, g.z_dim], tf.float32), tf.TensorSpec([1], tf.int32)])
+        flops["g_forward_per_example"] = g_fwd
+    s = FLAGS.attack_steps if cfg.uses_attack else 0
+    flops["per_iteration_estimate"] = FLAGS.batch_size * FLAGS.n_dis * ((2 * s + 8) * d_fwd + 4 * g_fwd)
+    return flops
+
+
+def _report(result, times, n):
+    med, flops = result["median_s_per_iter"], result["flops"]
+    cpu = result["processor"]
+    print(f"processor: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {' '.join(cpu['vector_extensions'])}")
+    print(f"{FLAGS.arch} {FLAGS.resolution}px batch {FLAGS.batch_size} n_dis {FLAGS.n_dis} attack "
+          f"{FLAGS.attack_steps} steps, jit={FLAGS.jit_compile} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter "
+          f"(min {min(times):.3f}, max {max(times):.3f}), {n / med:.1f} images/s")
+    print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in result["component_median_s"].items()))
+    if flops:
+        achieved = flops["per_iteration_estimate"] / med / 1e9
+        result["achieved_gflops"] = achieved
+        print("FLOPs: " + ", ".join(f"{k}={v / 1e9:.3f} G" for k, v in flops.items())
+              + f"; achieved {achieved:.1f} GFLOP/s")
+    if result["roofline_gflops"]:
+        peak = max(result["roofline_gflops"].values())
+        result["utilisation_of_best_dense_rate"] = achieved / peak
+        print("this machine, same run: " + ", ".join(f"{k} {v:.1f}" for k, v in result["roofline_gflops"].items())
+              + f" GFLOP/s; the step reaches {100 * achieved / peak:.0f}% of the best")
+
+
 def main(argv):
     common.quiet_logging()
     import keras
@@ -87,69 +166,23 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_float16" if FLAGS.mixed_precision else "float32")
-    from robgan_tf.experiment import ExperimentConfig
     from robgan_tf.models import count_params
     from robgan_tf.runtime import processor
-    from robgan_tf.training import RobGAN, make_optimizers
 
     if FLAGS.iterations < 1 or FLAGS.warmup < 0:
         common.fail("--iterations must be >= 1 and --warmup >= 0.")
+    cfg, g, d, model = _build()
     k, r, c = FLAGS.num_classes, FLAGS.resolution, FLAGS.channels
-    # The same construction as training: ExperimentConfig validates the flags and builds the networks.
-    experiment = ExperimentConfig(resolution=r, **{name: FLAGS[name].value for name in MODEL_FLAGS})
-    try:
-        experiment.validate()
-        cfg = experiment.train_config()
-        g, d = experiment.build_models(k, r, c)
-    except ValueError as e:
-        common.fail(str(e))
-    model = RobGAN(d, g, cfg)
-    model.compile(*make_optimizers(cfg))
     n = FLAGS.batch_size * FLAGS.n_dis
-    x = tf.random.uniform([n, r, r, c], -1, 1)
-    y = tf.random.uniform([n], 0, k, tf.int32)
-    xb, yb = x[:FLAGS.batch_size], y[:FLAGS.batch_size]
-    jit = FLAGS.jit_compile
-    step = tf.function(model.train_step, jit_compile=jit, autograph=False)
-    attack = tf.function(model.attack, jit_compile=jit, autograph=False)
-    d_step = tf.function(model.d_step, jit_compile=jit, autograph=False)
-    def g_only():
-        model.g_step(FLAGS.batch_size)
-
-    g_step = tf.function(g_only, jit_compile=jit, autograph=False)
-
-    def sync(out):  # wait for the device: read one value back
-        for v in tf.nest.flatten(out)[:1]:
-            v.numpy() if hasattr(v, "numpy") else None
-
+    x, y = tf.random.uniform([n, r, r, c], -1, 1), tf.random.uniform([n], 0, k, tf.int32)
+    step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile, autograph=False)
     t0 = time.perf_counter()
     for _ in range(FLAGS.warmup):
-        sync(step((x, y)))
+        _sync(step((x, y)))
     warm = time.perf_counter() - t0
-    times = _time(lambda: sync(step((x, y))), FLAGS.iterations)
-    split = {}
-    if FLAGS.component_iterations > 0:
-        if cfg.uses_attack:
-            sync(attack(xb, yb))
-            split["attack"] = statistics.median(_time(lambda: sync(attack(xb, yb)), FLAGS.component_iterations))
-        sync(d_step(xb, yb))
-        split["d_update"] = statistics.median(
-            _time(lambda: (d_step(xb, yb), sync(model.d_optimizer.iterations)), FLAGS.component_iterations))
-        if g is not None:
-            g_step()
-            split["g_update"] = statistics.median(
-                _time(lambda: (g_step(), sync(model.g_optimizer.iterations)), FLAGS.component_iterations))
-    flops = {}
-    if FLAGS.flops or FLAGS.roofline:
-        d_fwd = forward_flops(lambda im: d(im, training=False), [tf.TensorSpec([1, r, r, c], tf.float32)])
-        flops["d_forward_per_example"] = d_fwd
-        g_fwd = 0
-        if g is not None:
-            g_fwd = forward_flops(lambda z, lab: g(z, lab, training=False),
-                                  [tf.TensorSpec([1, g.z_dim], tf.float32), tf.TensorSpec([1], tf.int32)])
-            flops["g_forward_per_example"] = g_fwd
-        s = FLAGS.attack_steps if cfg.uses_attack else 0
-        flops["per_iteration_estimate"] = FLAGS.batch_size * FLAGS.n_dis * ((2 * s + 8) * d_fwd + 4 * g_fwd)
+    times = _time(lambda: _sync(step((x, y))), FLAGS.iterations)
+    split = (_components(model, cfg, g, x[:FLAGS.batch_size], y[:FLAGS.batch_size])
+             if FLAGS.component_iterations > 0 else {})
     med = statistics.median(times)
     result = {
         "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
@@ -159,27 +192,12 @@ def main(argv):
         "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},
         "median_s_per_iter": med, "min_s_per_iter": min(times), "max_s_per_iter": max(times),
         "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,
-        "component_median_s": split, "flops": flops,
+        "component_median_s": split, "flops": _flops(cfg, g, d) if FLAGS.flops or FLAGS.roofline else {},
         "attack_share": (FLAGS.n_dis * split["attack"] * 1.0 / med) if "attack" in split else 0.0,
         "roofline_gflops": roofline(FLAGS.batch_size) if FLAGS.roofline else {},
         "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "processor": processor(),
     }
-    cpu = result["processor"]
-    print(f"processor: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {' '.join(cpu['vector_extensions'])}")
-    print(f"{FLAGS.arch} {r}px batch {FLAGS.batch_size} n_dis {FLAGS.n_dis} attack {FLAGS.attack_steps} steps, "
-          f"jit={jit} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter (min {min(times):.3f}, "
-          f"max {max(times):.3f}), {n / med:.1f} images/s")
-    print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in split.items()))
-    if flops:
-        achieved = flops["per_iteration_estimate"] / med / 1e9
-        result["achieved_gflops"] = achieved
-        print("FLOPs: " + ", ".join(f"{k}={v / 1e9:.3f} G" for k, v in flops.items())
-              + f"; achieved {achieved:.1f} GFLOP/s")
-    if result["roofline_gflops"]:
-        peak = max(result["roofline_gflops"].values())
-        result["utilisation_of_best_dense_rate"] = achieved / peak
-        print("this machine, same run: " + ", ".join(f"{k} {v:.1f}" for k, v in result["roofline_gflops"].items())
-              + f" GFLOP/s; the step reaches {100 * achieved / peak:.0f}% of the best")
+    _report(result, times, n)
     if FLAGS.json_out:
         from robgan_tf.storage import atomic_write_json
 

@@ -37,6 +37,69 @@ flags.DEFINE_string("json_out", "", "Write the results here as JSON.")
 FLAGS = flags.FLAGS
 
 
+def _time_art(model, shape, timed):
+    """Seconds IBM ART's APGD-CE takes on the same model and examples (timed by the caller's `timed`)."""
+    import importlib.util
+
+    import keras
+    import numpy as np
+
+    if importlib.util.find_spec("art") is None:
+        common.fail("--art needs IBM ART (adversarial-robustness-toolbox): pip install \"robgan_tf[eval]\", or "
+                    "pass --noart to time only robgan_tf's attacks.")
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    est = TensorFlowV2Classifier(model=model, nb_classes=FLAGS.num_classes, input_shape=shape, clip_values=(-1.0, 1.0),
+                                 loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def art_run(a, b):
+        AutoProjectedGradientDescent(est, norm=np.inf, eps=FLAGS.eps, eps_step=2 * FLAGS.eps,
+                                     max_iter=FLAGS.iterations, nb_random_init=1, batch_size=FLAGS.batch_size,
+                                     loss_type="cross_entropy", verbose=False).generate(a, b)
+
+    return timed(art_run)
+
+
+def _extrapolate(per):
+    """The standard AutoAttack's hours on --extrapolate_to examples from the measured per-example costs."""
+    from robgan_tf import autoattack as aa
+
+    cfg = aa.STANDARD
+    costs = [cfg["apgd_iterations"] * per["apgd"], cfg["targets"] * cfg["apgd_iterations"] * per["apgd_t"],
+             cfg["targets"] * cfg["fab_iterations"] * per["fab_t"], cfg["square_queries"] * per["square"]]
+    fr = [float(f) for f in FLAGS.stage_fractions]
+    worst = FLAGS.extrapolate_to * sum(costs)
+    typical = FLAGS.extrapolate_to * sum(c * f for c, f in zip(costs, fr))
+    print(f"full standard AutoAttack on {FLAGS.extrapolate_to} examples (extrapolated): {worst / 3600:.1f} h if every "
+          f"example stays robust to the end; {typical / 3600:.1f} h with stage fractions {fr}")
+    return dict(ms_per_example=dict((k, 1e3 * v) for k, v in per.items()),
+                full_autoattack_hours={"examples": FLAGS.extrapolate_to, "worst_case": worst / 3600,
+                                       "stage_fractions": fr, "with_stage_fractions": typical / 3600,
+                                       "per_stage_worst_case_hours": [FLAGS.extrapolate_to * c / 3600 for c in costs]})
+
+
+def _unit_costs(comp, timed):
+    """Seconds per example of one APGD-T (DLR) iteration, one FAB-T iteration and one Square query."""
+    import numpy as np
+
+    from robgan_tf import autoattack as aa
+
+    u, eps, classes = FLAGS.unit_iterations, FLAGS.eps, FLAGS.num_classes
+    n = FLAGS.num_examples
+    per = {"apgd_t": timed(lambda a, b: comp.apgd("dlr", True, u, a, b, (b + 1) % classes, eps, 0)[1].numpy()) / (n * u),
+           "fab_t": timed(lambda a, b: comp.fab(u, a, b, (b + 1) % classes)[1].numpy()) / (n * u)}
+    sizes = aa.square_sizes(1, 1 + u, 5000, 0.8, FLAGS.resolution, FLAGS.resolution)
+
+    def square(a, b):
+        return comp.square(a, b, np.full_like(a, eps), np.full(len(b), 1e9, np.float32), sizes, 0, eps)[2].numpy()
+
+    per["square"] = timed(square) / (n * u)
+    print("ours, ms per example: " + ", ".join(f"{k} iteration {1e3 * v:.3f}" for k, v in per.items() if k != "square")
+          + f", Square query {1e3 * per['square']:.3f}")
+    return per
+
+
 def main(argv):
     common.quiet_logging()
     import keras
@@ -76,52 +139,13 @@ def main(argv):
     print(f"ours  APGD-CE: {ours:.2f} s for {n} examples x {it} iterations "
           f"({1e3 * per['apgd']:.3f} ms per example-iteration)")
     if FLAGS.art:
-        import importlib.util
-
-        if importlib.util.find_spec("art") is None:
-            common.fail("--art needs IBM ART (adversarial-robustness-toolbox): pip install \"robgan_tf[eval]\", or "
-                        "pass --noart to time only robgan_tf's attacks.")
-        from art.attacks.evasion import AutoProjectedGradientDescent
-        from art.estimators.classification import TensorFlowV2Classifier
-
-        est = TensorFlowV2Classifier(model=model, nb_classes=FLAGS.num_classes, input_shape=shape,
-                                     clip_values=(-1.0, 1.0),
-                                     loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-        def art_run(a, b):
-            AutoProjectedGradientDescent(est, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=it, nb_random_init=1,
-                                         batch_size=bs, loss_type="cross_entropy", verbose=False).generate(a, b)
-
-        theirs = timed(art_run)
+        theirs = _time_art(model, shape, timed)
         result.update(art_apgd_ce_s=theirs, art_per_example_iteration_s=theirs / (n * it),
                       speedup_vs_art=theirs / ours)
         print(f"ART   APGD-CE: {theirs:.2f} s for the same ({1e3 * theirs / (n * it):.3f} ms per example-iteration); "
               f"ours is {theirs / ours:.2f}x faster per attack iteration")
-    u = FLAGS.unit_iterations
-    t_dlr = timed(lambda a, b: comp.apgd("dlr", True, u, a, b, (b + 1) % FLAGS.num_classes, eps, 0)[1].numpy())
-    per["apgd_t"] = t_dlr / (n * u)
-    t_fab = timed(lambda a, b: comp.fab(u, a, b, (b + 1) % FLAGS.num_classes)[1].numpy())
-    per["fab_t"] = t_fab / (n * u)
-    sizes = aa.square_sizes(1, 1 + u, 5000, 0.8, shape[0], shape[1])
-
-    def square(a, b):
-        return comp.square(a, b, np.full_like(a, eps), np.full(len(b), 1e9, np.float32), sizes, 0, eps)[2].numpy()
-
-    per["square"] = timed(square) / (n * u)
-    print("ours, ms per example: " + ", ".join(f"{k} iteration {1e3 * v:.3f}" for k, v in per.items() if k != "square")
-          + f", Square query {1e3 * per['square']:.3f}")
-    cfg = aa.STANDARD
-    costs = [cfg["apgd_iterations"] * per["apgd"], cfg["targets"] * cfg["apgd_iterations"] * per["apgd_t"],
-             cfg["targets"] * cfg["fab_iterations"] * per["fab_t"], cfg["square_queries"] * per["square"]]
-    fr = [float(f) for f in FLAGS.stage_fractions]
-    worst = FLAGS.extrapolate_to * sum(costs)
-    typical = FLAGS.extrapolate_to * sum(c * f for c, f in zip(costs, fr))
-    result.update(ms_per_example=dict((k, 1e3 * v) for k, v in per.items()),
-                  full_autoattack_hours={"examples": FLAGS.extrapolate_to, "worst_case": worst / 3600,
-                                         "stage_fractions": fr, "with_stage_fractions": typical / 3600,
-                                         "per_stage_worst_case_hours": [FLAGS.extrapolate_to * c / 3600 for c in costs]})
-    print(f"full standard AutoAttack on {FLAGS.extrapolate_to} examples (extrapolated): {worst / 3600:.1f} h if every "
-          f"example stays robust to the end; {typical / 3600:.1f} h with stage fractions {fr}")
+    per.update(_unit_costs(comp, timed))
+    result.update(_extrapolate(per))
     if FLAGS.json_out:
         from robgan_tf.storage import atomic_write_json
 

@@ -194,8 +194,9 @@ def guarded(fn):
 
     try:
         return fn()
+    # The package's own errors; any other exception keeps its traceback.
     except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked, LinkRefused,
-            CheckpointError, WeightsError, InceptionGraphError, ExportError, ExportCorrupt) as e:  # the package's own errors; any other exception keeps its traceback
+            CheckpointError, WeightsError, InceptionGraphError, ExportError, ExportCorrupt) as e:
         fail(str(e))
     except Interrupted as e:  # SIGTERM or Ctrl-C in a loop: checkpointed; the shell's exit status for the signal
         print(str(e), file=sys.stderr, flush=True)

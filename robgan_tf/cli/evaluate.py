@@ -172,11 +172,8 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     return out
 
 
-def main(argv):
-    common.start_model_script(argv, FLAGS.model)
-
-    protocols = _protocols(FLAGS.protocol)
-    # Every flag and output path is checked before the first attack: a typo must not cost an AutoAttack run.
+def _check_flags(protocols):
+    """Every flag and output path, before the first attack: a typo must not cost an AutoAttack run."""
     common.check_positive(batch_size=FLAGS.batch_size, num_samples=FLAGS.num_samples)
     if FLAGS.num_examples < 0:
         common.fail(f"--num_examples must be >= 0 (0: the whole split), got {FLAGS.num_examples}.")
@@ -192,7 +189,6 @@ def main(argv):
         common.fail("--protocol=none with --quality=none leaves nothing to evaluate; set one of them.")
     if not protocols and FLAGS.save_examples:
         common.fail("--save_examples needs an attack protocol (--protocol=paper, strong or autoattack).")
-
     if FLAGS.all_checkpoints:
         if FLAGS.quality == "classifier":
             common.fail("--all_checkpoints --quality=classifier: the run's own classifier changes from checkpoint "
@@ -201,49 +197,60 @@ def main(argv):
         if FLAGS.analysis != "none" or FLAGS.save_examples or FLAGS.stage != "final":
             common.fail("--all_checkpoints scores training checkpoints with --quality and --protocol only; drop "
                         "--analysis, --save_examples and --stage.")
+
+
+def _gap(classifier, defaults, dataset, data_dir, source, grid):
+    """--analysis=gap: accuracy under attack on train vs test and the local Lipschitz values, plotted."""
+    train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
+    gap = gap_lib.gap_analysis(classifier, train, source, eps_grid=grid, num_examples=FLAGS.num_examples or 1000,
+                               batch_size=FLAGS.batch_size)
+    gap_lib.plot_gap(gap, FLAGS.plot_out)
+    for e, a, b in zip(gap["eps"], gap["train_accuracy"], gap["test_accuracy"]):
+        print(f"eps {e:g}: train {100 * a:.2f}%  test {100 * b:.2f}%  gap {100 * (a - b):+.2f}")
+    print(f"LLV mean: train {gap['llv_mean']['train']:.4g}  test {gap['llv_mean']['test']:.4g}")
+    print(f"wrote {FLAGS.plot_out}")
+    if FLAGS.json_out:
+        robustness.write_json(gap, FLAGS.json_out)
+
+
+def _evaluate(protocols):
+    classifier, defaults = _load_model(FLAGS.model)
+    dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
+    data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
+    source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
+    shape = defaults.get("image_shape")  # an exported classifier: does the data fit it?
+    if shape and tuple(shape) != tuple(source.info.image_shape):
+        common.fail(f"--model={FLAGS.model} takes images {list(shape)}, but {dataset} has "
+                    f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
+    backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
+    grid = parse_eps_grid(FLAGS.eps, dataset)
+    if FLAGS.analysis == "gap":
+        return _gap(classifier, defaults, dataset, data_dir, source, grid)
+    if not protocols:
+        result = {"model": os.path.abspath(FLAGS.model), "dataset": dataset}
+    else:
+        print("eps: " + ", ".join(f"{e:g} ([0, 1] scale {eps_label(e)})" for e in grid))
+        result = robustness.robustness_table(
+            classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
+            batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
+            save_examples=FLAGS.save_examples or None, seed=FLAGS.attack_seed, verbose=FLAGS.progress)
+        print(robustness.markdown_table(result))
+        print("sanity:", json.dumps(result["sanity"]))
+    result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
+    if FLAGS.quality != "none":
+        result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
+    if FLAGS.json_out:
+        robustness.write_json(result, FLAGS.json_out)
+        print(f"wrote {FLAGS.json_out}")
+
+
+def main(argv):
+    common.start_model_script(argv, FLAGS.model)
+    protocols = _protocols(FLAGS.protocol)
+    _check_flags(protocols)
+    if FLAGS.all_checkpoints:
         return common.guarded(lambda: _all_checkpoints(protocols))
-
-    def go():
-        classifier, defaults = _load_model(FLAGS.model)
-        dataset = FLAGS.dataset or defaults.get("dataset") or "digits"
-        data_dir = FLAGS.data_dir or defaults.get("data_dir") or None
-        source = data_lib.load(dataset, FLAGS.split, defaults.get("resolution") or None, data_dir)
-        shape = defaults.get("image_shape")  # an exported classifier: does the data fit it?
-        if shape and tuple(shape) != tuple(source.info.image_shape):
-            common.fail(f"--model={FLAGS.model} takes images {list(shape)}, but {dataset} has "
-                        f"{list(source.info.image_shape)}; pass the --dataset / --data_dir it was trained on.")
-        backend = _quality_backend(classifier, defaults) if FLAGS.quality != "none" else None
-        grid = parse_eps_grid(FLAGS.eps, dataset)
-        if FLAGS.analysis == "gap":
-            train = data_lib.load(dataset, "train", defaults.get("resolution") or None, data_dir)
-            gap = gap_lib.gap_analysis(classifier, train, source, eps_grid=grid,
-                                          num_examples=FLAGS.num_examples or 1000, batch_size=FLAGS.batch_size)
-            gap_lib.plot_gap(gap, FLAGS.plot_out)
-            for e, a, b in zip(gap["eps"], gap["train_accuracy"], gap["test_accuracy"]):
-                print(f"eps {e:g}: train {100 * a:.2f}%  test {100 * b:.2f}%  gap {100 * (a - b):+.2f}")
-            print(f"LLV mean: train {gap['llv_mean']['train']:.4g}  test {gap['llv_mean']['test']:.4g}")
-            print(f"wrote {FLAGS.plot_out}")
-            if FLAGS.json_out:
-                robustness.write_json(gap, FLAGS.json_out)
-            return
-        if not protocols:
-            result = {"model": os.path.abspath(FLAGS.model), "dataset": dataset}
-        else:
-            print("eps: " + ", ".join(f"{e:g} ([0, 1] scale {eps_label(e)})" for e in grid))
-            result = robustness.robustness_table(
-                classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
-                batch_size=FLAGS.batch_size, model_name=os.path.abspath(FLAGS.model),
-                save_examples=FLAGS.save_examples or None, seed=FLAGS.attack_seed, verbose=FLAGS.progress)
-            print(robustness.markdown_table(result))
-            print("sanity:", json.dumps(result["sanity"]))
-        result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
-        if FLAGS.quality != "none":
-            result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
-        if FLAGS.json_out:
-            robustness.write_json(result, FLAGS.json_out)
-            print(f"wrote {FLAGS.json_out}")
-
-    common.guarded(go)
+    common.guarded(lambda: _evaluate(protocols))
 
 
 def _all_checkpoints(protocols):
