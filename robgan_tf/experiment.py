@@ -7,7 +7,6 @@ models, the data) are derived from it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
@@ -526,15 +525,10 @@ def _has_checkpoints(logdir):
 def read_saved(path):
     """A run's config.json as a dict, checked: valid JSON, an object, and every known setting of its field's type
     (an int where a float is expected is fine). Anything else is a ConfigError naming the file and the setting."""
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); it holds the run's settings. Restore it from a copy (an "
-                          "export's manifest.json has them under training_flags).") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} holds a {type(values).__name__}, not the object of settings a run saves; "
-                          "restore it from a copy (an export's manifest.json has them under training_flags).")
+    from robgan_tf.storage import read_json_object
+
+    values = read_json_object(path, ConfigError, "it holds the run's settings: restore it from a copy (an export's "
+                              "manifest.json has them under training_flags).")
     kinds = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
     for f in dataclasses.fields(ExperimentConfig):
         if f.name in values:

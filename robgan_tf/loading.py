@@ -7,7 +7,6 @@ SavedModel alive for as long as they exist, so there is nothing to hold on to be
 """
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -92,15 +91,10 @@ def model_card(saved_model_dir):
     path = card_path(saved_model_dir)
     if path is None:
         return {}
-    try:
-        with open(path) as f:
-            card = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ExportCorrupt(f"{path} is not valid JSON ({e}): restore the model card from a copy of the export, or "
-                            "export the run again.") from None
-    if not isinstance(card, dict):
-        raise ExportCorrupt(f"{path} holds a {type(card).__name__}, not a model card (an object); restore it from a "
-                            "copy of the export, or export the run again.")
+    from robgan_tf.storage import read_json_object
+
+    card = read_json_object(path, ExportCorrupt, "restore the model card from a copy of the export, or export the "
+                            "run again.")
     return card
 
 

@@ -89,6 +89,18 @@ def append_jsonl(path, record):
         raise storage_error(e, path, "Nothing else was written.") from e
 
 
+def read_json_object(path, error, fix):
+    """The JSON object in `path`; anything else (not JSON, not an object) raises `error` naming the file and `fix`."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} holds a {type(value).__name__}, not a JSON object; {fix}")
+    return value
+
+
 def read_jsonl(path, required=()):
     """The records of a JSON-lines file written by append_jsonl ([] when missing), skipping a partial last line,
     and any line that is not an object with the `required` keys (a damaged line is not worth a crash; the

@@ -20,7 +20,7 @@ def test_non_finite_numbers_and_an_empty_logdir_are_refused(settings, message):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('["dataset", "digits"]', r"holds a list, not the object of settings"),
+    ('["dataset", "digits"]', r"holds a list, not a JSON object"),
     ('{"dataset": "digits", "seed": ', r"is not valid JSON"),
     ('{"seed": "3"}', r"setting 'seed' is '3' \(str\), not a int"),
     ('{"dequantize": 1}', r"setting 'dequantize' is 1 \(int\), not a bool"),
