@@ -220,15 +220,19 @@ class FinetuneRun:
         named, base = named_checkpoint(cfg), self._read_base()
         start = (named[1] if named and named[0] == "train" else
                  base["training_checkpoint"] if base and base.get("chosen") else None)
-        if start and not os.path.exists(start + ".index"):
+        gone = bool(start) and not os.path.exists(start + ".index")
+        if gone and not tf.train.latest_checkpoint(os.path.dirname(self._base_file)):
             raise storage.CheckpointError(
                 f"the fine-tuning in {os.path.dirname(self._base_file)} started from training checkpoint {start}, "
                 "which no longer exists. Fine-tune afresh from another one: robgan-finetune "
                 f"--logdir={cfg.logdir} --resume_from={cfg.logdir}/checkpoints/kept/ckpt-N.")
         self.chosen = bool(start)
-        if not run.restore(start):
+        if not run.restore(None if gone else start):
             raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
                                     "(launch/train.py), then fine-tune.")
+        if gone:  # rotated away since: the fine-tuning checkpoint holds D and the frozen G; the record says whence
+            run.step.assign(int(base["training_iteration"]))
+            run.restored = start
         self.config = cfg.finetune_config()
         with run.strategy.scope():
             self.classifier = run.discriminator.classifier()

@@ -708,6 +708,11 @@ def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetune
     assert provenance["training_iteration"] == 2 and provenance["training_checkpoint"] == str(ckpts / "ckpt-2")
     assert provenance["finetune_step"] == cfg.finetune_steps
     _assert_discriminator_is(reread.discriminator, ft.manager.latest_checkpoint)
+    for f in ckpts.glob("ckpt-2.*"):  # the chosen checkpoint rotated away later: the fine-tuning still loads
+        f.unlink()
+    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    assert provenance["training_iteration"] == 2 and provenance["finetune_step"] == cfg.finetune_steps
+    _assert_discriminator_is(classifier.discriminator, ft.manager.latest_checkpoint)
 
 
 @pytest.mark.xdist_group("trained_run")
