@@ -1,8 +1,8 @@
 """What a training or fine-tuning loop does besides stepping, as hooks it calls (the loop is loops.Loop).
 
-A hook's `before_step(loop, step)` and `after_step(loop, step, logs)` run around every step and `end(loop, step,
-logs)` once when the loop finishes; time spent in hooks is kept out of the training clock. Hooks that read the
-model call `loop.ensure_finite(step, logs)` first, so a diverged step is named before anything is logged from it.
+A hook's `before_step(loop, step)` and `after_step(loop, step, logs)` run around every step; time spent in hooks
+is kept out of the training clock. Hooks that read the model call `loop.ensure_finite(step, logs)` first, so a
+diverged step is named before anything is logged from it.
 Tests and users add their own (`loops.train(run, hooks=[...])`).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ def log(msg):
 
 
 class Hook:
-    """Called around every step and at the end; override what you need. chief_only hooks run on the chief only."""
+    """Called around every step; override what you need. chief_only hooks run on the chief only."""
 
     chief_only = False
 
@@ -25,9 +25,6 @@ class Hook:
         pass
 
     def after_step(self, loop, step, logs):
-        pass
-
-    def end(self, loop, step, logs):
         pass
 
 

@@ -16,6 +16,7 @@ from robgan_tf import quality, storage
 from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
 from robgan_tf.hooks import Every, Hook, KeepEvery, Profile, Progress
+from robgan_tf.hooks import log as _log
 from robgan_tf.robustness import accuracy_under_attack
 from robgan_tf.run import FinetuneRun, Run, named_checkpoint
 from robgan_tf.runtime import distributed_iterator, is_chief
@@ -63,10 +64,6 @@ class _StopRequests:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def _log(msg):
-    print(msg, flush=True)
 
 
 class _NonFiniteMarker:
@@ -193,8 +190,8 @@ class Loop:
         # The clock goes on from the checkpoint resumed from (time after it, lost to a crash, is not counted).
         self.offset = train_seconds_at(cfg.logdir, self.start, self.name) or 0.0
         self.t0, self.overhead, logs = time.time(), 0.0, {}
-        with _StopRequests() as self.stop_requests:
-            stop = self.stop_requests
+        with _StopRequests() as stop:
+            self.stop_requests = stop  # hooks may ask for a stop as the signals do
             for s in range(self.start + 1, self.total + 1):
                 for hook in self.hooks:
                     hook.before_step(self, s)
@@ -209,8 +206,6 @@ class Loop:
                 self.overhead += time.time() - self.step_end
                 if self.stopping:
                     self._stopped(s, stop.signum)
-        for hook in self.hooks:
-            hook.end(self, self.total, logs)
         self.writer.flush()
         _log(f"[{self.name}] done: {self.total} {self.unit}s in {time.time() - self.t0:.0f}s")
         return {k: float(v) for k, v in logs.items()}
