@@ -215,16 +215,20 @@ def downsample2x(x):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GeneratorBlock(layers.Layer):
-    """SN-GAN generator block: CBN-ReLU-up-conv3x3-CBN-ReLU-conv3x3, plus an (up, 1x1) shortcut."""
+    """SN-GAN generator block: CBN-ReLU-up-conv3x3-CBN-ReLU-conv3x3, plus an (up, 1x1) shortcut.
 
-    def __init__(self, out_channels, num_classes, upsample=True, **kwargs):
+    cbn_momentum is Keras's (moving = momentum * moving + (1 - momentum) * batch): 0.9 is Chainer's decay in
+    SN-GAN; the Rob-GAN authors pass decay=0.9 to PyTorch's batch_norm as its momentum, i.e. Keras's 0.1."""
+
+    def __init__(self, out_channels, num_classes, upsample=True, cbn_momentum=0.9, **kwargs):
         super().__init__(**kwargs)
         self.out_channels = int(out_channels)
         self.num_classes = int(num_classes)
         self.upsample = bool(upsample)
-        self.cbn1 = ConditionalBatchNorm(num_classes, name="cbn1")
+        self.cbn_momentum = float(cbn_momentum)
+        self.cbn1 = ConditionalBatchNorm(num_classes, momentum=self.cbn_momentum, name="cbn1")
         self.conv1 = layers.Conv2D(out_channels, 3, padding="same", kernel_initializer=residual_init(), name="conv1")
-        self.cbn2 = ConditionalBatchNorm(num_classes, name="cbn2")
+        self.cbn2 = ConditionalBatchNorm(num_classes, momentum=self.cbn_momentum, name="cbn2")
         self.conv2 = layers.Conv2D(out_channels, 3, padding="same", kernel_initializer=residual_init(), name="conv2")
         self.shortcut = None
 
@@ -248,7 +252,8 @@ class GeneratorBlock(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(out_channels=self.out_channels, num_classes=self.num_classes, upsample=self.upsample)
+        config.update(out_channels=self.out_channels, num_classes=self.num_classes, upsample=self.upsample,
+                      cbn_momentum=self.cbn_momentum)
         return config
 
 

@@ -52,6 +52,8 @@ class ArchSpec:
     d_norm: str | None = None
     d_use_bias: bool = True
     d_trunk: str = "resnet"
+    g_out_bn_eps: float = 2e-5  # G's last BatchNorm: Chainer's default eps (SN-GAN); PyTorch's is 1e-5 (authors)
+    g_cbn_momentum: float = 0.9  # Keras momentum of G's conditional BN statistics (GeneratorBlock)
 
 
 def _tiny(resolution):
@@ -66,7 +68,7 @@ _SNGAN_G64 = (1024, ((512, True), (256, True), (128, True), (64, True)))
 _SNGAN_G128 = (512, ((512, True), (256, True), (256, True), (128, True), (64, True)))
 _SNGAN_D64 = ((64, True), (128, True), (256, True), (512, True), (1024, True))
 _SNGAN_D128 = ((64, True), (128, True), (256, True), (256, True), (512, True), (512, False))
-_AUTHORS_D = dict(d_spectral_norm=False, d_use_bias=False)
+_AUTHORS = dict(d_spectral_norm=False, d_use_bias=False, g_out_bn_eps=1e-5, g_cbn_momentum=0.1)
 
 PRESETS = {
     ("sngan", 32): ArchSpec(256, ((256, True),) * 3, ((128, True), (128, True), (128, False), (128, False))),
@@ -74,10 +76,10 @@ PRESETS = {
     ("sngan", 128): ArchSpec(*_SNGAN_G128, _SNGAN_D128),
     # train.py --model resnet_32: gen_models/resnet_32 (ch=64) + dis_models/resnet_32 (ch=64, bn=True)
     ("authors", 32): ArchSpec(1024, ((512, True), (256, True), (128, True), (64, False)),
-                              ((128, True), (128, True), (128, False), (128, False)), d_norm="batch", **_AUTHORS_D),
+                              ((128, True), (128, True), (128, False), (128, False)), d_norm="batch", **_AUTHORS),
     # resnet_64: gen_models/resnet_64 + dis_models/resnet_64;  resnet_128: the *_small models
-    ("authors", 64): ArchSpec(*_SNGAN_G64, _SNGAN_D64, **_AUTHORS_D),
-    ("authors", 128): ArchSpec(*_SNGAN_G128, _SNGAN_D128, **_AUTHORS_D),
+    ("authors", 64): ArchSpec(*_SNGAN_G64, _SNGAN_D64, **_AUTHORS),
+    ("authors", 128): ArchSpec(*_SNGAN_G128, _SNGAN_D128, **_AUTHORS),
     ("preact_resnet18", 32): ArchSpec(None, (), ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1),
                                                  (512, 2), (512, 1)), d_spectral_norm=False, d_use_bias=False,
                                       d_trunk="preact"),
@@ -158,10 +160,10 @@ class Generator(_BuildByCalling, keras.Model):
         s = self.spec
         self.stem = layers.Dense(4 * 4 * s.g_stem, kernel_initializer=plain_init(), name="stem")
         self.blocks = [
-            GeneratorBlock(ch, self.num_classes, upsample=up, name=f"block{i + 1}")
+            GeneratorBlock(ch, self.num_classes, upsample=up, cbn_momentum=s.g_cbn_momentum, name=f"block{i + 1}")
             for i, (ch, up) in enumerate(s.g_blocks)
         ]
-        self.bn_out = BatchNorm(momentum=0.9, epsilon=2e-5, name="bn_out")
+        self.bn_out = BatchNorm(momentum=0.9, epsilon=s.g_out_bn_eps, name="bn_out")
         self.conv_out = layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=plain_init(),
                                       name="conv_out")
 
