@@ -191,12 +191,13 @@ def guarded(fn):
     from robgan_tf.loops import Interrupted, TrainingDiverged
     from robgan_tf.quality import WeightsError
     from robgan_tf.storage import CheckpointError, LinkRefused, RunLocked, StorageError
+    from robgan_tf.torch_format import TorchCheckpointError
 
     try:
         return fn()
     # The package's own errors; any other exception keeps its traceback.
     except (DataError, ConfigError, FileNotFoundError, TrainingDiverged, StorageError, RunLocked, LinkRefused,
-            CheckpointError, WeightsError, InceptionGraphError, ExportError, ExportCorrupt) as e:
+            CheckpointError, WeightsError, InceptionGraphError, ExportError, ExportCorrupt, TorchCheckpointError) as e:
         fail(str(e))
     except Interrupted as e:  # SIGTERM or Ctrl-C in a loop: checkpointed; the shell's exit status for the signal
         print(str(e), file=sys.stderr, flush=True)
