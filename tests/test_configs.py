@@ -1,4 +1,5 @@
 """Every flagfile in configs/ parses with the launch scripts' flags, validates, and builds its networks."""
+import dataclasses
 import glob
 import os
 import re
@@ -26,19 +27,45 @@ def _parse(path):
 
 def test_there_is_a_flagfile_for_every_experiment_of_the_paper():
     names = {os.path.basename(p) for p in CONFIGS}
-    assert {"cifar10_robgan.cfg", "cifar10_advtrain.cfg", "imagenet143_64_robgan.cfg", "imagenet143_128_robgan.cfg",
-            "imagenet143_64_gan.cfg", "imagenet143_64_robgan_acgan.cfg", "imagenet143_64_gan_acgan.cfg",
-            "imagenet143_64_sngan.cfg"} <= names
+    fig8 = {f"imagenet143_{r}_{v}.cfg" for r in (64, 128) for v in ("robgan", "gan", "robgan_acgan", "gan_acgan", "sngan")}
+    assert {"cifar10_robgan.cfg", "cifar10_robgan_trainpy.cfg", "cifar10_advtrain.cfg"} | fig8 <= names
+
+
+@pytest.mark.parametrize("name", [f"imagenet143_{r}_{v}.cfg" for r in (64, 128)
+                                  for v in ("robgan", "gan", "robgan_acgan", "gan_acgan", "sngan")])
+def test_fig8_flagfiles_record_the_curves(name):
+    """Fig. 8 plots Inception Score against epochs: every run of it scores its generator as it trains and keeps
+    checkpoints to score again later."""
+    cfg = _parse(os.path.join(ROOT, "configs", name))
+    assert cfg.quality_every == 2810 and cfg.keep_checkpoint_every == 5620
+    assert cfg.quality_weights == f"runs/reference_imagenet143_{cfg.resolution}.keras"
+
+
+def test_the_two_cifar_recipes_follow_their_sources():
+    """train_cifar.py (initial commit): PreActResNet18, n_dis 1, 100 epochs, AC-GAN fake term, eps 0.07;
+    train.py at 8a478cf: the BN ResNet D, n_dis 5, 200 epochs, split loss. Both fine-tune at the training eps."""
+    cifar = _parse(os.path.join(ROOT, "configs", "cifar10_robgan.cfg"))
+    assert (cifar.d_arch, cifar.n_dis, cifar.loss_variant, cifar.attack_eps) == ("preact_resnet18", 1, "acgan", 0.07)
+    assert cifar.train_iterations == 100 * 781 and cifar.halve_every == 50 * 781
+    train = _parse(os.path.join(ROOT, "configs", "cifar10_robgan_trainpy.cfg"))
+    assert (train.d_arch, train.n_dis, train.loss_variant, train.attack_eps) == ("same", 5, "split", 0.07)
+    assert train.train_iterations == 200 * 781 // 5 and train.halve_every == 50 * 781 // 5
+    assert cifar.finetune_eps == train.finetune_eps == 0.07
 
 
 @pytest.mark.slow_build
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_flagfile_parses_validates_and_builds(path):
+def test_flagfile_parses_validates_and_builds(path, tmp_path):
     text = open(path).read()
     header = text.split("\n--", 1)[0]
     assert header.startswith("# ") and re.search(r"report", header) and re.search(r"GPU-hours", header), \
         "each flagfile opens with what the paper reports and the GPU time it needs"
-    cfg = _parse(path).validate()
+    cfg = _parse(path)
+    if cfg.quality_every:  # the reference classifier the header says to train first
+        assert f"--out={cfg.quality_weights}" in header
+        (tmp_path / "reference.keras").write_bytes(b"")
+        cfg = dataclasses.replace(cfg, quality_weights=str(tmp_path / "reference.keras"))
+    cfg = cfg.validate()
     k = NUM_CLASSES[cfg.dataset]
     g, d = cfg.build_models(k, cfg.image_resolution, 3)
     train = cfg.train_config()
