@@ -106,7 +106,7 @@ class ExperimentConfig:
     z_dim: int = _f(128, "Generator noise dimension.")
     # method
     method: str = _f("robgan", "robgan: G + D + attacker; gan: no attacker (AC-GAN/SN-GAN); advtrain: no G (adversarial "
-                     "training). (--mode is a deprecated alias.)", METHODS)
+                     "training).", METHODS)
     loss_variant: str = _f("split", "split (eq. 9: D's class loss on reals only) or acgan (eq. 8).", VARIANTS)
     gan_loss: str = _f("bce", "bce (the paper's log-likelihood, non-saturating G) or hinge.", GAN_LOSSES)
     loss_weights: str = _f("authors", "Loss term weights: authors (D 0.5 S_real + 0.5 C_real + 1.0 S_fake; G 0.5/0.5), "
@@ -156,8 +156,7 @@ class ExperimentConfig:
                           "batch; saves one generator forward pass per iteration, see docs/PERFORMANCE.md).")
     train_iterations: int = _f(600, "Training length in iterations; one iteration = --n_dis D updates + one G update. "
                                "Every training count (--checkpoint_every, --log_every, --sample_every, "
-                               "--halve_every, --lr_decay_start, --lr_boundaries) is in iterations. (--train_steps, "
-                               "a deprecated alias, counted D updates.)")
+                               "--halve_every, --lr_decay_start, --lr_boundaries) is in iterations.")
     # fine-tuning (eq. 10)
     finetune_steps: int = _f(200, "Fine-tuning steps (eq. 10); 0 skips fine-tuning.")
     finetune_lambda: float = _f(0.3, "Weight of the fake-image term in eq. 10.")
@@ -449,8 +448,8 @@ class ExperimentConfig:
 
     @staticmethod
     def upgrade(d):
-        """A config dict with 0.1 / early 0.2 names brought up to date: mode -> method, and train_steps (D
-        updates) -> train_iterations."""
+        """A config.json written by 0.1 / early 0.2 read with today's names: mode -> method, and train_steps (D
+        updates) -> train_iterations. (The flags --mode and --train_steps are gone; old runs still open.)"""
         d = dict(d)
         if "mode" in d and "method" not in d:
             d["method"] = d.pop("mode")
@@ -464,11 +463,10 @@ class ExperimentConfig:
         return cls(**{k: v for k, v in cls.upgrade(d).items() if k in known})
 
     @classmethod
-    def for_logdir(cls, logdir, overrides=None, translate=None):
+    def for_logdir(cls, logdir, overrides=None):
         """The settings a command runs with: the run's config.json when `logdir` holds one (else the
         defaults), with `overrides` (the flags given) on top, NOT_STICKY fields excepted; validated, and
-        checked compatible with the saved run. translate(values) may rewrite the merged values first (the
-        deprecated flags)."""
+        checked compatible with the saved run."""
         values = {f.name: f.default for f in dataclasses.fields(cls)}
         saved = os.path.join(logdir, "config.json")
         if os.path.exists(saved):
@@ -476,8 +474,6 @@ class ExperimentConfig:
             values.update({k: v for k, v in base.items() if k in values and k not in cls.NOT_STICKY})
         values.update(overrides or {})
         values["logdir"] = logdir
-        if translate:
-            translate(values)
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown setting(s) {unknown}; see --help for the flags.")

@@ -355,11 +355,9 @@ def test_two_cpu_replicas_mirrored(tmp_path):
     from robgan_tf import runtime
     from robgan_tf.experiment import ExperimentConfig
 
-    # the deprecated --train_steps still works, with a warning: 4 D updates at n_dis 2 are 2 iterations
-    proc = _in_process("train", f"--logdir={tmp_path}", "--train_steps=4", "--n_dis=2", "--ema_decay=0.9",
+    proc = _in_process("train", f"--logdir={tmp_path}", "--train_iterations=2", "--n_dis=2", "--ema_decay=0.9",
                        "--cpu_replicas=2", "--strategy=mirrored", *TINY)
     assert "[train] 2/2" in proc.stdout
-    assert "warning: --train_steps is deprecated" in proc.stderr and "--train_iterations=2" in proc.stderr
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
     cfg = ExperimentConfig.of_run(str(tmp_path))
     assert runtime.make_strategy(cfg) is runtime.mirrored_strategy(cpus)  # the run's strategy, reused
@@ -428,9 +426,10 @@ def test_reading_scripts_refuse_what_they_cannot_read_before_any_work(pipeline_r
 @pytest.mark.xdist_group("pipeline_run")
 def test_logdir_with_incompatible_run_is_refused(pipeline_run):
     logdir, _ = pipeline_run
-    proc = run_tool("train", f"--logdir={logdir}", "--mode=gan")  # the deprecated name
+    proc = run_tool("train", f"--logdir={logdir}", "--method=gan")
     assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr and "--method" in proc.stderr
-    assert "warning: --mode is deprecated" in proc.stderr
+    gone = run_tool("train", f"--logdir={logdir}", "--mode=gan")  # 0.1's name, deprecated in 0.2, removed in 0.9
+    assert gone.returncode == 2 and "mode" in gone.stderr
 
 
 @pytest.mark.multiworker

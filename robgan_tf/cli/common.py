@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from robgan_tf.config import METHODS  # noqa: E402
 from robgan_tf.experiment import ExperimentConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -43,12 +42,6 @@ def define_experiment_flags(flag_values=FLAGS, names=None, defaults=None):
             flags.DEFINE_enum(f.name, default, list(choices), help_text, **kw)
         else:
             flags.DEFINE_string(f.name, default, help_text, **kw)
-    if names is not None:
-        return
-    # Deprecated names, kept for one release: they warn and translate (config_from_flags).
-    flags.DEFINE_enum("mode", None, list(METHODS), "Deprecated: use --method.", flag_values=flag_values)
-    flags.DEFINE_integer("train_steps", None, "Deprecated: use --train_iterations (this counted D updates; it becomes "
-                         "ceil(train_steps / n_dis) iterations).", flag_values=flag_values)
 
 
 def define_shape_flags():
@@ -64,29 +57,9 @@ def config_from_flags():
     quiet_logging()
     given = {f.name: FLAGS[f.name].value for f in _FIELDS if FLAGS[f.name].present}
     try:
-        return ExperimentConfig.for_logdir(FLAGS.logdir, given, translate=_translate_deprecated)
+        return ExperimentConfig.for_logdir(FLAGS.logdir, given)
     except ValueError as e:
         fail(str(e))
-
-
-def _warn(message):
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _translate_deprecated(values):
-    """--mode and --train_steps (0.1 names) still work for one release, with a warning."""
-    if FLAGS["mode"].present:
-        if FLAGS["method"].present and FLAGS.method != FLAGS.mode:
-            fail(f"--mode={FLAGS.mode} and --method={FLAGS.method} disagree; --mode is deprecated, give --method only.")
-        _warn(f"--mode is deprecated and will be removed; use --method={FLAGS.mode}.")
-        values["method"] = FLAGS.mode
-    if FLAGS["train_steps"].present:
-        if FLAGS["train_iterations"].present:
-            fail("give --train_iterations or the deprecated --train_steps, not both.")
-        iterations = -(-FLAGS.train_steps // values["n_dis"])
-        _warn(f"--train_steps is deprecated (it counted D updates); using --train_iterations={iterations} "
-              f"(--train_steps / --n_dis={values['n_dis']}).")
-        values["train_iterations"] = iterations
 
 
 def run_tool(main):
