@@ -11,6 +11,7 @@ import dataclasses
 import numbers
 
 from robgan_tf.losses import LossConfig
+from robgan_tf.precision import POLICIES
 
 METHODS = ("robgan", "gan", "advtrain")
 ATTACK_LOSSES = ("ce", "margin", "two_head")
@@ -115,12 +116,13 @@ class TrainConfig:
     reuse_fake: bool = False
     loss: LossConfig = LossConfig()
     attack: AttackConfig = AttackConfig()
-    mixed_precision: bool = False
+    precision: str = "float32"  # a Keras policy (precision.POLICIES); 'auto' is resolved before here
     seed: int = 0
 
     def __post_init__(self):
         rules = [
             (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}.", "method"),
+            (self.precision in POLICIES, f"precision must be one of {POLICIES}, got {self.precision!r}.", "precision"),
             (self.n_dis >= 1, f"n_dis must be >= 1, got {self.n_dis}.", "n_dis"),
             (self.train_steps >= 1, f"train_steps must be >= 1, got {self.train_steps}.", "train_steps"),
             (self.lr_g > 0, f"lr_g must be > 0, got {self.lr_g}.", "lr_g"),
@@ -184,12 +186,14 @@ class FinetuneConfig:
     attack_step_fraction: float = PAPER_STEP_FRACTION  # step = eps / 5 when attack.step_size is None
     adam_epsilon: float = 1e-8
     reset_adam: bool = True
-    mixed_precision: bool = False
+    precision: str = "float32"  # a Keras policy (precision.POLICIES); 'auto' is resolved before here
     seed: int = 0
 
     def __post_init__(self):
         if self.steps < 1:
             raise SettingError(f"finetune steps must be >= 1, got {self.steps}.", "steps")
+        if self.precision not in POLICIES:
+            raise SettingError(f"precision must be one of {POLICIES}, got {self.precision!r}.", "precision")
         if self.lam < 0:
             raise SettingError(f"finetune lambda must be >= 0, got {self.lam}.", "lam")
         if self.lr <= 0:

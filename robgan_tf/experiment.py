@@ -11,8 +11,10 @@ import math
 import os
 
 from robgan_tf import data as data_lib
+from robgan_tf import precision as precision_lib
 from robgan_tf.config import METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, SettingError, TrainConfig
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
+from robgan_tf.precision import PRECISIONS
 from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
 from robgan_tf.transforms import AUGMENTATIONS
 
@@ -203,7 +205,11 @@ class ExperimentConfig:
     strategy: str = _f("auto", "auto (mirrored on >1 GPU or --cpu_replicas>1), default, mirrored, multi_worker.",
                        STRATEGIES)
     cpu_replicas: int = _f(1, "Split the CPU into N logical devices (to exercise distribution without GPUs).")
-    mixed_precision: bool = _f(False, "mixed_float16 compute; both optimizers loss-scaled; SN/losses/attack float32.")
+    precision: str = _f("float32", "float32; mixed_bfloat16 (compute in bfloat16, no loss scaling); mixed_float16 "
+                        "(float16, both optimizers loss-scaled); auto: mixed_bfloat16 where the hardware computes it "
+                        "natively (CPU with AVX-512-BF16 or AMX, GPU >= 8.0, TPU), else float32. Variables, BN "
+                        "statistics, SN, logits, losses and the attack's images stay float32; evaluation and exports "
+                        "run float32 copies. float32 <-> mixed_bfloat16 may change on resume.", PRECISIONS)
     jit_compile: bool = _f(False, "XLA-compile the train step (one replica only; slower than plain TF on CPU).")
 
     # -- derived values
@@ -418,7 +424,12 @@ class ExperimentConfig:
             lr_boundaries=tuple(b * d for b in self.lr_boundary_list()), lr_step_factor=self.lr_step_factor,
             reset_adam=self.reset_adam, ema_decay=self.ema_decay_or_off, reuse_fake=self.reuse_fake,
             loss=LossConfig.named(self.loss_weights, gan_loss=self.gan_loss, variant=self.loss_variant),
-            attack=attack, mixed_precision=self.mixed_precision, seed=self.seed), self._TRAIN_FLAG_OF)
+            attack=attack, precision=self.policy, seed=self.seed), self._TRAIN_FLAG_OF)
+
+    @property
+    def policy(self):
+        """The Keras dtype policy --precision resolves to on this machine (auto decided here)."""
+        return precision_lib.resolve(self.precision)[0]
 
     def finetune_config(self):
         # finetune_steps 0 skips fine-tuning; the config then describes the run that is not made.
@@ -427,7 +438,7 @@ class ExperimentConfig:
         return self._built(lambda: FinetuneConfig(
             steps=max(self.finetune_steps, 1), lam=self.finetune_lambda, lr=self.finetune_lr, attack=attack,
             adam_epsilon=self.adam_epsilon, reset_adam=self.finetune_reset_adam,
-            mixed_precision=self.mixed_precision, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
+            precision=self.policy, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
 
     # -- persistence
     # Changing these under an existing run would silently mix two experiments; everything else (learning
@@ -438,7 +449,7 @@ class ExperimentConfig:
                 "attack_steps", "attack_step_size", "attack_random_start", "n_dis", "batch_size", "optimizer",
                 "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "weight_decay", "ema_decay", "reuse_fake", "val_examples",
                 "validation_fraction", "seed",
-                "mixed_precision", "finetune_lambda", "finetune_eps", "finetune_batch_size")
+                "finetune_lambda", "finetune_eps", "finetune_batch_size")
     # Run-time requests, not settings of the run: never taken from config.json (resume_from is not even saved;
     # logdir is saved for the record, but the folder a run is opened from is where it is now).
     NOT_STICKY = ("resume_from", "logdir")
@@ -449,8 +460,11 @@ class ExperimentConfig:
     @staticmethod
     def upgrade(d):
         """A config.json written by 0.1 / early 0.2 read with today's names: mode -> method, and train_steps (D
-        updates) -> train_iterations. (The flags --mode and --train_steps are gone; old runs still open.)"""
+        updates) -> train_iterations, and mixed_precision (before 0.9) -> precision. (The flags --mode and
+        --train_steps are gone; old runs still open.)"""
         d = dict(d)
+        if "mixed_precision" in d and "precision" not in d:  # before 0.9
+            d["precision"] = "mixed_float16" if d.pop("mixed_precision") else "float32"
         if "mode" in d and "method" not in d:
             d["method"] = d.pop("mode")
         if "train_steps" in d and "train_iterations" not in d:
@@ -501,6 +515,10 @@ class ExperimentConfig:
         old = self.upgrade(read_saved(path))
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
+        # float16's loss-scaled optimizers checkpoint differently; float32 and bfloat16 runs resume in either
+        if (old.get("precision") == "mixed_float16") != (self.precision == "mixed_float16"):
+            diffs.append(f"--precision: run has {old.get('precision')!r}, now {self.precision!r} (a mixed_float16 "
+                         "run's optimizers are loss-scaled: it resumes in mixed_float16 only)")
         if diffs:
             raise ConfigError(f"--logdir {os.path.dirname(path)} holds a run with other settings ("
                              + "; ".join(diffs) + "). Use a new --logdir, or the run's own settings. (Learning "

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from robgan_tf import storage
 from robgan_tf.loading import saved_versions
+from robgan_tf.precision import float32_copy
 from robgan_tf.quality import quantize
 
 _TMP = ".export-tmp-"
@@ -388,10 +389,11 @@ def _prepare(final, version, kinds):
 def _write_models(run, classifier, tmp, card, kinds, limits):
     """SavedModels, .keras files and the card (with every file's sha256) into the temporary folder."""
     info, digest = run.info, card_digest(card)
+    classifier = float32_copy(classifier)  # exports compute in float32 whatever trained them
     export_classifier(classifier, os.path.join(tmp, "classifier"), info.image_shape, info.class_names, limits, digest)
     classifier.save(os.path.join(tmp, "classifier.keras"))
     if run.generator is not None:
-        g = run.sampling_generator()
+        g = float32_copy(run.sampling_generator())
         export_generator(g, os.path.join(tmp, "generator"), limits, digest)
         g.save(os.path.join(tmp, "generator.keras"))
     card["sha256"] = {k: file_digests(os.path.join(tmp, k)) for k in kinds}

@@ -186,13 +186,13 @@ class ExportedGenerator:
 
 
 def open_run(path):
-    """A run opened read-only (nothing is written), its runtime set up from its config.json."""
+    """A run opened read-only (nothing is written), its runtime set up from its config.json, in float32."""
     from robgan_tf import run as run_lib
     from robgan_tf import runtime
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(path)
-    runtime.setup_runtime(cfg)
+    runtime.setup_runtime(cfg, precision="float32")  # reading measures the model as served, in float32
     return run_lib.Run(cfg, need_train_data=False, read_only=True)
 
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from robgan_tf import precision as precision_lib
 from robgan_tf import data as data_lib
 from robgan_tf import quality, storage
 from robgan_tf.experiment import ConfigError
@@ -235,7 +236,7 @@ def quality_scorer(run):
     cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
 
     def score(step, seconds):  # an Every hook's fn, with the seconds spent training
-        point = quality.curve_point(backend, run.sampling_generator(), run.train_source,
+        point = quality.curve_point(backend, precision_lib.float32_copy(run.sampling_generator()), run.train_source,
                                     cfg.quality_samples, cache)
         record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
                   **point,

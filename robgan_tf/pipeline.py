@@ -8,6 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from robgan_tf import precision as precision_lib
 from robgan_tf import export, quality, robustness, storage
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.loops import finetune, train
@@ -46,12 +47,14 @@ def log_eval_summaries(run: Run, scalars, text=None):
 
 
 def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_out=None):
-    """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard."""
+    """Robustness table on the test split, written to logdir/eval/robustness.json and TensorBoard; measured on the
+    float32 copy of the classifier (the model that is served), whatever precision trained it."""
     cfg = run.cfg
     result = robustness.robustness_table(
-        classifier, run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
+        precision_lib.float32_copy(classifier), run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
         num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
     result["weights"] = provenance
+    result["precision"] = {"evaluated": "float32", "trained": cfg.policy}
     out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
     robustness.write_json(result, out)
     log_eval_summaries(run, {f"{r['protocol']}/accuracy_eps{r['eps']:g}": r["accuracy"] for r in result["results"]},

@@ -7,11 +7,13 @@ import os
 import keras
 import tensorflow as tf
 
+from robgan_tf import precision as precision_lib
 from robgan_tf.experiment import ExperimentConfig
 
 
-def setup_runtime(cfg: ExperimentConfig):
-    """Logical CPU devices, determinism, precision policy and seeds; call before any TF op runs."""
+def setup_runtime(cfg: ExperimentConfig, precision=None):
+    """Logical CPU devices, determinism, precision policy and seeds; call before any TF op runs. `precision`
+    overrides the run's (evaluation and export read runs in float32: they measure the model that is served)."""
     if cfg.cpu_replicas > 1:
         cpus = tf.config.list_physical_devices("CPU")
         try:
@@ -25,7 +27,11 @@ def setup_runtime(cfg: ExperimentConfig):
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+    policy, reason = precision_lib.resolve(precision or cfg.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    if (precision or cfg.precision) == "auto":
+        print(f"precision: {policy} ({reason})", flush=True)
+    return policy
 
 
 _MIRRORED: dict[tuple, tf.distribute.MirroredStrategy] = {}

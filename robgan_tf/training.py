@@ -13,6 +13,7 @@ import tensorflow as tf
 from robgan_tf import losses as L
 from robgan_tf.attacks import pgd
 from robgan_tf.config import FinetuneConfig, TrainConfig
+from robgan_tf.precision import loss_scaled
 
 
 # ----------------------------------------------------------------------------- schedules / optimizers
@@ -131,11 +132,11 @@ def make_schedule(kind, lr, total_steps, halve_every=0, decay_start=0, boundarie
     raise ValueError(f"Unknown lr schedule {kind!r}.")
 
 
-def make_optimizer(kind, lr, *, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum=0.9, mixed_precision=False,
+def make_optimizer(kind, lr, *, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum=0.9, loss_scale=False,
                    restart_every=0, restart_at=(), name="optimizer"):
     """Adam (restarting its moments at the given counts when any are given) or SGD with momentum,
-    loss-scaled under mixed precision (compile() would wrap only self.optimizer; both GAN optimizers
-    must be: BUILD_NOTES, Distribution)."""
+    loss-scaled for float16 (compile() would wrap only self.optimizer; both GAN optimizers must be:
+    BUILD_NOTES, Distribution). bfloat16 needs no loss scaling."""
     if kind == "adam":
         adam_args = dict(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=epsilon, name=name)
         opt = (ResettingAdam(restart_every, restart_at, **adam_args) if restart_every or restart_at
@@ -144,7 +145,7 @@ def make_optimizer(kind, lr, *, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum=0
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, name=name)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}.")
-    return keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_ls") if mixed_precision else opt
+    return keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_ls") if loss_scale else opt
 
 
 def make_optimizers(config: TrainConfig):
@@ -168,7 +169,7 @@ def make_optimizers(config: TrainConfig):
             restart_at = boundaries
         return make_optimizer(config.optimizer, schedule, beta1=config.beta1, beta2=config.beta2,
                               epsilon=config.adam_epsilon, momentum=config.momentum,
-                              mixed_precision=config.mixed_precision, restart_every=restart_every,
+                              loss_scale=loss_scaled(config.precision), restart_every=restart_every,
                               restart_at=restart_at, name=name)
 
     d_opt = build(config.train_steps, 1, config.lr_d, "d_opt")
@@ -492,5 +493,5 @@ def make_finetune_optimizer(config: FinetuneConfig):
     authors re-create Adam for every stage)."""
     boundaries = finetune_boundaries(config.steps)
     lr = make_schedule("step", config.lr, config.steps, boundaries=boundaries, factor=0.1)
-    return make_optimizer("adam", lr, epsilon=config.adam_epsilon, mixed_precision=config.mixed_precision,
+    return make_optimizer("adam", lr, epsilon=config.adam_epsilon, loss_scale=loss_scaled(config.precision),
                           restart_at=boundaries if config.reset_adam else (), name="finetune_adam")

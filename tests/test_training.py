@@ -278,7 +278,7 @@ def test_batchnorm_moving_statistics_identical_on_every_replica():
 
 def test_mixed_precision_step_is_finite_and_loss_scaled():
     keras.mixed_precision.set_global_policy("mixed_float16")
-    model = _model("robgan", mixed_precision=True)
+    model = _model("robgan", precision="mixed_float16")
     assert isinstance(model.d_optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
     before = _snapshot(model)

@@ -20,7 +20,7 @@ from robgan_tf.cli import common  # noqa: F401
 # differ: the benchmark's subject is the authors' CIFAR step.
 MODEL_FLAGS = ("arch", "d_arch", "d_head", "d_spectral_norm", "d_norm", "d_bias", "z_dim", "method", "loss_variant",
                "gan_loss", "loss_weights", "batch_size", "n_dis", "attack_eps", "attack_steps", "attack_step_size",
-               "optimizer", "jit_compile", "mixed_precision", "reuse_fake")
+               "optimizer", "jit_compile", "precision", "reuse_fake")
 common.define_experiment_flags(names=MODEL_FLAGS, defaults={"arch": "reference", "attack_step_size": 0.0078})
 common.define_shape_flags()
 flags.DEFINE_integer("iterations", 10, "Timed iterations.")
@@ -140,7 +140,7 @@ def _report(result, times, n):
     cpu = result["processor"]
     print(f"processor: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {' '.join(cpu['vector_extensions'])}")
     print(f"{FLAGS.arch} {FLAGS.resolution}px batch {FLAGS.batch_size} n_dis {FLAGS.n_dis} attack "
-          f"{FLAGS.attack_steps} steps, jit={FLAGS.jit_compile} mp={FLAGS.mixed_precision}: median {med:.3f} s/iter "
+          f"{FLAGS.attack_steps} steps, jit={FLAGS.jit_compile} {result['policy']}: median {med:.3f} s/iter "
           f"(min {min(times):.3f}, max {max(times):.3f}), {n / med:.1f} images/s")
     print("components (s, each alone): " + ", ".join(f"{k}={v:.3f}" for k, v in result["component_median_s"].items()))
     if flops:
@@ -165,7 +165,11 @@ def main(argv):
     if FLAGS.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy("mixed_float16" if FLAGS.mixed_precision else "float32")
+    from robgan_tf import precision
+
+    FLAGS.precision = common.deprecated_precision(FLAGS).get("precision", FLAGS.precision)
+    policy, reason = precision.resolve(FLAGS.precision)
+    keras.mixed_precision.set_global_policy(policy)
     from robgan_tf.models import count_params
     from robgan_tf.runtime import processor
 
@@ -187,8 +191,9 @@ def main(argv):
     result = {
         "config": {f: FLAGS[f].value for f in ("arch", "resolution", "channels", "num_classes", "batch_size", "n_dis",
                                                "attack_steps", "attack_eps", "attack_step_size", "method",
-                                               "jit_compile", "mixed_precision", "reuse_fake", "intra_op_threads",
+                                               "jit_compile", "precision", "reuse_fake", "intra_op_threads",
                                                "inter_op_threads")},
+        "policy": policy, "policy_reason": reason,
         "params": {"generator": count_params(g) if g is not None else 0, "discriminator": count_params(d)},
         "median_s_per_iter": med, "min_s_per_iter": min(times), "max_s_per_iter": max(times),
         "images_per_s": n / med, "iterations": FLAGS.iterations, "warmup_s": warm,

@@ -42,6 +42,8 @@ def define_experiment_flags(flag_values=FLAGS, names=None, defaults=None):
             flags.DEFINE_enum(f.name, default, list(choices), help_text, **kw)
         else:
             flags.DEFINE_string(f.name, default, help_text, **kw)
+    if names is None or "precision" in names:  # before 0.9: a boolean for float16
+        flags.DEFINE_bool("mixed_precision", None, "Deprecated: --precision=mixed_float16.", **dict(flag_values=flag_values))
 
 
 def define_shape_flags():
@@ -56,10 +58,25 @@ def config_from_flags():
     """ExperimentConfig from the run's config.json (if any) overridden by explicitly given flags."""
     quiet_logging()
     given = {f.name: FLAGS[f.name].value for f in _FIELDS if FLAGS[f.name].present}
+    given.update(deprecated_precision(FLAGS))
     try:
         return ExperimentConfig.for_logdir(FLAGS.logdir, given)
     except ValueError as e:
         fail(str(e))
+
+
+def deprecated_precision(flag_values):
+    """{"precision": ...} for the boolean --mixed_precision of 0.8, with a warning; {} when it is not given."""
+    if "mixed_precision" not in flag_values or not flag_values["mixed_precision"].present:
+        return {}
+    old = flag_values.mixed_precision
+    new = "mixed_float16" if old else "float32"
+    if flag_values["precision"].present and flag_values.precision != new:
+        fail(f"--mixed_precision={old} and --precision={flag_values.precision} disagree; --mixed_precision is "
+             "deprecated: give --precision only.")
+    print(f"warning: --mixed_precision is deprecated; use --precision={new} (mixed_bfloat16 is the fast one on "
+          "CPUs and on GPUs from compute capability 8.0).", file=sys.stderr, flush=True)
+    return {"precision": new}
 
 
 def run_tool(main):

@@ -104,7 +104,7 @@ def _load_model(path):
         return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
                             "resolution": run.resolution,
                             "generator": run.sampling_generator() if run.generator is not None else None,
-                            "stats_dir": os.path.join(cfg.logdir, "eval")}
+                            "stats_dir": os.path.join(cfg.logdir, "eval"), "trained_precision": cfg.policy}
     if FLAGS.stage != "final":
         common.fail(f"--stage={FLAGS.stage} picks a classifier of a run directory; --model={path} is not one (an "
                     "export holds one classifier: drop --stage).")
@@ -120,7 +120,8 @@ def _load_model(path):
     print(f"classifier: {saved}")
     defaults = {"dataset": card.get("dataset"), "data_dir": card.get("training_flags", {}).get("data_dir", ""),
                 "resolution": card.get("resolution"), "weights": card.get("weights"),
-                "stats_dir": loading.export_dir_of(saved), "image_shape": classifier.image_shape}
+                "stats_dir": loading.export_dir_of(saved), "image_shape": classifier.image_shape,
+                "trained_precision": card.get("training_flags", {}).get("precision")}
     g_path = loading.sibling(saved, "generator")
     if card.get("z_dim") and g_path:
         defaults["generator_path"] = g_path  # loaded only for --quality
@@ -237,6 +238,8 @@ def _evaluate(protocols):
         print(robustness.markdown_table(result))
         print("sanity:", json.dumps(result["sanity"]))
     result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
+    # runs are read and exports are written in float32: the model measured is the one served
+    result["precision"] = {"evaluated": "float32", "trained": defaults.get("trained_precision")}
     if FLAGS.quality != "none":
         result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
     if FLAGS.json_out:
