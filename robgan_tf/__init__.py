@@ -38,7 +38,7 @@ Modules, each with one job:
 import importlib
 import importlib.util
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 
 def _have_tensorflow():
