@@ -221,27 +221,19 @@ class _ImportedSettings:
         return {"imported_from": self.source}
 
 
-def _sha256(path):
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_for_export(discriminator_path, generator_path, network, resolution, dataset, class_names, out):
     """(ImportedRun, classifier, provenance) for export.export_run, from the authors' D (or PreActResNet18)
     checkpoint and, optionally, their G checkpoint; `dataset` names the data they were trained on (the model
     card's, which robgan-evaluate reads), `class_names` one name per class."""
     from robgan_tf.data import DatasetInfo
+    from robgan_tf.quality import sha256_of
 
     num_classes = len(class_names)
     d = from_authors_checkpoint(discriminator_path, network, resolution, num_classes)
     g = from_authors_checkpoint(generator_path, "generator", resolution, num_classes) if generator_path else None
     source = {"code": "xuanqing94/RobGAN (PyTorch)", "network": network, "resolution": int(resolution),
-              "discriminator": {"path": str(discriminator_path), "sha256": _sha256(discriminator_path)},
-              "generator": ({"path": str(generator_path), "sha256": _sha256(generator_path)} if generator_path
+              "discriminator": {"path": str(discriminator_path), "sha256": sha256_of(discriminator_path)},
+              "generator": ({"path": str(generator_path), "sha256": sha256_of(generator_path)} if generator_path
                             else None)}
     info = DatasetInfo(name=dataset, split="", num_classes=int(num_classes), class_names=tuple(class_names),
                        image_shape=(int(resolution), int(resolution), 3), num_examples=0, flip_ok=True)

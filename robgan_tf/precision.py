@@ -17,15 +17,20 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 POLICIES = PRECISIONS[:3]
 
 
-def _cpu_flags(path="/proc/cpuinfo"):
+def cpuinfo():
+    """(model name or None, set of flags) of this machine's CPU from /proc/cpuinfo; (None, set()) elsewhere."""
+    model, flags = None, set()
     try:
-        with open(path) as f:
+        with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
     except OSError:
         pass
-    return set()
+    return model, flags
 
 
 def native_bfloat16(cpu_flags=None, gpu_capabilities=None, tpus=None):
@@ -44,7 +49,7 @@ def native_bfloat16(cpu_flags=None, gpu_capabilities=None, tpus=None):
         if all(tuple(c) >= (8, 0) for c in gpu_capabilities):
             return f"GPUs of compute capability {min(tuple(c) for c in gpu_capabilities)} (>= 8.0)"
         return None
-    flags = _cpu_flags() if cpu_flags is None else set(cpu_flags)
+    flags = cpuinfo()[1] if cpu_flags is None else set(cpu_flags)
     native = sorted(flags & {"avx512_bf16", "amx_bf16"})
     return f"a CPU with {' and '.join(f.upper() for f in native)}" if native else None
 

@@ -85,19 +85,11 @@ def processor():
     """This machine's processor as benchmarks report it: model name, logical CPUs, vector extensions.
 
     Machines of one kind can differ in their processors by 3x, so every timing is printed with this."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:  # not Linux: the platform's own description
+    model, flags = precision_lib.cpuinfo()
+    if model is None:  # not Linux: the platform's own description
         import platform
 
-        model = platform.processor() or platform.machine()
+        model = platform.processor() or platform.machine() or "unknown"
     vector = [x for x in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
               if x in flags]
     return {"model": model, "logical_cpus": os.cpu_count(), "vector_extensions": vector}
