@@ -13,6 +13,10 @@ import numbers
 from robgan_tf.losses import LossConfig
 from robgan_tf.precision import POLICIES
 
+# How G's batch norm normalises when G is sampled outside training (models.sampler): "batch", the authors' (their
+# G is never in eval mode), or "moving" (inference mode, what exports serve).
+G_STATISTICS = ("batch", "moving")
+
 METHODS = ("robgan", "gan", "advtrain")
 ATTACK_LOSSES = ("ce", "margin", "two_head")
 # The authors' evaluation and fine-tuning attacks step eps/5 (their `attack_label_Linf_PGD`).
@@ -187,11 +191,15 @@ class FinetuneConfig:
     adam_epsilon: float = 1e-8
     reset_adam: bool = True
     precision: str = "float32"  # a Keras policy (precision.POLICIES); 'auto' is resolved before here
+    g_statistics: str = "batch"  # how the frozen G normalises its fakes (G_STATISTICS); the authors': batch
     seed: int = 0
 
     def __post_init__(self):
         if self.steps < 1:
             raise SettingError(f"finetune steps must be >= 1, got {self.steps}.", "steps")
+        if self.g_statistics not in G_STATISTICS:
+            raise SettingError(f"g_statistics must be one of {G_STATISTICS}, got {self.g_statistics!r}.",
+                               "g_statistics")
         if self.precision not in POLICIES:
             raise SettingError(f"precision must be one of {POLICIES}, got {self.precision!r}.", "precision")
         if self.lam < 0:

@@ -12,7 +12,7 @@ import os
 
 from robgan_tf import data as data_lib
 from robgan_tf import precision as precision_lib
-from robgan_tf.config import METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, SettingError, TrainConfig
+from robgan_tf.config import G_STATISTICS, METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, SettingError, TrainConfig
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
 from robgan_tf.precision import PRECISIONS
 from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
@@ -166,6 +166,10 @@ class ExperimentConfig:
     finetune_eps: float = _f(-1.0, "PGD radius during fine-tuning; -1: --attack_eps.")
     finetune_batch_size: int = _f(0, "Fine-tuning batch size (the authors: 128 after training at 64); 0: --batch_size.")
     finetune_reset_adam: bool = _f(True, "Restart Adam at each fine-tuning stage (the authors re-create it).")
+    g_statistics: str = _f("batch", "How G's batch norm normalises when G is sampled for eq. 10's fakes and for quality "
+                           "scores: batch (each sample batch by its own statistics, the authors': their G is never "
+                           "in eval mode) or moving (inference mode, what exports serve). Moving averages never "
+                           "change either way.", G_STATISTICS)
     # evaluation
     eval_eps: str = _f("", "Comma-separated eps grid for evaluation, in [-1, 1] units (0.0627), or as fractions on "
                        "the [0, 1] scale (8/255, doubled); empty: the paper's grid for the dataset.")
@@ -438,7 +442,7 @@ class ExperimentConfig:
         return self._built(lambda: FinetuneConfig(
             steps=max(self.finetune_steps, 1), lam=self.finetune_lambda, lr=self.finetune_lr, attack=attack,
             adam_epsilon=self.adam_epsilon, reset_adam=self.finetune_reset_adam,
-            precision=self.policy, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
+            precision=self.policy, g_statistics=self.g_statistics, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
 
     # -- persistence
     # Changing these under an existing run would silently mix two experiments; everything else (learning
@@ -461,8 +465,10 @@ class ExperimentConfig:
     def upgrade(d):
         """A config.json written by 0.1 / early 0.2 read with today's names: mode -> method, and train_steps (D
         updates) -> train_iterations, and mixed_precision (before 0.9) -> precision. (The flags --mode and
-        --train_steps are gone; old runs still open.)"""
+        --train_steps are gone; old runs still open.) Runs saved before g_statistics existed sampled G with moving
+        statistics and keep doing so."""
         d = dict(d)
+        d.setdefault("g_statistics", "moving")  # saved before the flag: G was sampled in inference mode
         if "mixed_precision" in d and "precision" not in d:  # before 0.9
             d["precision"] = "mixed_float16" if d.pop("mixed_precision") else "float32"
         if "mode" in d and "method" not in d:

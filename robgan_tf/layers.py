@@ -162,8 +162,8 @@ class ConditionalBatchNorm(layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, labels, training=None):
-        x = self.bn(inputs, training=training)
+    def call(self, inputs, labels, training=None, batch_statistics=False):
+        x = self.bn(inputs, training=training, batch_statistics=batch_statistics)
         labels = tf.cast(labels, tf.int32)
         shape = [-1, 1, 1, self.gamma.shape[-1]]  # one reshape each; [:, None, None, :] builds several ops
         gamma = tf.reshape(tf.cast(tf.gather(self.gamma, labels), x.dtype), shape)
@@ -193,6 +193,19 @@ class BatchNorm(layers.BatchNormalization):
         if kwargs.get("name") in ("moving_mean", "moving_variance"):
             kwargs["aggregation"] = "mean"
         return super().add_weight(*args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, batch_statistics=False):
+        """`batch_statistics=True` outside training normalises with the batch's own mean and (biased) variance
+        and leaves the moving averages untouched: how the authors' generator, never put in eval mode, is
+        sampled. Unlike training=True it also applies to a frozen layer (trainable=False)."""
+        if training or not batch_statistics:
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)  # statistics in float32, as Keras computes them under mixed precision
+        mean, variance = self._moments(x, mask)
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else None
+        beta = tf.cast(self.beta, tf.float32) if self.center else None
+        out = tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+        return tf.cast(out, self.compute_dtype)
 
 
 def _maybe_sn(layer, spectral_norm):
@@ -238,13 +251,13 @@ class GeneratorBlock(layers.Layer):
             self.shortcut = layers.Conv2D(self.out_channels, 1, kernel_initializer=plain_init(), name="shortcut")
         self.built = True
 
-    def call(self, x, labels, training=None):
-        h = tf.nn.relu(self.cbn1(x, labels, training=training))
+    def call(self, x, labels, training=None, batch_statistics=False):
+        h = tf.nn.relu(self.cbn1(x, labels, training=training, batch_statistics=batch_statistics))
         if self.upsample:
             h = upsample2x(h)
             x = upsample2x(x)
         h = self.conv1(h)
-        h = tf.nn.relu(self.cbn2(h, labels, training=training))
+        h = tf.nn.relu(self.cbn2(h, labels, training=training, batch_statistics=batch_statistics))
         h = self.conv2(h)
         if self.shortcut is not None:
             x = self.shortcut(x)

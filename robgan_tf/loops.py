@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from robgan_tf import precision as precision_lib
 from robgan_tf import data as data_lib
-from robgan_tf import quality, storage
+from robgan_tf import models, quality, storage
 from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
 from robgan_tf.hooks import Every, Hook, KeepEvery, Profile, Progress
@@ -236,11 +236,11 @@ def quality_scorer(run):
     cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
 
     def score(step, seconds):  # an Every hook's fn, with the seconds spent training
-        point = quality.curve_point(backend, precision_lib.float32_copy(run.sampling_generator()), run.train_source,
-                                    cfg.quality_samples, cache)
+        g = models.sampler(precision_lib.float32_copy(run.sampling_generator()), cfg.g_statistics)
+        point = quality.curve_point(backend, g, run.train_source, cfg.quality_samples, cache)
         record = {"iteration": step, "d_updates": step * cfg.n_dis, "train_seconds": round(seconds, 2),
                   **point,
-                  "num_samples": cfg.quality_samples, "backend": backend.name,
+                  "num_samples": cfg.quality_samples, "g_statistics": cfg.g_statistics, "backend": backend.name,
                   "weights_sha256": getattr(backend, "sha256", None)}
         for key in ("inception_score", "fid", "kid", "label_accuracy"):
             tf.summary.scalar(f"quality/{key}", record[key])

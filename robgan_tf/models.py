@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from robgan_tf.config import G_STATISTICS
 from robgan_tf.layers import (
     DiscriminatorBlock,
     GeneratorBlock,
@@ -167,12 +168,15 @@ class Generator(_BuildByCalling, keras.Model):
         self.conv_out = layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=plain_init(),
                                       name="conv_out")
 
-    def call(self, z, labels, training=None):
+    def call(self, z, labels, training=None, batch_statistics=False):
+        """Images in [-1, 1]. Outside training, BN uses the moving averages (inference mode, what exports serve),
+        or with `batch_statistics=True` each batch's own statistics without updating the averages: how the
+        authors sample G (see `sampler`)."""
         h = self.stem(z)
         h = tf.reshape(h, [-1, 4, 4, self.spec.g_stem])
         for block in self.blocks:
-            h = block(h, labels, training=training)
-        h = tf.nn.relu(self.bn_out(h, training=training))
+            h = block(h, labels, training=training, batch_statistics=batch_statistics)
+        h = tf.nn.relu(self.bn_out(h, training=training, batch_statistics=batch_statistics))
         # tanh in float32: under mixed precision the images leave G at full precision.
         return tf.tanh(tf.cast(self.conv_out(h), tf.float32))
 
@@ -313,6 +317,26 @@ class Classifier(_BuildByCalling, keras.Model):
         config = super().get_config()
         config["discriminator"] = keras.saving.serialize_keras_object(self.discriminator)
         return config
+
+
+def sampler(generator, statistics):
+    """`generator` as a sampler (z, labels, training) -> images whose BN uses `statistics`: 'moving' (inference
+    mode; `generator` itself) or 'batch' (each call's batch normalises itself, moving averages untouched -- the
+    authors' sampling: their G is never put in eval mode). With 'batch' an image depends on the rest of its batch,
+    so it is used for eq. 10's fakes and quality scores, never for serving."""
+    if statistics not in G_STATISTICS:
+        raise ValueError(f"statistics must be one of {G_STATISTICS}, got {statistics!r}.")
+    return generator if statistics == "moving" else _BatchStatisticsSampler(generator)
+
+
+class _BatchStatisticsSampler:
+    def __init__(self, generator):
+        self.generator = generator
+        self.num_classes, self.z_dim = generator.num_classes, generator.z_dim
+        self.resolution, self.channels = generator.resolution, generator.channels
+
+    def __call__(self, z, labels, training=False):
+        return self.generator(z, labels, training=training, batch_statistics=True)
 
 
 def count_params(model, trainable_only=True):

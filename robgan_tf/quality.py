@@ -254,8 +254,9 @@ def make_backend(name, classifier=None, weights_path=None, expected_sha256=None)
 
 
 def generated_batches(generator, num_samples, batch_size=100, seed=0):
-    """Generator samples with uniformly drawn labels, in inference mode. A generator is a callable (z, labels,
-    training) -> images with .num_classes and .z_dim (models.Generator, loading.ExportedGenerator)."""
+    """Generator samples with uniformly drawn labels, `batch_size` per call. A generator is a callable (z, labels,
+    training) -> images with .num_classes and .z_dim (models.Generator, models.sampler(G, 'batch') -- then each
+    batch normalises itself -- or loading.ExportedGenerator)."""
     num_classes, z_dim = generator.num_classes, generator.z_dim
     rng = np.random.default_rng(seed)
     for start in range(0, num_samples, batch_size):

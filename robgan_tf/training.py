@@ -13,6 +13,7 @@ import tensorflow as tf
 from robgan_tf import losses as L
 from robgan_tf.attacks import pgd
 from robgan_tf.config import FinetuneConfig, TrainConfig
+from robgan_tf.models import sampler
 from robgan_tf.precision import loss_scaled
 
 
@@ -417,7 +418,9 @@ def make_distributed_step(model, strategy, jit_compile=False):
 class FineTuner(keras.Model):
     """Fine-tunes the classifier view on CE(PGD(x_real), y) + lam * CE(PGD(G(z, y_f)), y_f).
 
-    G is frozen and sampled in inference mode; the classifier is trained in training mode (the
+    G is frozen; it normalises each batch of fakes by its own statistics (config.g_statistics 'batch', the
+    authors': their G is never in eval mode) or samples in inference mode ('moving'), and its moving averages
+    never change. The classifier is trained in training mode (the
     authors' code leaves it in inference mode after its first attack -- a defect not copied here).
     Augmentation, as in training, belongs to the input pipeline (data.train_dataset).
     With generator=None (or lam=0) it is plain Madry adversarial training of the classifier.
@@ -438,6 +441,7 @@ class FineTuner(keras.Model):
             generator.build_by_calling()
         classifier.build_by_calling()
         self.rng = tf.random.Generator.from_seed(config.seed)
+        self._sample = None if generator is None else sampler(generator, config.g_statistics)
         self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", "real_adv_acc", "fake_adv_acc")}
         self.built = True
 
@@ -467,7 +471,7 @@ class FineTuner(keras.Model):
             b = tf.shape(images)[0]
             z = self.rng.normal([b, self.generator.z_dim])
             y_fake = self.rng.uniform([b], 0, self.generator.num_classes, dtype=tf.int32)
-            x_fake = self._attack(tf.stop_gradient(self.generator(z, y_fake, training=False)), y_fake)
+            x_fake = self._attack(tf.stop_gradient(self._sample(z, y_fake)), y_fake)
         with tf.GradientTape() as tape:
             real_logits = self.classifier(x_real, training=True)
             per_example = L.class_ce(real_logits, labels)

@@ -175,3 +175,7 @@ def test_flag_counts_are_iterations_and_old_names_still_read():
     # a config.json written by 0.1 (mode, train_steps in D updates) still opens
     old = ExperimentConfig.from_dict({"mode": "advtrain", "train_steps": 501, "n_dis": 5})
     assert old.method == "advtrain" and old.train_iterations == 101
+    # runs saved before g_statistics existed sampled G in inference mode and keep doing so; new ones as the authors
+    assert old.g_statistics == "moving" and old.finetune_config().g_statistics == "moving"
+    assert ExperimentConfig().finetune_config().g_statistics == "batch"
+    assert ExperimentConfig.from_dict(ExperimentConfig(g_statistics="batch").to_dict()).g_statistics == "batch"

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import authors_numpy as ref
-from robgan_tf import interop, losses
+from robgan_tf import interop, losses, models
 from robgan_tf.attacks import pgd
 from robgan_tf.torch_format import TorchCheckpointError, read_state_dict
 from torch_files import save_state_dict, write_pickle_zip
@@ -134,6 +134,12 @@ def test_generator_equals_the_numpy_forward_in_both_modes(tmp_path, resolution, 
     s = {k: v.astype(np.float64) for k, v in state.items()}
     rng = np.random.default_rng(3)
     z, y = rng.standard_normal((3, 128)).astype(np.float32), np.array([0, num_classes - 1, 5], np.int32)
+    moving = [v.numpy() for v in g.non_trainable_weights]
+    # the authors' sampling (G never in eval mode): batch statistics, here without touching the moving averages
+    np.testing.assert_allclose(models.sampler(g, "batch")(z, y), _nhwc(ref.generator(s, z, y, resolution, True)),
+                               atol=5e-5, rtol=0)
+    for before, v in zip(moving, g.non_trainable_weights):
+        np.testing.assert_array_equal(v.numpy(), before)
     for training in (False, True):  # inference mode first: training mode updates the moving statistics
         images = _nhwc(ref.generator(s, z, y, resolution, training))
         # dividing by sqrt(1e-4) also scales float32's rounding by 100 in inference mode

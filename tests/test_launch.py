@@ -184,8 +184,9 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     assert "| paper |" in proc.stdout and "| autoattack |" in proc.stdout and "apgd-t | fab-t | square" in proc.stdout
     assert "0.0627451 ([0, 1] scale 8/255)" in proc.stdout
     q = _in_process("evaluate", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=classifier",
-                    "--num_samples=200", f"--json_out={tmp_path / 'q.json'}")
+                    "--num_samples=200", "--g_statistics=moving", f"--json_out={tmp_path / 'q.json'}")
     gq = json.load(open(tmp_path / "q.json"))["generator_quality"]
+    assert gq["g_statistics"] == "moving"
     assert 1.0 <= gq["inception_score"] <= 10.0 and gq["fid"] >= 0 and len(gq["label_accuracy_per_class"]) == 10
     assert gq["backend"] == "classifier" and "not comparable" in q.stdout
     assert gq["kid_std"] >= 0 and "KID" in q.stdout and "fewer than the 50,000 published" in q.stdout
@@ -195,6 +196,10 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     gx = json.load(open(tmp_path / "qx.json"))["generator_quality"]
     assert gx["inception_score"] == pytest.approx(gq["inception_score"], rel=1e-4)
     assert gx["label_accuracy_per_class"] == gq["label_accuracy_per_class"]
+    assert gx["g_statistics"] == "moving"  # an export samples in inference mode only, and says so when asked otherwise
+    refused = run_tool("evaluate", f"--model={logdir}/export/classifier", "--protocol=none", "--quality=classifier",
+                       "--g_statistics=batch")
+    assert refused.returncode == 2 and "--g_statistics=moving" in refused.stderr
     assert os.path.exists(tmp_path / "stats.npz") and gx["fid_statistics_cache"] == str(tmp_path / "stats.npz")
     assert "results" not in json.load(open(tmp_path / "qx.json"))  # --protocol=none: no attack ran
     # the 2015 Inception backend from a local graph (a stand-in with the real interface), its sha256 recorded
@@ -203,6 +208,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     q = _in_process("evaluate", f"--model={logdir}", "--eps=0", "--num_examples=16", "--quality=tf_inception_2015",
                     f"--inception_weights={graph}", "--num_samples=100", f"--json_out={tmp_path / 'q15.json'}")
     gq = json.load(open(tmp_path / "q15.json"))["generator_quality"]
+    assert gq["g_statistics"] == "batch"  # the run's own setting (the authors' sampling, the default)
     assert gq["backend"] == "tf_inception_2015" and gq["weights_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
     assert 1.0 <= gq["inception_score"] <= 1008 and gq["fid"] >= 0 and "comparable with SN-GAN's" in q.stdout and "not with the Rob-GAN paper's" in q.stdout
     assert os.path.exists(os.path.join(logdir, "eval", "fid_stats_tf_inception_2015_digits_train.npz"))

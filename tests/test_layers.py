@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import layers
 
 from robgan_tf.layers import (
+    BatchNorm,
     ConditionalBatchNorm,
     DiscriminatorBlock,
     GeneratorBlock,
@@ -149,6 +150,29 @@ def test_conditional_bn_is_per_class():
     np.testing.assert_allclose(y[1], 2.0 * normed[1] + 0.5, rtol=1e-4, atol=1e-4)
     assert cbn.epsilon == 2e-5
     assert np.abs(y[0] - y[1]).max() > 0.1
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_batch_statistics_outside_training_normalise_by_the_batch_and_update_nothing(policy):
+    bn = BatchNorm(epsilon=1e-3, momentum=0.9, dtype=policy)
+    x = np.random.default_rng(0).normal(2.0, 3.0, (6, 3, 3, 4)).astype(np.float32)
+    bn.build(x.shape)
+    bn.gamma.assign(np.arange(1, 5, dtype=np.float32))
+    bn.beta.assign(np.full(4, 0.5, np.float32))
+    bn.moving_mean.assign(np.full(4, 7.0, np.float32))
+    bn.trainable = False  # a frozen G (fine-tuning): training=True would fall back to the moving statistics
+    out = bn(tf.constant(x), training=False, batch_statistics=True)
+    # the biased variance over N, H, W, as torch's batch_norm normalises in training mode
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    expected = (x - mean) / np.sqrt(var + 1e-3) * np.arange(1, 5) + 0.5
+    tol = 1e-5 if policy == "float32" else 5e-2  # bfloat16 output: 8 bits of mantissa
+    np.testing.assert_allclose(np.asarray(tf.cast(out, tf.float32)), expected, atol=tol * np.abs(expected).max())
+    assert out.dtype == bn.compute_dtype
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.full(4, 7.0))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))
+    # without the flag, inference mode reads the moving statistics
+    np.testing.assert_allclose(bn(tf.constant(x), training=False), (x - 7.0) / np.sqrt(1 + 1e-3) * np.arange(1, 5)
+                               + 0.5, rtol=1e-5, atol=1e-4 if policy == "float32" else 0.2)
 
 
 def test_conditional_bn_init_is_identity_affine():

@@ -593,7 +593,8 @@ def test_quality_every_writes_a_curve_against_d_updates_and_training_time(traine
     curve = [json.loads(line) for line in open(tmp_path / "q" / "eval" / "quality_curve.jsonl")]
     assert [r["iteration"] for r in curve] == [6, 8] and [r["d_updates"] for r in curve] == [6, 8]  # n_dis 1
     assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
-    assert all(r["backend"] == "reference" and r["weights_sha256"] == digest and r["num_samples"] == 50 for r in curve)
+    assert all(r["backend"] == "reference" and r["weights_sha256"] == digest and r["num_samples"] == 50
+               and r["g_statistics"] == "batch" for r in curve)
     assert all(np.isfinite([r["inception_score"], r["fid"], r["kid"]]).all() and 0 <= r["label_accuracy"] <= 1
                for r in curve)
     tags = set()

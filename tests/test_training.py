@@ -328,6 +328,26 @@ def test_finetuner_updates_classifier_only_in_training_mode():
     np.testing.assert_array_equal(d.dense_adv.layer.kernel.numpy(), adv_before)
 
 
+@pytest.mark.parametrize("statistics", ["batch", "moving"])
+def test_finetuner_samples_the_frozen_generator_with_the_chosen_statistics(statistics):
+    g = Generator(K, R, "tiny", channels=1, z_dim=Z)
+    g.build_by_calling()
+    for v in g.non_trainable_weights:  # moving averages far from any batch's: the two modes differ
+        v.assign(tf.fill(v.shape, 3.0))
+    cfg = FinetuneConfig(steps=3, attack=AttackConfig(eps=0.05, steps=2, loss="ce"), g_statistics=statistics)
+    ft = FineTuner(Discriminator(K, R, "tiny", channels=1).classifier(), g, cfg)
+    z, y = tf.random.stateless_normal([8, Z], seed=[1, 2]), tf.constant([0, 1, 2, 0, 1, 2, 0, 1])
+    fakes = ft._sample(z, y).numpy()
+    clone = Generator.from_config(g.get_config())
+    clone.build_by_calling()
+    clone.set_weights(g.get_weights())
+    training_mode = clone(z, y, training=True).numpy()  # batch statistics (and it moves the clone's averages)
+    inference_mode = g(z, y, training=False).numpy()
+    assert np.abs(training_mode - inference_mode).max() > 0.1
+    np.testing.assert_allclose(fakes, training_mode if statistics == "batch" else inference_mode, atol=1e-6)
+    assert all(np.all(v.numpy() == 3.0) for v in g.non_trainable_weights)  # G's averages never move
+
+
 def test_advtrain_learns_a_robust_classifier_on_separable_data():
     rng = np.random.default_rng(0)
     n = 256

@@ -13,6 +13,7 @@ from absl import flags
 
 from robgan_tf.cli import common  # first: quiets TF logging before TensorFlow loads
 from robgan_tf import data as data_lib
+from robgan_tf import models
 from robgan_tf import gap as gap_lib
 from robgan_tf import robustness
 from robgan_tf import run as run_lib
@@ -62,6 +63,10 @@ flags.DEFINE_string("inception_sha256", "", "Expected sha256 of the weights file
                     "--reference_classifier; checked when given; the "
                     "sha256 actually read is always recorded in the JSON).")
 flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
+flags.DEFINE_enum("g_statistics", "run", ["run", "batch", "moving"],
+                  "How the generator's batch norm normalises its samples for --quality: batch (each sample batch by "
+                  "its own statistics, the authors'), moving (inference mode), or run: the run's --g_statistics. An "
+                  "export samples with moving statistics only.")
 flags.DEFINE_enum("fid_ref_split", "train", ["train", "test"], "The real split FID and KID compare with.")
 flags.DEFINE_string("fid_stats", "", "Cache of the reference split's feature statistics for --quality (.npz, "
                     "reused when its metadata match); default: RUN/eval/ or the export directory, "
@@ -101,9 +106,11 @@ def _load_model(path):
         cfg = run.cfg
         load = run_lib.load_trained_classifier if FLAGS.stage == "trained" else run_lib.load_final_classifier
         classifier, provenance = load(run)
+        stats = _g_statistics(cfg)
         return classifier, {"weights": provenance, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
-                            "resolution": run.resolution,
-                            "generator": run.sampling_generator() if run.generator is not None else None,
+                            "resolution": run.resolution, "g_statistics": stats,
+                            "generator": (models.sampler(run.sampling_generator(), stats)
+                                          if run.generator is not None else None),
                             "stats_dir": os.path.join(cfg.logdir, "eval"), "trained_precision": cfg.policy}
     if FLAGS.stage != "final":
         common.fail(f"--stage={FLAGS.stage} picks a classifier of a run directory; --model={path} is not one (an "
@@ -125,7 +132,16 @@ def _load_model(path):
     g_path = loading.sibling(saved, "generator")
     if card.get("z_dim") and g_path:
         defaults["generator_path"] = g_path  # loaded only for --quality
+        if FLAGS.quality != "none" and FLAGS.g_statistics == "batch":
+            common.fail(f"--g_statistics=batch: the exported generator beside {saved} samples in inference mode "
+                        "(moving statistics) only; use --g_statistics=moving, or evaluate the run directory.")
+        defaults["g_statistics"] = "moving"
     return classifier, defaults
+
+
+def _g_statistics(cfg):
+    """--g_statistics for a run: the flag, or with 'run' the run's own setting."""
+    return cfg.g_statistics if FLAGS.g_statistics == "run" else FLAGS.g_statistics
 
 
 def _quality_backend(classifier, defaults):
@@ -159,7 +175,7 @@ def _generator_quality(backend, classifier, defaults, dataset, data_dir):
     # of the run), else by the run's own.
     judge = getattr(backend, "classifier", None)
     out = {**quality.generator_metrics(backend, g, reference, FLAGS.num_samples, cache_path=cache),
-           "fid_statistics_cache": cache,
+           "fid_statistics_cache": cache, "g_statistics": defaults["g_statistics"],
            "label_accuracy_per_class": quality.per_class_label_accuracy(g, judge or classifier),
            "label_accuracy_judge": backend.name if judge is not None else "the evaluated classifier"}
     print(f"[{backend.label}] IS {out['inception_score']:.3f} +- {out['inception_score_std']:.3f}, "
@@ -281,8 +297,8 @@ def _all_checkpoints(protocols):
     def score(run):
         out = {}
         if backend is not None:
-            out.update(quality.curve_point(backend, run.sampling_generator(), reference, FLAGS.num_samples, cache,
-                                           classifier))
+            out.update(quality.curve_point(backend, models.sampler(run.sampling_generator(), _g_statistics(cfg)),
+                                           reference, FLAGS.num_samples, cache, classifier))
         if protocols:
             table = robustness.robustness_table(
                 classifier, source, eps_grid=grid, protocols=protocols, num_examples=FLAGS.num_examples or None,
@@ -296,6 +312,7 @@ def _all_checkpoints(protocols):
     png = os.path.splitext(path)[0] + ".png"
     robustness.write_json({"model": os.path.abspath(FLAGS.model), "dataset": dataset, "split": FLAGS.split,
                            "quality_backend": FLAGS.quality, "num_samples": FLAGS.num_samples if backend else None,
+                           "g_statistics": _g_statistics(cfg) if backend else None,
                            "weights_sha256": getattr(backend, "sha256", None), "protocols": list(protocols),
                            "num_examples": FLAGS.num_examples or None, "records": records}, path)
     curves.plot_curves({os.path.basename(os.path.normpath(FLAGS.model)): records}, png)
