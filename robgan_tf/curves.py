@@ -9,6 +9,7 @@ import re
 import numpy as np
 
 from robgan_tf import storage
+from robgan_tf.layout import RunDir
 
 AXES = (("d_updates", "D updates"), ("train_seconds", "training seconds"))
 
@@ -17,8 +18,9 @@ def checkpoints_of(logdir):
     """[(iteration, checkpoint prefix)] of every training checkpoint in a run, the never-rotated series of
     --keep_checkpoint_every (checkpoints/kept) and the latest ones (checkpoints/), oldest first, one per iteration."""
     found = {}
-    for sub in (os.path.join("checkpoints", "kept"), "checkpoints"):
-        for index in glob.glob(os.path.join(logdir, sub, "ckpt-*.index")):
+    layout = RunDir(logdir)
+    for folder in (layout.kept, layout.checkpoints):
+        for index in glob.glob(os.path.join(folder, "ckpt-*.index")):
             match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
             if match:
                 found.setdefault(int(match.group(1)), index[: -len(".index")])

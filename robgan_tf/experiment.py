@@ -13,6 +13,7 @@ import os
 from robgan_tf import data as data_lib
 from robgan_tf import precision as precision_lib
 from robgan_tf.config import G_STATISTICS, METHODS, AttackConfig, FinetuneConfig, LR_SCHEDULES, OPTIMIZERS, SettingError, TrainConfig
+from robgan_tf.layout import RunDir
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
 from robgan_tf.precision import PRECISIONS
 from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
@@ -488,7 +489,7 @@ class ExperimentConfig:
         defaults), with `overrides` (the flags given) on top, NOT_STICKY fields excepted; validated, and
         checked compatible with the saved run."""
         values = {f.name: f.default for f in dataclasses.fields(cls)}
-        saved = os.path.join(logdir, "config.json")
+        saved = RunDir(logdir).config
         if os.path.exists(saved):
             base = cls.upgrade(read_saved(saved))
             values.update({k: v for k, v in base.items() if k in values and k not in cls.NOT_STICKY})
@@ -505,13 +506,13 @@ class ExperimentConfig:
     @classmethod
     def of_run(cls, logdir):
         """The settings of the run in `logdir` (its config.json), with logdir where the run is now."""
-        return cls.from_dict({**read_saved(os.path.join(logdir, "config.json")), "logdir": logdir})
+        return cls.from_dict({**read_saved(RunDir(logdir).config), "logdir": logdir})
 
     def check_compatible(self, path):
         """Compares with the run saved at `path` (config.json): raises on a changed identity setting, and returns
         {flag: [old, new]} for the other settings that changed (allowed; the caller records them)."""
         if not os.path.exists(path):
-            if _has_checkpoints(os.path.dirname(path)):
+            if RunDir(os.path.dirname(path)).has_checkpoints():
                 raise ConfigError(
                     f"{os.path.dirname(path)} holds checkpoints but no config.json, so the settings they were "
                     "trained with are unknown (resuming under other settings would mix two experiments). Restore "
@@ -535,11 +536,6 @@ class ExperimentConfig:
         from robgan_tf.storage import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
-
-
-def _has_checkpoints(logdir):
-    return any(os.path.exists(os.path.join(logdir, sub, "checkpoint"))
-               for sub in ("checkpoints", "finetune_checkpoints"))
 
 
 def read_saved(path):

@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from robgan_tf import storage
+from robgan_tf.layout import RunDir
 from robgan_tf.loading import saved_versions
 from robgan_tf.precision import float32_copy
 from robgan_tf.quality import quantize
@@ -336,7 +337,7 @@ def _robustness_of(run, provenance):
     """The run's saved robustness table when it was measured on exactly these weights, else None."""
     import json
 
-    path = os.path.join(run.cfg.logdir, "eval", "robustness.json")
+    path = RunDir(run.cfg.logdir).robustness
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -428,7 +429,7 @@ def export_run(run, classifier, provenance, out=None, version=None, robustness=N
     `provenance` (run.weights_provenance) records which training iteration and fine-tuning step the weights
     come from; `robustness` (a robustness_table result on these weights) goes into the model card -- by default
     the run's eval/robustness.json when it was measured on these weights."""
-    final = os.path.abspath(out or os.path.join(run.cfg.logdir, "export"))
+    final = os.path.abspath(out or RunDir(run.cfg.logdir).export)
     kinds = [k for k in KINDS if k == "classifier" or run.generator is not None]
     version = _prepare(final, version, kinds)
     if robustness is None:

@@ -100,7 +100,9 @@ def model_card(saved_model_dir):
 
 def is_run(path):
     """Whether `path` is a run directory (a --logdir with config.json), not an export."""
-    return os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(os.path.join(path, "saved_model.pb"))
+    from robgan_tf.layout import RunDir
+
+    return RunDir(path).is_run()
 
 
 def sibling(saved_model_dir, kind):
@@ -185,15 +187,16 @@ class ExportedGenerator:
         return self(z, labels)
 
 
-def open_run(path):
-    """A run opened read-only (nothing is written), its runtime set up from its config.json, in float32."""
+def open_run(path, precision="float32"):
+    """A run's weights (run.RunWeights: the networks only, nothing written), its runtime set up from its
+    config.json; the networks compute in `precision` (float32: the model measured is the one served)."""
     from robgan_tf import run as run_lib
     from robgan_tf import runtime
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(path)
-    runtime.setup_runtime(cfg, precision="float32")  # reading measures the model as served, in float32
-    return run_lib.Run(cfg, need_train_data=False, read_only=True)
+    runtime.setup_runtime(cfg, precision=precision)
+    return run_lib.RunWeights(cfg)
 
 
 def load_classifier(path, *, with_provenance=False):

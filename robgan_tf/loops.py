@@ -3,7 +3,6 @@ TensorBoard, in-training evaluation, checkpoints) that both stages run with thei
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
@@ -18,6 +17,7 @@ from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
 from robgan_tf.hooks import Every, Hook, KeepEvery, Profile, Progress
 from robgan_tf.hooks import log as _log
+from robgan_tf.layout import RunDir
 from robgan_tf.robustness import accuracy_under_attack
 from robgan_tf.run import FinetuneRun, Run, named_checkpoint
 from robgan_tf.runtime import distributed_iterator, is_chief
@@ -120,7 +120,7 @@ def log_gap(classifier, run, eps, step):
 
 def clock_path(logdir, stage="train"):
     """Where a stage records its training seconds at each checkpoint: {"iteration", "train_seconds"} lines."""
-    return os.path.join(logdir, "eval", f"{stage}_seconds.jsonl")
+    return RunDir(logdir).clock(stage)
 
 
 def clock_records(logdir, stage="train"):
@@ -154,7 +154,7 @@ class Loop:
         self.watched, self.advice = watched, advice
         self.chief = is_chief(run.strategy)
         self.hooks = [h for h in hooks if self.chief or not h.chief_only]
-        self.log_dir = os.path.join(self.cfg.logdir, name)
+        self.log_dir = RunDir(self.cfg.logdir).logs(name)
         self.start, self.stopping, self.saved_at = int(step_var.numpy()), False, None
 
     def ensure_finite(self, step, logs):
@@ -232,8 +232,9 @@ def quality_scorer(run):
     LOGDIR/eval/quality_curve.jsonl."""
     cfg = run.cfg
     backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
-    curve = os.path.join(cfg.logdir, "eval", "quality_curve.jsonl")
-    cache = quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), backend.name, cfg.dataset, "train")
+    layout = RunDir(cfg.logdir)
+    curve = layout.quality_curve
+    cache = quality.stats_cache_path(layout.eval, backend.name, cfg.dataset, "train")
 
     def score(step, seconds):  # an Every hook's fn, with the seconds spent training
         g = models.sampler(precision_lib.float32_copy(run.sampling_generator()), cfg.g_statistics)
@@ -283,7 +284,7 @@ def _advice(manager, logdir, flags, stage):
                  "ckpt-N)")
     else:
         where = f"No checkpoint had been written yet. Rerun the same command with {flags} to start again"
-    return where + f"; the change is recorded in {os.path.join(logdir, 'history.jsonl')}. Check the data too."
+    return where + f"; the change is recorded in {RunDir(logdir).history}. Check the data too."
 
 
 def train(run: Run, hooks=()):

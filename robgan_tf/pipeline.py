@@ -11,6 +11,7 @@ import tensorflow as tf
 from robgan_tf import precision as precision_lib
 from robgan_tf import export, quality, robustness, storage
 from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.layout import RunDir
 from robgan_tf.loops import finetune, train
 from robgan_tf.run import Run, load_final_classifier, weights_provenance
 from robgan_tf.runtime import is_chief
@@ -36,7 +37,7 @@ def log_eval_summaries(run: Run, scalars, text=None):
 
     if not is_chief(run.strategy):
         return
-    writer = tf.summary.create_file_writer(os.path.join(run.cfg.logdir, "eval"))
+    writer = tf.summary.create_file_writer(RunDir(run.cfg.logdir).logs("eval"))
     with writer.as_default(step=int(run.step.numpy())):
         hp.hparams(hparams_of(run.cfg), trial_id=os.path.basename(os.path.abspath(run.cfg.logdir)))
         if text:
@@ -55,7 +56,7 @@ def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_ou
         num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
     result["weights"] = provenance
     result["precision"] = {"evaluated": "float32", "trained": cfg.policy}
-    out = json_out or os.path.join(cfg.logdir, "eval", "robustness.json")
+    out = json_out or RunDir(cfg.logdir).robustness
     robustness.write_json(result, out)
     log_eval_summaries(run, {f"{r['protocol']}/accuracy_eps{r['eps']:g}": r["accuracy"] for r in result["results"]},
                        text=robustness.markdown_table(result))
@@ -83,7 +84,7 @@ def pipeline(cfg: ExperimentConfig):
     sample_path = None
     if run.generator is not None:
         g = run.sampling_generator()
-        sample_path = os.path.join(cfg.logdir, "samples.png")
+        sample_path = RunDir(cfg.logdir).samples
         write_png(sample_path, sample_grid(g))
         per_class = quality.per_class_label_accuracy(g, classifier, n_per_class=50)
         summary["generator_label_accuracy"] = float(np.mean(per_class))
@@ -96,7 +97,7 @@ def pipeline(cfg: ExperimentConfig):
     scalars = {"generator/label_accuracy": summary.get("generator_label_accuracy"),
                "generator/independent_judge_accuracy": summary.get("independent_judge", {}).get("accuracy")}
     log_eval_summaries(run, {k: v for k, v in scalars.items() if v is not None})
-    storage.atomic_write_json(os.path.join(cfg.logdir, "eval", "summary.json"), summary)
+    storage.atomic_write_json(RunDir(cfg.logdir).summary, summary)
     _log("\n" + robustness.markdown_table(result))
     if "generator_label_accuracy" in summary:
         _log(f"\nExported classifier labels {summary['generator_label_accuracy']:.1%} of the generator's images "

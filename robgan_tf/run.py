@@ -1,13 +1,7 @@
-"""Opening a run: its settings, data, networks, optimizers and checkpoints (training, and eq. 10
-fine-tuning), created and locked for writing or opened read-only, and which weights it holds.
-
-A run directory (`--logdir`) holds:
-  config.json            the full settings (a rerun with incompatible settings is refused)
-  history.jsonl          every setting changed on a resume
-  checkpoints/           G, D, EMA weights, both optimizers, RNG state and the iteration counter
-  finetune_checkpoints/  the classifier, its optimizer, RNG, step and the frozen generator during eq. 10
-  train/, finetune/, eval/   TensorBoard event files (scalars, sample grids, the evaluation table)
-  eval/robustness.json   the robustness table;  samples.png   a sample grid;  export/   SavedModels
+"""Opening a run: `Run` (training) and `FinetuneRun` (eq. 10) create or continue it, locked for writing, with
+its data, networks, optimizers and checkpoints; `RunWeights` opens it to read its weights only (the networks,
+nothing else, nothing written); and `load_final_classifier` says which weights a run's result comes from. The
+folder's layout is layout.py's.
 """
 from __future__ import annotations
 
@@ -21,6 +15,8 @@ import tensorflow as tf
 from robgan_tf import data as data_lib
 from robgan_tf import storage
 from robgan_tf.experiment import ConfigError, ExperimentConfig
+from robgan_tf import layout as layout_lib
+from robgan_tf.layout import CHECKPOINT_FOLDERS, RunDir
 from robgan_tf.runtime import is_chief, make_strategy, worker_dir
 from robgan_tf.training import FineTuner, RobGAN, make_optimizers
 
@@ -37,24 +33,87 @@ def model_variables(model):
     silently dropping BN statistics and SN vectors. Positional keys also survive Keras' automatic
     layer renaming ("discriminator_1") when several models are built in one process.
     """
+    if not model.weights:  # an unbuilt model would checkpoint -- and restore -- nothing, silently
+        raise ValueError(f"{model.name} has no variables yet: build it (build_by_calling) before checkpointing it.")
     return {f"v{i:04d}": w for i, w in enumerate(model.weights)}
 
 
-class Run:
-    """Everything one run needs: config, strategy, data and models (built in the strategy scope).
+def _open_existing(cfg):
+    """The run's layout, after refusing a folder that holds no run."""
+    layout = RunDir(cfg.logdir)
+    if not os.path.exists(layout.config):
+        raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
+                                f"(launch/train.py --logdir={cfg.logdir}).")
+    return layout
 
-    read_only=True opens an existing run to read it (evaluate, sample, export): it writes nothing into the
-    run directory. create=False opens an existing run to continue it (fine-tuning), never making a new one.
-    Otherwise the run is created or resumed. A writing chief takes the run's lock (one writer per run), saves
-    config.json and records any setting changed since the last start in history.jsonl.
+
+def _test_split(cfg):
+    """The test split and what it says about the networks: (source, num_classes, channels, resolution)."""
+    source = data_lib.load(cfg.dataset, "test", cfg.load_resolution, cfg.data_dir or None, download=cfg.download)
+    info = source.info
+    resolution = info.image_shape[0]
+    if resolution != cfg.image_resolution and cfg.resolution:
+        raise ConfigError(f"{cfg.dataset} gave {resolution}px images, not --resolution={cfg.resolution}.")
+    return source, info.num_classes, info.image_shape[-1], resolution
+
+
+class RunWeights:
+    """A run opened to read its weights (evaluate, export, sample): its networks and a checkpoint of their variables
+    and the iteration -- no optimizers, no fine-tuning model -- and nothing is written into the run.
+
+    `restore` reads a training checkpoint (the latest, or the one --resume_from names); with EMA on, the EMA weights
+    go straight into a second generator, `sampling_generator()`. `load_final_classifier` reads the fine-tuned one.
     """
 
-    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, read_only=False, create=True):
+    def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg.validate()
-        config_path = os.path.join(cfg.logdir, "config.json")
-        if (read_only or not create) and not os.path.exists(config_path):
-            raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
-                                    f"(launch/train.py --logdir={cfg.logdir}).")
+        self.layout = _open_existing(cfg)
+        cfg.check_compatible(self.layout.config)
+        self.strategy = tf.distribute.get_strategy()
+        self.restored = None
+        self.test_source, self.num_classes, self.channels, self.resolution = _test_split(cfg)
+        self.info = self.test_source.info
+        self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
+        for network in (self.generator, self.discriminator):
+            if network is not None:  # variables exist before the checkpoint lists them
+                network.build_by_calling()
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        objects = dict(discriminator=model_variables(self.discriminator), step=self.step)
+        self._ema = None
+        if self.generator is not None:
+            objects["generator"] = model_variables(self.generator)
+            if cfg.ema_decay_or_off is not None:  # the EMA weights, as RobGAN keeps them: one per G weight
+                self._ema = type(self.generator).from_config(self.generator.get_config())
+                self._ema.build_by_calling()
+                objects["ema"] = {f"w{i}": w for i, w in enumerate(self._ema.weights)}
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.layout.checkpoints, max_to_keep=None)
+
+    def restore(self, path=None):
+        """Restores training checkpoint `path`, else the one --resume_from names (when it is a training
+        checkpoint), else the latest; returns its path or None (no checkpoint yet)."""
+        named = named_checkpoint(self.cfg)
+        path = path or (named[1] if named and named[0] == "train" else None)
+        self.restored = _restore(self.checkpoint, self.manager, path)
+        return self.restored
+
+    def sampling_generator(self):
+        """The generator to sample and export with: its EMA copy when the run keeps one."""
+        return self._ema or self.generator
+
+
+class Run:
+    """A run to train or fine-tune: config, strategy, data, models and optimizers (built in the strategy scope).
+
+    create=False opens an existing run to continue it (fine-tuning), never making a new one. Otherwise the run is
+    created or resumed. A writing chief takes the run's lock (one writer per run), saves config.json and records
+    any setting changed since the last start in history.jsonl. To read a run's weights, use RunWeights.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, create=True):
+        self.cfg = cfg.validate()
+        self.layout = _open_existing(cfg) if not create else RunDir(cfg.logdir)
+        config_path = self.layout.config
         changes = cfg.check_compatible(config_path)
         self.lock = None  # held while this process writes the run
         self.restored = None  # the training checkpoint restore() restored
@@ -63,17 +122,18 @@ class Run:
         with self.strategy.scope():
             self._build()
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, CHECKPOINT_FOLDERS["train"][0]),
+            max_to_keep=cfg.keep_checkpoints)
         # --keep_checkpoint_every: a second, never-rotated series for curves over training.
         self.kept_manager = (tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, os.path.join("checkpoints", "kept")),
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, CHECKPOINT_FOLDERS["train"][1]),
             max_to_keep=None) if cfg.keep_checkpoint_every else None)
-        if is_chief(self.strategy) and not read_only:
+        if is_chief(self.strategy):
             self._open_for_writing(config_path, changes)
 
     def _load_data(self, need_train_data):
         cfg, res = self.cfg, self.cfg.load_resolution
-        self.test_source = data_lib.load(cfg.dataset, "test", res, cfg.data_dir or None, download=cfg.download)
+        self.test_source, self.num_classes, self.channels, self.resolution = _test_split(cfg)
         self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
                              if need_train_data else None)
         self.val_source = None
@@ -84,11 +144,7 @@ class Run:
         self.monitor_source = self.val_source or self.test_source
         if self.train_source is not None:
             _check_batches_fit(cfg, self.train_source.info.num_examples, held)
-        self.info = info = self.test_source.info
-        self.num_classes, self.channels = info.num_classes, info.image_shape[-1]
-        self.resolution = info.image_shape[0]
-        if self.resolution != cfg.image_resolution and cfg.resolution:
-            raise ConfigError(f"{cfg.dataset} gave {self.resolution}px images, not --resolution={cfg.resolution}.")
+        self.info = self.test_source.info
 
     def _build(self):
         """Networks, the RobGAN model with its optimizers, and the checkpoint of all of them (in the scope)."""
@@ -115,12 +171,12 @@ class Run:
             raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
         self.lock = storage.RunLock.hold(cfg.logdir)
         if changes:
-            storage.append_jsonl(os.path.join(cfg.logdir, "history.jsonl"), {
+            storage.append_jsonl(self.layout.history, {
                 "time": datetime.datetime.now().isoformat(timespec="seconds"),
                 "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
         cfg.save(config_path)
         # Where the data came from (path, or tensorflow-datasets and dataset versions), as of this opening.
-        storage.atomic_write_json(os.path.join(cfg.logdir, "data.json"), {
+        storage.atomic_write_json(self.layout.data, {
             split: {"split": src.info.split, "num_examples": src.info.num_examples, "origin": src.info.origin}
             for split, src in (("train", self.train_source), ("val", self.val_source),
                                ("test", self.test_source)) if src is not None})
@@ -164,10 +220,6 @@ def _check_batches_fit(cfg, n, held):
                               "use a smaller batch" + (" or hold out fewer." if held else "."))
 
 
-# Where each stage's checkpoints live in a run, relative to LOGDIR: what --resume_from may name.
-CHECKPOINT_FOLDERS = {"train": ("checkpoints", os.path.join("checkpoints", "kept")),
-                      "finetune": ("finetune_checkpoints", os.path.join("finetune_checkpoints", "best"))}
-
 
 def named_checkpoint(cfg):
     """("train" | "finetune", path) for --resume_from, None when it is not given. A path that is not a
@@ -194,10 +246,64 @@ def _restore(checkpoint, manager, path=None):
     path = path or manager.latest_checkpoint
     if path:
         try:
-            checkpoint.restore(path).assert_existing_objects_matched()
+            # expect_partial: a reader's checkpoint holds the networks only, not the optimizers in the file
+            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
         except Exception as e:  # noqa: BLE001 -- a damaged file fails in many ways (OpError, IndexError, ...)
             raise storage.unreadable_checkpoint_error(manager, path, e) from e
     return path
+
+
+def read_base(path):
+    """The record of the training checkpoint a fine-tuning started from ({training_iteration, training_checkpoint,
+    chosen}), or None before it starts."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            base = json.load(f)
+        int(base["training_iteration"])
+        return base
+    except (ValueError, KeyError, TypeError) as e:
+        raise storage.CheckpointError(f"{path} is damaged ({type(e).__name__}: {e}); it records the training "
+                                      "checkpoint this fine-tuning started from. Move the finetune_checkpoints "
+                                      "folder aside and fine-tune again.") from None
+
+
+def read_best(layout):
+    """The record of a run's best validation fine-tuning checkpoint, or None."""
+    if not os.path.exists(layout.best_record):
+        return None
+    with open(layout.best_record) as f:
+        return json.load(f)
+
+
+def restore_finetuning_base(run, base_file):
+    """Restores into `run` the trained weights its fine-tuning starts (or started) from: the training checkpoint
+    --resume_from names; else the one the fine-tuning recorded as deliberately chosen (a kept checkpoint, say);
+    else the run's latest. Returns whether the checkpoint was chosen. When the chosen one has rotated away since,
+    the fine-tuning checkpoint holds D and the frozen G, and the record says which iteration they came from."""
+    cfg = run.cfg
+    named, base = named_checkpoint(cfg), read_base(base_file)
+    start = (named[1] if named and named[0] == "train" else
+             base["training_checkpoint"] if base and base.get("chosen") else None)
+    gone = bool(start) and not os.path.exists(start + ".index")
+    if gone and not tf.train.latest_checkpoint(os.path.dirname(base_file)):
+        raise storage.CheckpointError(
+            f"the fine-tuning in {os.path.dirname(base_file)} started from training checkpoint {start}, which no "
+            "longer exists. Fine-tune afresh from another one: robgan-finetune "
+            f"--logdir={cfg.logdir} --resume_from={cfg.logdir}/checkpoints/kept/ckpt-N.")
+    if not run.restore(None if gone else start):
+        raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
+                                "(launch/train.py), then fine-tune.")
+    if gone:
+        run.step.assign(int(base["training_iteration"]))
+        run.restored = start
+    return bool(start)
+
+
+def _superseded(base_iteration, latest_finetune_checkpoint, run):
+    return (base_iteration is not None and latest_finetune_checkpoint is not None
+            and base_iteration != int(run.step.numpy()))
 
 
 class FinetuneRun:
@@ -213,26 +319,10 @@ class FinetuneRun:
         cfg = run.cfg
         self.run = run
         # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
-        self.best_dir = os.path.join(cfg.logdir, "finetune_checkpoints", "best")
-        self._base_file = os.path.join(worker_dir(cfg.logdir, run.strategy, "finetune_checkpoints"), "base.json")
-        # The trained weights to start from: the training checkpoint --resume_from names; else the one this
-        # fine-tuning was deliberately started from (a kept checkpoint, say); else the run's latest.
-        named, base = named_checkpoint(cfg), self._read_base()
-        start = (named[1] if named and named[0] == "train" else
-                 base["training_checkpoint"] if base and base.get("chosen") else None)
-        gone = bool(start) and not os.path.exists(start + ".index")
-        if gone and not tf.train.latest_checkpoint(os.path.dirname(self._base_file)):
-            raise storage.CheckpointError(
-                f"the fine-tuning in {os.path.dirname(self._base_file)} started from training checkpoint {start}, "
-                "which no longer exists. Fine-tune afresh from another one: robgan-finetune "
-                f"--logdir={cfg.logdir} --resume_from={cfg.logdir}/checkpoints/kept/ckpt-N.")
-        self.chosen = bool(start)
-        if not run.restore(None if gone else start):
-            raise FileNotFoundError(f"no training checkpoint in {cfg.logdir}/checkpoints: train first "
-                                    "(launch/train.py), then fine-tune.")
-        if gone:  # rotated away since: the fine-tuning checkpoint holds D and the frozen G; the record says whence
-            run.step.assign(int(base["training_iteration"]))
-            run.restored = start
+        self.best_dir = run.layout.best
+        self._base_file = os.path.join(worker_dir(cfg.logdir, run.strategy, CHECKPOINT_FOLDERS["finetune"][0]),
+                                       layout_lib.BASE_RECORD)
+        self.chosen = restore_finetuning_base(run, self._base_file)
         self.config = cfg.finetune_config()
         with run.strategy.scope():
             self.classifier = run.discriminator.classifier()
@@ -251,7 +341,7 @@ class FinetuneRun:
         # A CheckpointManager lists its folder once, when made: made again after the folder moves (set_aside).
         cfg = self.run.cfg
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.run.strategy, "finetune_checkpoints"),
+            self.checkpoint, worker_dir(cfg.logdir, self.run.strategy, CHECKPOINT_FOLDERS["finetune"][0]),
             max_to_keep=cfg.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.best_dir, max_to_keep=1)
 
@@ -260,23 +350,10 @@ class FinetuneRun:
         named = named_checkpoint(self.run.cfg)
         return _restore(self.checkpoint, self.manager, named[1] if named and named[0] == "finetune" else None)
 
-    def _read_base(self):
-        if not os.path.exists(self._base_file):
-            return None
-        try:
-            with open(self._base_file) as f:
-                base = json.load(f)
-            int(base["training_iteration"])
-            return base
-        except (ValueError, KeyError, TypeError) as e:
-            raise storage.CheckpointError(f"{self._base_file} is damaged ({type(e).__name__}: {e}); it records the "
-                                          "training checkpoint this fine-tuning started from. Move the "
-                                          "finetune_checkpoints folder aside and fine-tune again.") from None
-
     def base_iteration(self):
         """The training iteration this fine-tuning started from; None before it starts (and for runs of
         robgan_tf < 0.6, which did not record it)."""
-        base = self._read_base()
+        base = read_base(self._base_file)
         return None if base is None else int(base["training_iteration"])
 
     def record_base(self):
@@ -290,8 +367,7 @@ class FinetuneRun:
         """True when this fine-tuning started from other trained weights than those restored now: the run has
         trained on since (or --resume_from names another training checkpoint), so its weights no longer come
         from the trained discriminator and generator restored now."""
-        base = self.base_iteration()
-        return base is not None and self.manager.latest_checkpoint is not None and base != int(self.run.step.numpy())
+        return _superseded(self.base_iteration(), self.manager.latest_checkpoint, self.run)
 
     def set_aside(self):
         """Moves a superseded fine-tuning (checkpoints, best checkpoint, base.json) to a sibling folder named after
@@ -313,11 +389,7 @@ class FinetuneRun:
     def best(self):
         """The record of the best validation checkpoint ({finetune_step, val_robust_accuracy, eps, checkpoint}),
         or None."""
-        path = os.path.join(self.best_dir, "best.json")
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return read_best(self.run.layout)
 
     def note_validation(self, step, accuracy, eps):
         """Keeps this step's weights as the best checkpoint when its validation robust accuracy beats the best."""
@@ -325,21 +397,24 @@ class FinetuneRun:
         if best is not None and best["val_robust_accuracy"] >= accuracy:
             return False
         saved = storage.save_checkpoint(self.best_manager, step)
-        storage.atomic_write_json(os.path.join(self.best_dir, "best.json"), {
+        storage.atomic_write_json(self.run.layout.best_record, {
             "finetune_step": int(step), "val_robust_accuracy": float(accuracy), "eps": float(eps),
             "checkpoint": saved})
         return True
 
 
-def weights_provenance(run: Run, ft: FinetuneRun | None = None):
+def weights_provenance(run, ft: FinetuneRun | None = None):
     """Which weights a result or export comes from: the training iteration and fine-tuning step."""
+    step, checkpoint = (int(ft.step.numpy()), ft.manager.latest_checkpoint) if ft is not None else (None, None)
+    return _provenance(run, step, checkpoint)
+
+
+def _provenance(run, finetune_step, finetune_checkpoint):
     cfg = run.cfg
-    out = {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
-           "training_checkpoint": run.restored, "ema_generator": bool(cfg.ema_decay),
-           "finetune_step": None, "finetune_steps_planned": cfg.finetune_steps, "finetune_checkpoint": None}
-    if ft is not None:
-        out.update(finetune_step=int(ft.step.numpy()), finetune_checkpoint=ft.manager.latest_checkpoint)
-    return out
+    return {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
+            "training_checkpoint": run.restored, "ema_generator": bool(cfg.ema_decay),
+            "finetune_step": finetune_step, "finetune_steps_planned": cfg.finetune_steps,
+            "finetune_checkpoint": finetune_checkpoint}
 
 
 def load_trained_classifier(run: Run):
@@ -350,8 +425,9 @@ def load_trained_classifier(run: Run):
     return run.discriminator.classifier(), weights_provenance(run)
 
 
-def load_final_classifier(run: Run):
-    """(classifier, provenance): the fine-tuned classifier when the run fine-tunes, else the trained D's.
+def load_final_classifier(run):
+    """(classifier, provenance): the fine-tuned classifier when the run fine-tunes, else the trained D's. `run` is a
+    RunWeights (or a Run); only variables are read: no optimizer or fine-tuning model is built.
 
     A run configured to fine-tune (finetune_steps > 0) whose fine-tuning has not started is an error, not a
     silent fallback to the un-fine-tuned discriminator. `provenance` says which weights were loaded.
@@ -359,30 +435,43 @@ def load_final_classifier(run: Run):
     cfg = run.cfg
     if not cfg.finetune_steps:
         return load_trained_classifier(run)
-    ft = FinetuneRun(run)
-    if ft.superseded():
+    folder = run.layout.finetune
+    restore_finetuning_base(run, os.path.join(folder, layout_lib.BASE_RECORD))
+    base, latest = read_base(os.path.join(folder, layout_lib.BASE_RECORD)), tf.train.latest_checkpoint(folder)
+    if _superseded(None if base is None else int(base["training_iteration"]), latest, run):
         raise storage.CheckpointError(
-            f"the fine-tuning in {ft.manager.directory} started from training iteration {ft.base_iteration()}, but "
+            f"the fine-tuning in {folder} started from training iteration {base['training_iteration']}, but "
             f"the run has trained to iteration {int(run.step.numpy())} since: run launch/finetune.py "
             f"--logdir={cfg.logdir} to fine-tune the newer weights (the earlier fine-tuning is kept aside), or "
             "evaluate the training checkpoint itself with --stage=trained.")
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="finetune_step")
+    objects = dict(discriminator=model_variables(run.discriminator), step=step)
+    if run.generator is not None:  # the frozen G it sampled, as saved with it
+        objects["generator"] = model_variables(run.sampling_generator())
+    checkpoint = tf.train.Checkpoint(**objects)
+    manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=None)  # reads only: nothing is saved
     if cfg.finetune_weights == "best":
-        best = ft.best()
+        best = read_best(run.layout)
         if best is None:
             raise FileNotFoundError(f"{cfg.logdir} has no best validation checkpoint: --finetune_weights=best needs "
-                                    "a run fine-tuned with --val_examples or --validation_fraction (the best is kept as it fine-tunes).")
-        ft.checkpoint.restore(best["checkpoint"]).expect_partial()
-        provenance = weights_provenance(run, ft)
-        provenance.update(finetune_checkpoint=best["checkpoint"], selected_by="validation robust accuracy "
-                          f"{best['val_robust_accuracy']:.4f} at eps {best['eps']:g}")
-        return ft.classifier, provenance
-    if not ft.restore():
+                                    "a run fine-tuned with --val_examples or --validation_fraction (the best is kept "
+                                    "as it fine-tunes).")
+        _restore(checkpoint, manager, best["checkpoint"])
+        provenance = _provenance(run, int(step.numpy()), best["checkpoint"])
+        provenance["selected_by"] = (f"validation robust accuracy {best['val_robust_accuracy']:.4f} at eps "
+                                     f"{best['eps']:g}")
+        return run.discriminator.classifier(), provenance
+    named = named_checkpoint(cfg)
+    latest = named[1] if named and named[0] == "finetune" else latest
+    if latest is None:
         raise FileNotFoundError(
             f"{cfg.logdir} is set to fine-tune for {cfg.finetune_steps} steps but has no fine-tuning checkpoint "
-            f"in {cfg.logdir}/finetune_checkpoints: run launch/finetune.py --logdir={cfg.logdir} first (or "
+            f"in {folder}: run launch/finetune.py --logdir={cfg.logdir} first (or "
             "launch/pipeline.py, which resumes where the run stopped).")
-    provenance = weights_provenance(run, ft)
+    _restore(checkpoint, manager, latest)
+    provenance = _provenance(run, int(step.numpy()), latest)
     if provenance["finetune_step"] < cfg.finetune_steps:
         _log(f"[warning] fine-tuning stopped at step {provenance['finetune_step']} of {cfg.finetune_steps}; "
              "using those weights (launch/finetune.py resumes it).")
-    return ft.classifier, provenance
+    return run.discriminator.classifier(), provenance
+

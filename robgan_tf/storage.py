@@ -13,6 +13,8 @@ import shutil
 
 import tensorflow as tf
 
+from robgan_tf.layout import LOCK
+
 
 class StorageError(RuntimeError):
     """A write failed (disk full, read-only, no permission); the message names the path and what was kept."""
@@ -139,7 +141,7 @@ class RunLock:
     _held = {}  # realpath -> RunLock held by this process
 
     def __init__(self, directory):
-        self.directory, self.path, self.fd = directory, os.path.join(directory, ".lock"), None
+        self.directory, self.path, self.fd = directory, os.path.join(directory, LOCK), None
 
     @classmethod
     def hold(cls, directory):

@@ -97,7 +97,7 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(logdir)
-    run = run_lib.Run(cfg, need_train_data=False, read_only=True)
+    run = run_lib.RunWeights(cfg)
     classifier, provenance = run_lib.load_final_classifier(run)
     # the manifest records the weights the exports come from: the end of training and of fine-tuning
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
@@ -282,7 +282,7 @@ def test_run_pipeline_from_python_resumes_a_run_and_fine_tunes_its_newer_weights
     run.close()
     with pytest.raises(storage.CheckpointError, match=r"started from training iteration 4, but the run has trained "
                                                       r"to iteration 5 since: run launch/finetune.py"):
-        run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+        run_lib.load_final_classifier(run_lib.RunWeights(cfg))
     result, paths, _ = robgan_tf.run_pipeline(logdir=logdir, train_iterations=5)
     saved = json.load(open(os.path.join(logdir, "config.json")))
     assert saved["train_iterations"] == 5 and saved["batch_size"] == 16 and saved["z_dim"] == 16  # the run's own

@@ -121,3 +121,16 @@ def test_a_bfloat16_run_resumes_in_float32_and_back_and_exports_float32(tmp_path
     x = tf.random.uniform([4, 16, 16, 1], -1, 1)
     np.testing.assert_allclose(classifier(x), keras_file(x, training=False), atol=1e-5)
     assert os.path.isdir(logdir / "export" / "classifier" / "1") and provenance["training_iteration"] == 4
+    # evaluation measures the float32 model unless asked otherwise, and says which it measured
+    results = {}
+    for p in ("float32", "mixed_bfloat16"):
+        out = tmp_path / f"eval_{p}.json"
+        proc = run_tool("evaluate", f"--model={logdir}", "--eps=0,0.02", "--num_examples=64", "--noprogress",
+                        "--stage=trained", f"--precision={p}", f"--json_out={out}")
+        assert proc.returncode == 0, proc.stderr
+        results[p] = json.load(open(out))
+        assert results[p]["precision"] == {"evaluated": p, "trained": "mixed_bfloat16"}
+    for a, b in zip(results["float32"]["results"], results["mixed_bfloat16"]["results"]):
+        assert a["eps"] == b["eps"] and abs(a["accuracy"] - b["accuracy"]) <= 4 / 64  # bfloat16 logits round
+    refused = run_tool("evaluate", f"--model={logdir}/export", "--precision=mixed_bfloat16")
+    assert refused.returncode == 2 and "computes in float32" in refused.stderr

@@ -20,6 +20,7 @@ from robgan_tf import runtime
 from robgan_tf import samples
 from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.hooks import Hook
+from robgan_tf.layout import RunDir
 from robgan_tf.training import current_lr
 from tools import non_finite_in_checkpoint, run_tool
 
@@ -114,13 +115,13 @@ def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
 
 @pytest.mark.xdist_group("trained_run")
 def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_the_finetuned(finetuned):
-    run = run_lib.Run(finetuned, read_only=True)
+    run = run_lib.RunWeights(finetuned)
     trained, before = run_lib.load_trained_classifier(run)
     _assert_discriminator_is(run.discriminator, run.manager.latest_checkpoint)  # the trained D, exactly
     kernel = trained.discriminator.dense_cls.layer.kernel
     assert before["training_iteration"] == 4 and before["finetune_step"] is None
     trained_kernel = kernel.numpy().copy()
-    final, after = run_lib.load_final_classifier(run_lib.Run(finetuned, read_only=True))
+    final, after = run_lib.load_final_classifier(run_lib.RunWeights(finetuned))
     assert after["finetune_step"] == 6
     assert np.abs(final.discriminator.dense_cls.layer.kernel.numpy() - trained_kernel).max() > 1e-6
 
@@ -150,7 +151,7 @@ def test_results_name_their_weights(finetuned, tmp_path):
     """(The exports' model card names them too: test_serving_signatures_keras_files_model_card_and_loaders.)"""
     run = run_lib.Run(_copy(finetuned.logdir, tmp_path / "prov"))
     ft = loops.finetune(run)  # already fine-tuned: restores the last fine-tuning checkpoint
-    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(run.cfg, read_only=True))
+    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(run.cfg))
     assert provenance["training_iteration"] == 4 and provenance["finetune_step"] == 6
     assert provenance["finetune_checkpoint"].endswith("finetune_checkpoints/ckpt-6") and provenance["ema_generator"]
     result = pipeline.evaluate_run(run, ft.classifier, run_lib.weights_provenance(run, ft))
@@ -168,10 +169,10 @@ def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_i
     before = sorted(os.listdir(ckpts))
     with pytest.raises(storage.CheckpointError, match=r"ckpt-4 cannot be restored .* newest intact one is "
                                                       r".*ckpt-2: resume from it with --resume_from=.*ckpt-2"):
-        run_lib.Run(cfg, read_only=True).restore()
+        run_lib.RunWeights(cfg).restore()
     assert sorted(os.listdir(ckpts)) == before  # nothing deleted or moved
     cfg.resume_from = str(ckpts / "ckpt-2")
-    run = run_lib.Run(cfg, read_only=True)
+    run = run_lib.RunWeights(cfg)
     assert run.restore().endswith("ckpt-2") and int(run.step.numpy()) == 2
 
 
@@ -211,40 +212,46 @@ def finetuned(trained, tmp_path_factory):
 def test_a_finetuning_from_an_older_training_iteration_is_refused_and_set_aside_whole(finetuned, tmp_path):
     cfg = _copy(finetuned.logdir, tmp_path / "stale")
     folder = tmp_path / "stale" / "finetune_checkpoints"
-    ft = run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    ft = run_lib.FinetuneRun(run_lib.RunWeights(cfg))
     assert ft.base_iteration() == 4 and not ft.superseded()  # fine-tuned from the run's last iteration
     # as if this fine-tuning had started at iteration 2 and the run had trained on to 4 since
     storage.atomic_write_json(str(folder / "base.json"), {"training_iteration": 2, "training_checkpoint": "x"})
     assert ft.superseded()
     with pytest.raises(storage.CheckpointError, match=r"started from training iteration 2, but the run has "
                                                       r"trained to iteration 4 since: run launch/finetune.py"):
-        run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+        run_lib.load_final_classifier(run_lib.RunWeights(cfg))
     files = sorted(os.listdir(folder))
     os.makedirs(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2")  # an earlier set-aside: kept too
     kept = ft.set_aside()
     assert kept == str(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2-2")
     assert sorted(os.listdir(kept)) == files and not folder.exists()  # moved whole, nothing deleted
     assert ft.manager.latest_checkpoint is None and ft.restore() is None  # this object now starts afresh
-    assert run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False)).base_iteration() is None
+    assert run_lib.FinetuneRun(run_lib.RunWeights(cfg)).base_iteration() is None
 
 
 @pytest.mark.xdist_group("trained_run")
 def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     before = _tree(finetuned.logdir)
-    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    run = run_lib.RunWeights(finetuned)
     classifier, provenance = run_lib.load_final_classifier(run)
+    assert not hasattr(run, "model")  # the networks only: no RobGAN, no optimizers, no fine-tuning model
+    assert provenance["finetune_step"] == 6 and provenance["finetune_checkpoint"].endswith("ckpt-6")
+    _assert_discriminator_is(run.discriminator, provenance["finetune_checkpoint"])
+    saved = tf.train.load_checkpoint(provenance["training_checkpoint"])  # the EMA weights, read straight into G
+    for i, w in enumerate(run.sampling_generator().weights):
+        np.testing.assert_array_equal(w.numpy(), saved.get_tensor(f"ema/w{i}/.ATTRIBUTES/VARIABLE_VALUE"))
     export.export_run(run, classifier, provenance, out=str(tmp_path / "elsewhere"))
     samples.sample_grid(run.sampling_generator())
     assert _tree(finetuned.logdir) == before
     with pytest.raises(FileNotFoundError, match="no run at .*nowhere .no config.json.: train one there first"):
-        run_lib.Run(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL), read_only=True)
+        run_lib.RunWeights(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL))
     assert not os.path.exists(tmp_path / "nowhere")
 
 
 @pytest.mark.xdist_group("trained_run")
 def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_nothing(finetuned, tmp_path,
                                                                                       monkeypatch):
-    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    run = run_lib.RunWeights(finetuned)
     classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path / "export"
     os.makedirs(out)
@@ -296,7 +303,7 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
 def exported(finetuned, tmp_path_factory):
     """The fine-tuned run opened read-only, its final classifier and provenance, and their export, made once for
     the tests that only read it: (run, classifier, provenance, export folder, export paths)."""
-    run = run_lib.Run(finetuned, read_only=True, need_train_data=False)
+    run = run_lib.RunWeights(finetuned)
     classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path_factory.mktemp("exported") / "export"
     limits = export.ServingLimits(max_batch=4, max_image_pixels=1000)  # small, so the tests can reach them
@@ -622,11 +629,11 @@ def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(pipel
                     logged[event.step] = float(tf.make_ndarray(v.tensor))
     assert sorted(logged) == [4, 5]
     best_step = max(sorted(logged), key=lambda s: (logged[s], -s))
-    best = run_lib.FinetuneRun(run_lib.Run(cfg, read_only=True, need_train_data=False)).best()
+    best = run_lib.read_best(RunDir(cfg.logdir))
     assert best["finetune_step"] == best_step and best["checkpoint"].endswith(f"ckpt-{best_step}")
     assert best["val_robust_accuracy"] == pytest.approx(logged[best_step])
     cfg.finetune_weights = "best"
-    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg))
     assert provenance["finetune_step"] == best_step
     assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
     _assert_discriminator_is(classifier.discriminator, best["checkpoint"])  # the kept weights, exactly
@@ -664,7 +671,7 @@ def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_or
 def test_a_run_that_never_fine_tunes_exports_its_trained_discriminator(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "noft")
     cfg.finetune_steps = 0  # as the baselines' flagfiles set it
-    run = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    run = run_lib.RunWeights(cfg)
     classifier, provenance = run_lib.load_final_classifier(run)
     assert provenance["finetune_step"] is None and provenance["training_checkpoint"].endswith("ckpt-4")
     _assert_discriminator_is(run.discriminator, os.path.join(trained, "checkpoints"))
@@ -686,9 +693,9 @@ def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetune
                           (os.path.join(finetuned.logdir, "checkpoints", "ckpt-2"), r"is not a checkpoint of the run")):
         cfg.resume_from = path
         with pytest.raises(ConfigError, match=message):
-            run_lib.Run(cfg, read_only=True, need_train_data=False).restore()
+            run_lib.RunWeights(cfg).restore()
     cfg.resume_from = str(ckpts / "ckpt-2")
-    run = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    run = run_lib.RunWeights(cfg)
     assert run.restore() == str(ckpts / "ckpt-2") and int(run.step.numpy()) == 2  # not the latest, ckpt-4
     _assert_discriminator_is(run.discriminator, str(ckpts / "ckpt-2"))
     # a fine-tuning checkpoint is not resumed by training
@@ -704,14 +711,14 @@ def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetune
     base = json.load(open(tmp_path / "named" / "finetune_checkpoints" / "base.json"))
     assert base == {"training_iteration": 2, "training_checkpoint": str(ckpts / "ckpt-2"), "chosen": True}
     cfg.resume_from = ""
-    reread = run_lib.Run(cfg, read_only=True, need_train_data=False)
+    reread = run_lib.RunWeights(cfg)
     classifier, provenance = run_lib.load_final_classifier(reread)
     assert provenance["training_iteration"] == 2 and provenance["training_checkpoint"] == str(ckpts / "ckpt-2")
     assert provenance["finetune_step"] == cfg.finetune_steps
     _assert_discriminator_is(reread.discriminator, ft.manager.latest_checkpoint)
     for f in ckpts.glob("ckpt-2.*"):  # the chosen checkpoint rotated away later: the fine-tuning still loads
         f.unlink()
-    classifier, provenance = run_lib.load_final_classifier(run_lib.Run(cfg, read_only=True, need_train_data=False))
+    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg))
     assert provenance["training_iteration"] == 2 and provenance["finetune_step"] == cfg.finetune_steps
     _assert_discriminator_is(classifier.discriminator, ft.manager.latest_checkpoint)
 

@@ -18,6 +18,7 @@ from robgan_tf import gap as gap_lib
 from robgan_tf import robustness
 from robgan_tf import run as run_lib
 from robgan_tf.experiment import eps_label, parse_eps_grid
+from robgan_tf.layout import RunDir
 
 flags.DEFINE_string("model", "runs/robgan", "A run's --logdir, or an export: its directory (RUN/export), the classifier's "
                     "folder (RUN/export/classifier: the highest version) or one version folder. Default: the demo pipeline's run.")
@@ -42,6 +43,9 @@ flags.DEFINE_integer("attack_seed", 0, "Seed of AutoAttack's random starts and S
 flags.DEFINE_bool("progress", True, "Print a progress line (examples left, elapsed, ETA) on stderr.")
 flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
 flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                  "What a run's networks compute in while evaluated: float32 (the model that is served) or "
+                  "mixed_bfloat16 (e.g. to measure what bfloat16 changes in the attack). Exports compute in float32.")
 flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
 flags.DEFINE_enum("analysis", "none", ["none", "gap"],
                   "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
@@ -102,7 +106,7 @@ def _load_model(path):
     from robgan_tf import loading
 
     if loading.is_run(path):
-        run = loading.open_run(path)
+        run = loading.open_run(path, FLAGS.precision)
         cfg = run.cfg
         load = run_lib.load_trained_classifier if FLAGS.stage == "trained" else run_lib.load_final_classifier
         classifier, provenance = load(run)
@@ -111,7 +115,10 @@ def _load_model(path):
                             "resolution": run.resolution, "g_statistics": stats,
                             "generator": (models.sampler(run.sampling_generator(), stats)
                                           if run.generator is not None else None),
-                            "stats_dir": os.path.join(cfg.logdir, "eval"), "trained_precision": cfg.policy}
+                            "stats_dir": RunDir(cfg.logdir).eval, "trained_precision": cfg.policy}
+    if FLAGS.precision != "float32":
+        common.fail(f"--precision={FLAGS.precision}: --model={path} is an export, which computes in float32; evaluate "
+                    "the run directory to compute in another precision.")
     if FLAGS.stage != "final":
         common.fail(f"--stage={FLAGS.stage} picks a classifier of a run directory; --model={path} is not one (an "
                     "export holds one classifier: drop --stage).")
@@ -254,8 +261,8 @@ def _evaluate(protocols):
         print(robustness.markdown_table(result))
         print("sanity:", json.dumps(result["sanity"]))
     result["weights"] = defaults.get("weights")  # training iteration / fine-tuning step, when known
-    # runs are read and exports are written in float32: the model measured is the one served
-    result["precision"] = {"evaluated": "float32", "trained": defaults.get("trained_precision")}
+    # float32 unless asked: the model measured is the one served
+    result["precision"] = {"evaluated": FLAGS.precision, "trained": defaults.get("trained_precision")}
     if FLAGS.quality != "none":
         result["generator_quality"] = _generator_quality(backend, classifier, defaults, dataset, data_dir)
     if FLAGS.json_out:
@@ -279,7 +286,7 @@ def _all_checkpoints(protocols):
     if not loading.is_run(FLAGS.model):
         common.fail(f"--all_checkpoints needs a run directory (its config.json and checkpoints/); --model="
                     f"{FLAGS.model} is not one.")
-    run = loading.open_run(FLAGS.model)
+    run = loading.open_run(FLAGS.model, FLAGS.precision)
     cfg = run.cfg
     dataset, data_dir = FLAGS.dataset or cfg.dataset, FLAGS.data_dir or cfg.data_dir or None
     classifier = run.discriminator.classifier()  # a view: each restore changes its weights
@@ -291,7 +298,7 @@ def _all_checkpoints(protocols):
         reference = data_lib.load(dataset, FLAGS.fid_ref_split, run.resolution, data_dir)
     source = data_lib.load(dataset, FLAGS.split, run.resolution, data_dir)
     grid = parse_eps_grid(FLAGS.eps, dataset)
-    cache = FLAGS.fid_stats or quality.stats_cache_path(os.path.join(cfg.logdir, "eval"), FLAGS.quality, dataset,
+    cache = FLAGS.fid_stats or quality.stats_cache_path(RunDir(cfg.logdir).eval, FLAGS.quality, dataset,
                                                         FLAGS.fid_ref_split)
 
     def score(run):
@@ -308,7 +315,7 @@ def _all_checkpoints(protocols):
         return out
 
     records = curves.score_checkpoints(run, score)
-    path = FLAGS.json_out or os.path.join(cfg.logdir, "eval", "checkpoint_curve.json")
+    path = FLAGS.json_out or RunDir(cfg.logdir).checkpoint_curve
     png = os.path.splitext(path)[0] + ".png"
     robustness.write_json({"model": os.path.abspath(FLAGS.model), "dataset": dataset, "split": FLAGS.split,
                            "quality_backend": FLAGS.quality, "num_samples": FLAGS.num_samples if backend else None,

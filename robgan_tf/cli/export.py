@@ -45,7 +45,7 @@ def main(argv):
         if FLAGS.authors_discriminator:
             run, classifier, provenance = _authors(cfg)
         else:
-            run = run_lib.Run(cfg, need_train_data=False, read_only=True)
+            run = run_lib.RunWeights(cfg)
             classifier, provenance = run_lib.load_final_classifier(run)
         paths = export.export_run(run, classifier, provenance, out=FLAGS.export_dir or None,
                                   version=FLAGS.export_version or None, limits=limits)
