@@ -37,8 +37,8 @@ RECIPE = [  # the first study's recipe (the authors' CIFAR settings on the tiny 
 
 def jobs(runs, data, reference):
     """[(name, dependencies, command)] in priority order: the early leg, its fine-tunings and their evaluations
-    first (a complete 2,000-update point on every seed), then the long leg and everything after it, AutoAttack
-    last."""
+    first (a complete 2,000-update point on every seed), then seed by seed the long legs and everything after
+    them, AutoAttack last."""
     quality = ["--quality_every=1000", "--quality_backend=reference", f"--quality_weights={reference}",
                "--quality_samples=1000"]
     paper = ("--protocol=paper", "--num_examples=1000")
@@ -72,7 +72,10 @@ def jobs(runs, data, reference):
             # the long leg resumes the run only after the early copies were taken from it
             legs.append((f"train_{name}_to{LATE}", tuple(copies), train + [f"--train_iterations={LATE}"]))
             evaluate(late, f"curve_{name}", f"train_{name}_to{LATE}", name, "--all_checkpoints", *paper)
-    return early + legs + late + attacks
+    # seed by seed after the early point: a seed's long legs, then everything at 10,000 for it, so that each seed's
+    # whole trend is complete before the next one's starts (stable: the order within a seed stays as listed)
+    seed_of = lambda job: int(job[0].split("_s")[1].split("_")[0])  # noqa: E731
+    return early + sorted(legs + late, key=seed_of) + attacks
 
 
 def collect(runs, out):
