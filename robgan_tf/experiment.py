@@ -437,11 +437,13 @@ class ExperimentConfig:
         return precision_lib.resolve(self.precision)[0]
 
     def finetune_config(self):
-        # finetune_steps 0 skips fine-tuning; the config then describes the run that is not made.
+        """The FinetuneConfig of eq. 10; None when --finetune_steps=0 (no fine-tuning)."""
+        if not self.finetune_steps:
+            return None
         attack = self._built(lambda: AttackConfig(eps=self.finetune_attack_eps, steps=self.attack_steps, loss="ce"),
                              self._FINETUNE_FLAG_OF, "attack.")
         return self._built(lambda: FinetuneConfig(
-            steps=max(self.finetune_steps, 1), lam=self.finetune_lambda, lr=self.finetune_lr, attack=attack,
+            steps=self.finetune_steps, lam=self.finetune_lambda, lr=self.finetune_lr, attack=attack,
             adam_epsilon=self.adam_epsilon, reset_adam=self.finetune_reset_adam,
             precision=self.policy, g_statistics=self.g_statistics, seed=self.seed + 1), self._FINETUNE_FLAG_OF)
 

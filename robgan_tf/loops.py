@@ -311,7 +311,7 @@ def train(run: Run, hooks=()):
         if run.generator is not None:
             tf.summary.image("samples", sample_grid(run.sampling_generator())[None],
                              step=step)
-        log_gap(model.classifier, run, cfg.attack_eps, step)
+        log_gap(model.classifier, run, run.train_config.attack.eps, step)
 
     hooks = [_RecordConfig(), Progress(cfg.log_every, learning_rates), Every(cfg.sample_every, monitor, at_end=True)]
     if cfg.quality_every:
@@ -335,9 +335,9 @@ def finetune(run: Run, hooks=()):
     """Fine-tunes the classifier view (eq. 10), resuming from its latest checkpoint; `hooks` (robgan_tf.hooks) run
     besides the stage's own. Returns the FinetuneRun."""
     cfg = run.cfg
+    if not cfg.finetune_steps:
+        raise ConfigError("--finetune_steps=0: this run does not fine-tune; give a number of steps.")
     ft = FinetuneRun(run)
-    if cfg.finetune_steps == 0:
-        return ft
     if ft.superseded():  # trained further since: fine-tune the newer weights, keeping the old fine-tuning
         old_base, kept = ft.base_iteration(), ft.set_aside()
         _log(f"[finetune] the run has trained from iteration {old_base} to {int(run.step.numpy())} since the last "
