@@ -556,3 +556,73 @@ def read_saved(path):
                 raise ConfigError(f"{path}: setting {f.name!r} is {value!r} ({type(value).__name__}), not a "
                                   f"{want[-1].__name__}; correct it (see --help for --{f.name}).")
     return values
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Every flag of robgan-evaluate (name, type, default and help), as ExperimentConfig is training's. Values are
+    checked by the tool; the shared concepts keep training's names where they mean the same (--dataset,
+    --data_dir, --precision, --g_statistics)."""
+
+    model: str = _f("runs/robgan", "A run's --logdir, or an export: its directory (RUN/export), the classifier's "
+                                   "folder (RUN/export/classifier: the highest version) or one version folder. "
+                                   "Default: the demo pipeline's run.")
+    dataset: str = _f("", "Dataset; default: the one the model was trained on (its manifest/config).")
+    data_dir: str = _f("", "Where the dataset lives; default: the model's.")
+    stage: str = _f("final", "Which classifier of a run: final (the fine-tuned one when the run fine-tunes, as its "
+                             "--finetune_weights says; else the trained D's) or trained (the latest training "
+                             "checkpoint's D, before fine-tuning: what eq. 10 adds is final minus trained). An "
+                             "export holds one classifier: final only.", ("final", "trained"))
+    split: str = _f("test", "Split to evaluate: test or train, or a slice in tensorflow-datasets' notation "
+                            "(test[:1000], train[90%:]).")
+    eps: str = _f("", "Comma-separated eps: plain numbers are in the images' [-1, 1] units (0.0627); fractions are "
+                      "on the [0, 1] pixel scale papers use (8/255 = 0.0627 here). Both are printed. Default: the "
+                      "paper's grid for the dataset.")
+    protocol: str = _f("paper", "Comma-separated attack protocols (see robgan_tf.robustness): paper (the paper's "
+                                "PGD, comparable with Table 1), strong (PGD with restarts, margin and targeted "
+                                "losses), autoattack (AutoAttack's standard l_inf version: the number to quote; "
+                                "minutes to hours), both (= paper,strong); none: no robustness table (e.g. only "
+                                "--quality).")
+    attack_seed: int = _f(0, "Seed of AutoAttack's random starts and Square's random search.")
+    progress: bool = _f(True, "Print a progress line (examples left, elapsed, ETA) on stderr.")
+    num_examples: int = _f(0, "Examples to evaluate; 0: the whole split.")
+    batch_size: int = _f(200, "Evaluation batch size.")
+    precision: str = _f("float32", "What a run's networks compute in while evaluated: float32 (the model that is "
+                                   "served) or mixed_bfloat16 (e.g. to measure what bfloat16 changes in the attack)."
+                                   " Exports compute in float32.", ("float32", "mixed_bfloat16"))
+    json_out: str = _f("", "Write the results JSON here (default: print only).")
+    analysis: str = _f("none", "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, "
+                               "and the local Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out "
+                               "and, with --json_out, the numbers.", ("none", "gap"))
+    plot_out: str = _f("gap.png", "PNG path of the gap plot (--analysis=gap).")
+    quality: str = _f("none", "Also score the generator (of the run, or the export/generator beside an exported "
+                              "classifier): Inception Score, FID and KID against --fid_ref_split, with this backend,"
+                              " plus the per-class label accuracy of generated images. tf_inception_2015 gives "
+                              "numbers comparable with SN-GAN's (TF-Inception) published ones, not with the Rob-GAN "
+                              "paper's (torchvision Inception); reference (--reference_classifier, from "
+                              "robgan-train-reference) works offline and compares runs scored with the same file; "
+                              "classifier (the run's own) is a sanity check only; keras_inception_v3 is a proxy.",
+                              ("none", "classifier", "reference", "keras_inception_v3", "tf_inception_2015"))
+    reference_classifier: str = _f("", "The .keras file of --quality=reference (robgan-train-reference).")
+    inception_weights: str = _f("", "Local weights for the Inception backends (nothing is downloaded): "
+                                    "classify_image_graph_def.pb or inception-2015-12-05.tgz for "
+                                    "--quality=tf_inception_2015; inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+                                    " for --quality=keras_inception_v3.")
+    inception_sha256: str = _f("", "Expected sha256 of the weights file (--inception_weights or "
+                                   "--reference_classifier; checked when given; the sha256 actually read is always "
+                                   "recorded in the JSON).")
+    num_samples: int = _f(5000, "Generated images for --quality.")
+    g_statistics: str = _f("run", "How the generator's batch norm normalises its samples for --quality: batch (each "
+                                  "sample batch by its own statistics, the authors'), moving (inference mode), or "
+                                  "run: the run's --g_statistics. An export samples with moving statistics only.",
+                                  ("run", "batch", "moving"))
+    fid_ref_split: str = _f("train", "The real split FID and KID compare with.", ("train", "test"))
+    fid_stats: str = _f("", "Cache of the reference split's feature statistics for --quality (.npz, reused when its "
+                            "metadata match); default: RUN/eval/ or the export directory, "
+                            "fid_stats_<backend>_<dataset>_<split>.npz.")
+    all_checkpoints: bool = _f(False, "Score every training checkpoint a run holds (those kept by "
+                                      "--keep_checkpoint_every and the latest ones) with --quality (the generator) "
+                                      "and --protocol (the trained D's classifier, on --num_examples) and write the "
+                                      "curve: --json_out (default RUN/eval/checkpoint_curve.json) and a PNG beside "
+                                      "it, each metric against D updates and training seconds.")
+    save_examples: str = _f("", "Write an .npz with the clean images x, labels y and adversarial images.")

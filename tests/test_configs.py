@@ -179,3 +179,22 @@ def test_flag_counts_are_iterations_and_old_names_still_read():
     assert old.g_statistics == "moving" and old.finetune_config().g_statistics == "moving"
     assert ExperimentConfig().finetune_config().g_statistics == "batch"
     assert ExperimentConfig.from_dict(ExperimentConfig(g_statistics="batch").to_dict()).g_statistics == "batch"
+
+
+def test_evaluate_flags_come_from_their_dataclass_and_share_training_names_and_choices():
+    from robgan_tf.experiment import EvaluateConfig
+
+    fv = flags.FlagValues()
+    common.define_flags(EvaluateConfig, fv)
+    fields = {f.name: f for f in dataclasses.fields(EvaluateConfig)}
+    assert set(fields) <= set(fv) and fv["quality"].value == "none" and fv["protocol"].value == "paper"
+    fv(["prog", "--protocol=paper,autoattack", "--eps=8/255", "--precision=mixed_bfloat16", "--g_statistics=batch"])
+    assert fv.protocol == "paper,autoattack" and fv.precision == "mixed_bfloat16"
+    with pytest.raises(flags.IllegalFlagValueError):
+        fv(["prog", "--g_statistics=ghost"])
+    # a concept both tools have keeps training's name, and evaluation offers a subset of training's values
+    training = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    for name in ("dataset", "data_dir", "precision", "g_statistics"):
+        assert name in training
+        if fields[name].metadata.get("choices"):
+            assert set(fields[name].metadata["choices"]) - {"run"} <= set(training[name].metadata["choices"])

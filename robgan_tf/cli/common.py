@@ -22,8 +22,16 @@ _FIELDS = dataclasses.fields(ExperimentConfig)
 def define_experiment_flags(flag_values=FLAGS, names=None, defaults=None):
     """Every ExperimentConfig field as a flag; `names`: only these (a tool that needs some of them, e.g. the
     benchmark), `defaults`: other defaults for that tool, said in the help text."""
+    define_flags(ExperimentConfig, flag_values, names, defaults)
+    if names is None or "precision" in names:  # before 0.9: a boolean for float16
+        flags.DEFINE_bool("mixed_precision", None, "Deprecated: --precision=mixed_float16.", **dict(flag_values=flag_values))
+
+
+def define_flags(config_class, flag_values=FLAGS, names=None, defaults=None):
+    """Every field of a dataclass of flags (ExperimentConfig, EvaluateConfig) as an absl flag: its name, type,
+    default, help and choices (an enum)."""
     defaults = defaults or {}
-    for f in _FIELDS:
+    for f in dataclasses.fields(config_class):
         if names is not None and f.name not in names:
             continue
         help_text = f.metadata.get("help", f.name)
@@ -42,8 +50,6 @@ def define_experiment_flags(flag_values=FLAGS, names=None, defaults=None):
             flags.DEFINE_enum(f.name, default, list(choices), help_text, **kw)
         else:
             flags.DEFINE_string(f.name, default, help_text, **kw)
-    if names is None or "precision" in names:  # before 0.9: a boolean for float16
-        flags.DEFINE_bool("mixed_precision", None, "Deprecated: --precision=mixed_float16.", **dict(flag_values=flag_values))
 
 
 def define_shape_flags():

@@ -17,70 +17,10 @@ from robgan_tf import models
 from robgan_tf import gap as gap_lib
 from robgan_tf import robustness
 from robgan_tf import run as run_lib
-from robgan_tf.experiment import eps_label, parse_eps_grid
+from robgan_tf.experiment import EvaluateConfig, eps_label, parse_eps_grid
 from robgan_tf.layout import RunDir
 
-flags.DEFINE_string("model", "runs/robgan", "A run's --logdir, or an export: its directory (RUN/export), the classifier's "
-                    "folder (RUN/export/classifier: the highest version) or one version folder. Default: the demo pipeline's run.")
-flags.DEFINE_string("dataset", "", "Dataset; default: the one the model was trained on (its manifest/config).")
-flags.DEFINE_string("data_dir", "", "Where the dataset lives; default: the model's.")
-flags.DEFINE_enum("stage", "final", ["final", "trained"],
-                  "Which classifier of a run: final (the fine-tuned one when the run fine-tunes, as its "
-                  "--finetune_weights says; else the trained D's) or trained (the latest training checkpoint's D, "
-                  "before fine-tuning: what eq. 10 adds is final minus trained). An export holds one classifier: "
-                  "final only.")
-flags.DEFINE_string("split", "test", "Split to evaluate: test or train, or a slice in tensorflow-datasets' notation "
-                    "(test[:1000], train[90%:]).")
-flags.DEFINE_string("eps", "", "Comma-separated eps: plain numbers are in the images' [-1, 1] units (0.0627); "
-                    "fractions are on the [0, 1] pixel scale papers use (8/255 = 0.0627 here). Both are printed. "
-                    "Default: the paper's grid for the dataset.")
-flags.DEFINE_list("protocol", ["paper"],
-                  "Comma-separated attack protocols (see robgan_tf.robustness): paper (the paper's PGD, comparable "
-                  "with Table 1), strong (PGD with restarts, margin and targeted losses), autoattack (AutoAttack's "
-                  "standard l_inf version: the number to quote; minutes to hours), both (= paper,strong); none: no "
-                  "robustness table (e.g. only --quality).")
-flags.DEFINE_integer("attack_seed", 0, "Seed of AutoAttack's random starts and Square's random search.")
-flags.DEFINE_bool("progress", True, "Print a progress line (examples left, elapsed, ETA) on stderr.")
-flags.DEFINE_integer("num_examples", 0, "Examples to evaluate; 0: the whole split.")
-flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
-                  "What a run's networks compute in while evaluated: float32 (the model that is served) or "
-                  "mixed_bfloat16 (e.g. to measure what bfloat16 changes in the attack). Exports compute in float32.")
-flags.DEFINE_string("json_out", "", "Write the results JSON here (default: print only).")
-flags.DEFINE_enum("analysis", "none", ["none", "gap"],
-                  "gap: the paper's Fig. 2 analysis -- accuracy under PGD on train vs test over --eps, and the local "
-                  "Lipschitz value ||d loss/d x||_2 on both splits; writes --plot_out and, with --json_out, the numbers.")
-flags.DEFINE_string("plot_out", "gap.png", "PNG path of the gap plot (--analysis=gap).")
-flags.DEFINE_enum("quality", "none", ["none", "classifier", "reference", "keras_inception_v3", "tf_inception_2015"],
-                  "Also score the generator (of the run, or the export/generator beside an exported classifier): "
-                  "Inception Score, FID and KID against "
-                  "--fid_ref_split, with this backend, plus the per-class label accuracy of generated images. "
-                  "tf_inception_2015 gives numbers comparable with SN-GAN's (TF-Inception) published ones, not with "
-                  "the Rob-GAN paper's (torchvision Inception); reference (--reference_classifier, from "
-                  "robgan-train-reference) works offline and compares runs scored with the same file; classifier "
-                  "(the run's own) is a sanity check only; keras_inception_v3 is a proxy.")
-flags.DEFINE_string("reference_classifier", "", "The .keras file of --quality=reference (robgan-train-reference).")
-flags.DEFINE_string("inception_weights", "", "Local weights for the Inception backends (nothing is downloaded): "
-                    "classify_image_graph_def.pb or inception-2015-12-05.tgz for --quality=tf_inception_2015; "
-                    "inception_v3_weights_tf_dim_ordering_tf_kernels.h5 for --quality=keras_inception_v3.")
-flags.DEFINE_string("inception_sha256", "", "Expected sha256 of the weights file (--inception_weights or "
-                    "--reference_classifier; checked when given; the "
-                    "sha256 actually read is always recorded in the JSON).")
-flags.DEFINE_integer("num_samples", 5000, "Generated images for --quality.")
-flags.DEFINE_enum("g_statistics", "run", ["run", "batch", "moving"],
-                  "How the generator's batch norm normalises its samples for --quality: batch (each sample batch by "
-                  "its own statistics, the authors'), moving (inference mode), or run: the run's --g_statistics. An "
-                  "export samples with moving statistics only.")
-flags.DEFINE_enum("fid_ref_split", "train", ["train", "test"], "The real split FID and KID compare with.")
-flags.DEFINE_string("fid_stats", "", "Cache of the reference split's feature statistics for --quality (.npz, "
-                    "reused when its metadata match); default: RUN/eval/ or the export directory, "
-                    "fid_stats_<backend>_<dataset>_<split>.npz.")
-flags.DEFINE_bool("all_checkpoints", False,
-                  "Score every training checkpoint a run holds (those kept by --keep_checkpoint_every and the latest "
-                  "ones) with --quality (the generator) and --protocol (the trained D's classifier, on --num_examples) "
-                  "and write the curve: --json_out (default RUN/eval/checkpoint_curve.json) and a PNG beside it, each "
-                  "metric against D updates and training seconds.")
-flags.DEFINE_string("save_examples", "", "Write an .npz with the clean images x, labels y and adversarial images.")
+common.define_flags(EvaluateConfig)
 FLAGS = flags.FLAGS
 
 
@@ -272,7 +212,7 @@ def _evaluate(protocols):
 
 def main(argv):
     common.start_model_script(argv, FLAGS.model)
-    protocols = _protocols(FLAGS.protocol)
+    protocols = _protocols([p.strip() for p in FLAGS.protocol.split(",") if p.strip()])
     _check_flags(protocols)
     if FLAGS.all_checkpoints:
         return common.guarded(lambda: _all_checkpoints(protocols))
