@@ -102,8 +102,9 @@ def copy_trained(runs, source, target, finetune_lambda=0.0):
     os.rename(tmp, f"{runs}/{target}")
 
 
-def arguments(doc):
-    """The drivers' common command line: --code, --runs, --data, --reference, --slots, --dry_run."""
+def arguments(doc, collect_help=None):
+    """The drivers' common command line: --code, --runs, --data, --reference, --slots, --dry_run, and with
+    `collect_help` --collect (copy the finished jobs' small files into a folder instead of running)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--code", required=True, help="The archived code (git archive of a commit).")
     parser.add_argument("--runs", required=True, help="Where the runs and results go.")
@@ -112,7 +113,16 @@ def arguments(doc):
                         "RUNS/reference/cifar10_tiny.keras, trained first if missing.")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--dry_run", action="store_true")
+    if collect_help:
+        parser.add_argument("--collect", default="", help=collect_help)
     return parser
+
+
+def write_done_list(runs, out):
+    """OUT/done.txt: every finished job with the time it finished."""
+    with open(f"{out}/done.txt", "w") as f:
+        for name in sorted(os.listdir(f"{runs}/done")):
+            f.write(f"{name} {open(f'{runs}/done/{name}').read().strip()}\n")
 
 
 def main():

@@ -92,16 +92,12 @@ def collect(runs, out):
             if os.path.isfile(f"{runs}/{run}/{rel}"):
                 shutil.copy(f"{runs}/{run}/{rel}", f"{out}/{rel.replace('/', '_').replace('eval_', '')}_{run}"
                             .replace(".json_", "_").replace(".jsonl_", "_") + os.path.splitext(rel)[1])
-    with open(f"{out}/done.txt", "w") as f:
-        for name in sorted(os.listdir(f"{runs}/done")):
-            f.write(f"{name} {open(f'{runs}/done/{name}').read().strip()}\n")
+    first.write_done_list(runs, out)
 
 
 def main():
-    parser = first.arguments(__doc__)
-    parser.add_argument("--collect", default="", help="Instead of running: copy what the finished jobs wrote (results, "
-                        "each run's config, quality curve and clock, the jobs' done times) into this folder.")
-    args = parser.parse_args()
+    args = first.arguments(__doc__, "Instead of running: copy what the finished jobs wrote (results, each run's config, "
+                           "quality curve and clock, the jobs' done times) into this folder.").parse_args()
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
     if args.collect:
         return collect(runs, args.collect)

@@ -77,16 +77,11 @@ def collect(runs, out):
         if run.startswith("cifar_") and os.path.isdir(f"{runs}/{run}/train"):
             with open(f"{out}/{run}_scalars.json", "w") as f:
                 json.dump({"done": os.path.exists(f"{runs}/done/{run}"), "scalars": losses_of(f"{runs}/{run}")}, f)
-    with open(f"{out}/done.txt", "w") as f:
-        for name in sorted(os.listdir(f"{runs}/done")):
-            f.write(f"{name} {open(f'{runs}/done/{name}').read().strip()}\n")
+    first.write_done_list(runs, out)
 
 
 def main():
-    parser = first.arguments(__doc__)
-    parser.add_argument("--collect", default="", help="Instead of running: copy what the finished jobs wrote into "
-                        "this folder.")
-    args = parser.parse_args()
+    args = first.arguments(__doc__, "Instead of running: copy what the finished jobs wrote into this folder.").parse_args()
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
     if args.collect:
         return collect(runs, args.collect)
