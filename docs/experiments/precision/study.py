@@ -29,7 +29,7 @@ DIGITS_SEEDS = (0, 1, 2)
 CIFAR_SEEDS = (0, 1)
 CIFAR = ["--dataset=cifar10", "--arch=authors", "--resolution=32", "--batch_size=64", "--n_dis=1",
          "--attack_steps=5", "--train_iterations=300", "--finetune_steps=0", "--log_every=10",
-         "--checkpoint_every=50", "--sample_every=0"]
+         "--checkpoint_every=50", "--sample_every=300"]
 
 
 def jobs(runs, data):
