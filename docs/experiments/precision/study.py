@@ -21,6 +21,8 @@ import os
 import shutil
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cifar10_claims"))
 import study as first  # noqa: E402  the scheduler
 
@@ -59,9 +61,11 @@ def losses_of(logdir):
     for path in sorted(glob.glob(os.path.join(logdir, "train", "events.out.tfevents.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for v in event.summary.value:
-                if v.HasField("tensor") or v.HasField("simple_value"):
-                    value = v.simple_value if v.HasField("simple_value") else float(tf.make_ndarray(v.tensor))
-                    out.setdefault(v.tag, {})[int(event.step)] = value  # a resumed run's repeat overwrites
+                value = v.simple_value if v.HasField("simple_value") else (
+                    tf.make_ndarray(v.tensor) if v.HasField("tensor") else None)
+                if value is not None and np.asarray(value).dtype.kind == "f" and np.size(value) == 1:
+                    # scalars only (not the settings' text table); a resumed run's repeat overwrites
+                    out.setdefault(v.tag, {})[int(event.step)] = float(value)
     return {tag: sorted(points.items()) for tag, points in out.items()}
 
 
