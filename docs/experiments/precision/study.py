@@ -9,8 +9,9 @@ Three measurements, each float32 against mixed_bfloat16:
    robust accuracy at each eps of the final table, and the independent judge's score of the generator;
 2. PGD on one fixed classifier (seed 0's float32 run, fine-tuned), the paper protocol on the whole digits test split,
    with the classifier computing in float32 and in bfloat16 (`robgan-evaluate --precision`);
-3. the authors' networks on the real CIFAR-10 at 32 px (the `authors` preset, batch 64, n_dis 1, 5 attack steps: the
-   setting of robgan-benchmark's reference iteration), 300 iterations, seeds 0 and 1: the logged losses.
+3. the authors' networks on the real CIFAR-10 at 32 px: their train.py recipe (configs/cifar10_robgan_trainpy.cfg:
+   the `authors` preset, batch 64, lr 2e-4, 5 attack steps) with n_dis 1 as in robgan-benchmark's reference
+   iteration, 300 iterations, seeds 0 and 1: the logged losses.
 
 Jobs run with the first CIFAR study's resumable scheduler (../cifar10_claims/study.py): subprocesses of the archived
 code, one TF thread each; a restarted study skips finished jobs and resumes training from its checkpoints.
@@ -29,12 +30,13 @@ import study as first  # noqa: E402  the scheduler
 PRECISIONS = ("float32", "mixed_bfloat16")
 DIGITS_SEEDS = (0, 1, 2)
 CIFAR_SEEDS = (0, 1)
-CIFAR = ["--dataset=cifar10", "--arch=authors", "--resolution=32", "--batch_size=64", "--n_dis=1",
-         "--attack_steps=5", "--train_iterations=300", "--finetune_steps=0", "--log_every=10",
-         "--checkpoint_every=50", "--sample_every=300"]
+# The authors' train.py recipe (configs/cifar10_robgan_trainpy.cfg) with n_dis 1, as robgan-benchmark's reference
+# iteration, and 300 iterations.
+CIFAR = ["--n_dis=1", "--train_iterations=300", "--finetune_steps=0", "--log_every=10", "--checkpoint_every=50",
+         "--sample_every=300", "--keep_checkpoint_every=0"]
 
 
-def jobs(runs, data):
+def jobs(runs, data, code):
     """[(name, dependencies, command)]: the digits pipelines, the fixed-classifier PGD, then CIFAR-10."""
     todo = []
     for seed in DIGITS_SEEDS:
@@ -47,7 +49,8 @@ def jobs(runs, data):
             f"--precision={p}", f"--json_out={runs}/results/pgd_{p}.json"]))
     for seed in CIFAR_SEEDS:
         for p in PRECISIONS:
-            todo.append((f"cifar_{p}_s{seed}", (), ["robgan_tf.cli.train", f"--data_dir={data}", *CIFAR,
+            todo.append((f"cifar_{p}_s{seed}", (), ["robgan_tf.cli.train", f"--flagfile={code}/configs/"
+                                                    "cifar10_robgan_trainpy.cfg", f"--data_dir={data}", *CIFAR,
                                                     f"--seed={seed}", f"--precision={p}",
                                                     f"--logdir={runs}/cifar_{p}_s{seed}"]))
     return todo
@@ -89,7 +92,8 @@ def main():
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
     if args.collect:
         return collect(runs, args.collect)
-    first.schedule(jobs(runs, data), runs, os.path.abspath(args.code), args.slots, args.dry_run)
+    code = os.path.abspath(args.code)
+    first.schedule(jobs(runs, data, code), runs, code, args.slots, args.dry_run)
 
 
 if __name__ == "__main__":
