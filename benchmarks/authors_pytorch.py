@@ -139,6 +139,12 @@ def main():
     print(f"authors' train.py iteration: median {report['authors_pytorch_median_s']:.3f} s; robgan_tf "
           f"({report['robgan_tf_policy']}): {report['robgan_tf_median_s']:.3f} s; ratio "
           f"{report['ratio_ours_over_theirs']:.2f}x")
+    # the target: at most half the authors' time where bfloat16 is native (run with --precision=auto there)
+    native = report["robgan_tf_policy"] == "mixed_bfloat16"
+    report["target"] = {"ratio_at_most": 0.5 if native else None,
+                        "met": report["ratio_ours_over_theirs"] <= 0.5 if native else None}
+    print("target <= 0.5x with native bfloat16: " + (("met" if report["target"]["met"] else "NOT met") if native
+                                                      else "not applicable (robgan_tf ran in float32)"))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(report, f, indent=1)
