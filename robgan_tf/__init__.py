@@ -21,7 +21,8 @@ Modules, each with one job:
   gap         the generalization-gap analysis (Fig. 2 / 6): train vs test robustness, local Lipschitz values
   quality     Inception Score / FID maths and labelled backends
   inception2015  the 2015-12-05 TF Inception graph (local file), upgraded to run in TF 2
-  experiment  ExperimentConfig: every flag of the launch scripts
+  experiment  ExperimentConfig: every flag of the launch scripts; resolve_run makes a run's RunSpec from them
+  spec        RunSpec: a run's settings resolved and checked once, what everything below the CLI reads
   runtime     logical devices, determinism, precision, the strategy, the chief, the processor
   run         opening a run (created and locked, or read-only): data, networks, optimizers, checkpoints
   loops       the training and fine-tuning loops: one skeleton
@@ -56,7 +57,7 @@ _EXPORTS = {
     "Generator": "models", "Discriminator": "models", "Classifier": "models",
     "RobGAN": "training", "FineTuner": "training", "make_optimizers": "training",
     "TrainConfig": "config", "AttackConfig": "config", "FinetuneConfig": "config", "LossConfig": "losses",
-    "ExperimentConfig": "experiment",
+    "ExperimentConfig": "experiment", "resolve_run": "experiment", "RunSpec": "spec",
     "pgd": "attacks", "apgd": "autoattack", "fab_targeted": "autoattack",
     "robustness_table": "robustness",
     "load_generator": "loading", "load_classifier": "loading",

@@ -1,8 +1,8 @@
 """Experiment configuration: every knob of a run in one dataclass, shared by all launch scripts.
 
-`ExperimentConfig` is the single source of truth: the absl flags of `launch/` are generated from its
-fields (name, type, default and help), and the library objects (TrainConfig, FinetuneConfig, the
-models, the data) are derived from it.
+`ExperimentConfig` is the single source of truth of the flags: the absl flags of `launch/` are generated from
+its fields (name, type, default and help). It stays at the command line: `resolve_run` merges it with the run's
+config.json, checks it once and resolves every sentinel into the frozen `spec.RunSpec` that the library reads.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from robgan_tf.config import G_STATISTICS, METHODS, AttackConfig, FinetuneConfig
 from robgan_tf.layout import RunDir
 from robgan_tf.losses import GAN_LOSSES, VARIANTS, WEIGHTINGS, LossConfig
 from robgan_tf.precision import PRECISIONS
-from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, Discriminator, Generator, get_spec
+from robgan_tf.models import D_ONLY_PRESETS, HEADS, PRESETS, get_spec
+from robgan_tf.spec import ConfigError, Networks, RunSpec
 from robgan_tf.transforms import AUGMENTATIONS
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -41,10 +42,6 @@ def auto_augment(dataset):
 NATIVE_RESOLUTION = {"digits": 16, "cifar10": 32}
 PAPER_EPS = {"cifar10": (0.0, 0.02, 0.04, 0.08), "imagenet143": (0.0, 0.01, 0.02, 0.03)}
 DEFAULT_EPS = (0.0, 0.02, 0.04, 0.08)
-
-
-class ConfigError(ValueError):
-    """A flag value or combination that cannot work; the message names the flag and the fix."""
 
 
 def parse_eps(token, flag="eps"):
@@ -225,14 +222,43 @@ class ExperimentConfig:
         return self.val_examples
 
     def validate(self):
-        """Checks every value and combination; raises ValueError naming the flag and the fix."""
+        """Checks every value and combination; raises ConfigError naming the flag and the fix."""
+        self._checked()
+        return self
+
+    def _checked(self):
+        """The one validation pass; returns the library configs it built (TrainConfig, FinetuneConfig or None)."""
         self._check_values()
         self._check_networks()
         self._check_counts()
         self._check_splits_and_scores()
-        self.train_config()  # the dataclasses' own rules, their errors naming these flags
-        self.finetune_config()
-        return self
+        return self.train_config(), self.finetune_config()  # the dataclasses' own rules, naming these flags
+
+    def resolve(self):
+        """The RunSpec these flags ask for: validated, checked against the run saved in --logdir (if any), every
+        sentinel resolved."""
+        return self._resolve(saved_settings(self.logdir))
+
+    def _resolve(self, saved):
+        """resolve() with the run's saved settings already read (None: a new run)."""
+        train, finetune = self._checked()
+        changes = self.check_compatible(saved)
+        return RunSpec(
+            logdir=self.logdir, dataset=self.dataset, data_dir=self.data_dir or None, download=self.download,
+            resolution=self.resolution or None, image_resolution=self.image_resolution,
+            load_resolution=self.load_resolution, augmentation=self.augmentation, dequantize=self.dequantize,
+            val_examples=self.val_examples, validation_fraction=self.validation_fraction,
+            networks=self.networks(), train=train, finetune=finetune, finetune_batch=self.finetune_batch,
+            finetune_weights=self.finetune_weights, g_statistics=self.g_statistics, batch_size=self.batch_size,
+            seed=self.seed, checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
+            keep_checkpoint_every=self.keep_checkpoint_every, log_every=self.log_every,
+            sample_every=self.sample_every, monitor_examples=self.monitor_examples, profile=self.profile_range(),
+            quality_every=self.quality_every, quality_backend=self.quality_backend,
+            quality_weights=self.quality_weights or None, quality_samples=self.quality_samples,
+            eval_eps=self.eps_grid(), eval_examples=self.eval_examples or None, strategy=self.strategy,
+            cpu_replicas=self.cpu_replicas, precision=self.precision, policy=self.policy,
+            deterministic=self.deterministic, jit_compile=self.jit_compile, resume_from=self.resume_from or None,
+            settings=self.to_dict(), changes=changes)
 
     def _check_values(self):
         """Finite numbers, a logdir, enum choices, a known dataset and resolution."""
@@ -305,16 +331,13 @@ class ExperimentConfig:
                               f"(got {self.quality_weights!r}); train one with robgan-train-reference, or use "
                               "--quality_backend=classifier.")
 
-    def build_models(self, num_classes, resolution, channels):
-        """(generator or None in advtrain, discriminator) as these flags ask; call inside the strategy scope."""
+    def networks(self):
+        """The networks these flags ask for (spec.Networks: `.build(num_classes, resolution, channels)`)."""
         tri = {"preset": None, "on": True, "off": False}
-        d = Discriminator(num_classes, resolution, self.discriminator_preset, channels=channels, head=self.d_head,
-                          spectral_norm=tri[self.d_spectral_norm],
-                          norm={"preset": "preset", "batch": "batch", "none": None}[self.d_norm],
-                          use_bias=tri[self.d_bias])
-        g = (Generator(num_classes, resolution, self.arch, channels=channels, z_dim=self.z_dim)
-             if self.method != "advtrain" else None)
-        return g, d
+        return Networks(arch=self.arch, d_preset=self.discriminator_preset, d_head=self.d_head,
+                        d_spectral_norm=tri[self.d_spectral_norm],
+                        d_norm={"preset": "preset", "batch": "batch", "none": None}[self.d_norm],
+                        d_bias=tri[self.d_bias], z_dim=self.z_dim, with_generator=self.method != "advtrain")
 
     def profile_range(self):
         """(first, last) iteration to profile, or None."""
@@ -486,42 +509,23 @@ class ExperimentConfig:
         return cls(**{k: v for k, v in cls.upgrade(d).items() if k in known})
 
     @classmethod
-    def for_logdir(cls, logdir, overrides=None):
-        """The settings a command runs with: the run's config.json when `logdir` holds one (else the
-        defaults), with `overrides` (the flags given) on top, NOT_STICKY fields excepted; validated, and
-        checked compatible with the saved run."""
-        values = {f.name: f.default for f in dataclasses.fields(cls)}
-        saved = RunDir(logdir).config
-        if os.path.exists(saved):
-            base = cls.upgrade(read_saved(saved))
-            values.update({k: v for k, v in base.items() if k in values and k not in cls.NOT_STICKY})
-        values.update(overrides or {})
-        values["logdir"] = logdir
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; see --help for the flags.")
-        cfg = cls(**values)
-        cfg.validate()
-        cfg.check_compatible(saved)
-        return cfg
-
-    @classmethod
     def of_run(cls, logdir):
-        """The settings of the run in `logdir` (its config.json), with logdir where the run is now."""
+        """The flags of the run in `logdir` (its config.json), with logdir where the run is now."""
         return cls.from_dict({**read_saved(RunDir(logdir).config), "logdir": logdir})
 
-    def check_compatible(self, path):
-        """Compares with the run saved at `path` (config.json): raises on a changed identity setting, and returns
-        {flag: [old, new]} for the other settings that changed (allowed; the caller records them)."""
-        if not os.path.exists(path):
-            if RunDir(os.path.dirname(path)).has_checkpoints():
+    def check_compatible(self, saved):
+        """Compares with the run's saved settings (`saved`: its config.json as read_saved reads it, None when the
+        folder holds no config.json): raises on a changed identity setting, and returns {flag: [old, new]} for
+        the other settings that changed (allowed; Run records them in history.jsonl)."""
+        if saved is None:
+            if RunDir(self.logdir).has_checkpoints():
                 raise ConfigError(
-                    f"{os.path.dirname(path)} holds checkpoints but no config.json, so the settings they were "
+                    f"{self.logdir} holds checkpoints but no config.json, so the settings they were "
                     "trained with are unknown (resuming under other settings would mix two experiments). Restore "
                     "config.json from a copy (an export's manifest.json has them under training_flags), or use a "
                     "new --logdir.")
             return {}
-        old = self.upgrade(read_saved(path))
+        old = self.upgrade(saved)
         diffs = [f"--{k}: run has {old.get(k)!r}, now {getattr(self, k)!r}"
                  for k in self.IDENTITY if k in old and old[k] != getattr(self, k)]
         # float16's loss-scaled optimizers checkpoint differently; float32 and bfloat16 runs resume in either
@@ -529,15 +533,43 @@ class ExperimentConfig:
             diffs.append(f"--precision: run has {old.get('precision')!r}, now {self.precision!r} (a mixed_float16 "
                          "run's optimizers are loss-scaled: it resumes in mixed_float16 only)")
         if diffs:
-            raise ConfigError(f"--logdir {os.path.dirname(path)} holds a run with other settings ("
+            raise ConfigError(f"--logdir {self.logdir} holds a run with other settings ("
                              + "; ".join(diffs) + "). Use a new --logdir, or the run's own settings. (Learning "
                              "rates, schedules, lengths and logging may change on resume; these may not.)")
         return {k: [old[k], v] for k, v in self.to_dict().items() if k in old and old[k] != v and k != "logdir"}
 
-    def save(self, path):
-        from robgan_tf.storage import atomic_write_json
 
-        atomic_write_json(path, self.to_dict())
+
+def saved_settings(logdir):
+    """The run's config.json in `logdir` as read_saved reads it; None when there is none (a new run)."""
+    path = RunDir(logdir).config
+    return read_saved(path) if os.path.exists(path) else None
+
+
+def resolve_run(logdir, overrides=None):
+    """The RunSpec a command runs with: the run's config.json when `logdir` holds one (else the defaults), with
+    `overrides` (the flags given) on top, NOT_STICKY fields excepted; read once, checked once."""
+    fields = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    saved = saved_settings(logdir)
+    values = dict(fields)
+    if saved is not None:
+        values.update({k: v for k, v in ExperimentConfig.upgrade(saved).items()
+                       if k in fields and k not in ExperimentConfig.NOT_STICKY})
+    values.update(overrides or {})
+    values["logdir"] = logdir
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; see --help for the flags.")
+    return ExperimentConfig(**values)._resolve(saved)
+
+
+def spec_of_run(logdir):
+    """The RunSpec of the run saved in `logdir`, as saved (what evaluate, export and the loaders read)."""
+    saved = saved_settings(logdir)
+    if saved is None:
+        raise FileNotFoundError(f"no run at {logdir} (no config.json): train one there first "
+                                f"(launch/train.py --logdir={logdir}).")
+    return ExperimentConfig.from_dict({**saved, "logdir": logdir})._resolve(saved)
 
 
 def read_saved(path):

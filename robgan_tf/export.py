@@ -309,11 +309,11 @@ def model_card(run, provenance, version, robustness=None, limits=ServingLimits()
         "resolution": info.image_shape[0], "channels": info.image_shape[-1],
         "image_range": [-1.0, 1.0],
         "eps_units": "eps is in the images' [-1, 1] units: 8/255 on the [0, 1] scale is 16/255 = 0.0627 here",
-        "z_dim": run.generator.z_dim if run.generator is not None else None, "ema": bool(cfg.ema_decay),
+        "z_dim": run.generator.z_dim if run.generator is not None else None, "ema": cfg.ema,
         "method": cfg.method, "weights": provenance,
         "robustness": robustness,
         "serving_limits": dataclasses.asdict(limits),
-        "training_flags": cfg.to_dict(),
+        "training_flags": dict(cfg.settings),
         "signatures": {
             "classifier": {
                 "serving_default": "images float32 [N, H, W, C] in [-1, 1]",

@@ -211,14 +211,13 @@ class ImportedRun:
 
 
 class _ImportedSettings:
+    """The few RunSpec fields an export's model card reads."""
+
     method = "robgan (imported)"
-    ema_decay = 0.0
+    ema = False
 
     def __init__(self, logdir, source):
-        self.logdir, self.source = logdir, source
-
-    def to_dict(self):
-        return {"imported_from": self.source}
+        self.logdir, self.settings = logdir, {"imported_from": source}
 
 
 def import_for_export(discriminator_path, generator_path, network, resolution, dataset, class_names, out):

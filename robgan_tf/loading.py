@@ -192,9 +192,9 @@ def open_run(path, precision="float32"):
     config.json; the networks compute in `precision` (float32: the model measured is the one served)."""
     from robgan_tf import run as run_lib
     from robgan_tf import runtime
-    from robgan_tf.experiment import ExperimentConfig
+    from robgan_tf.experiment import spec_of_run
 
-    cfg = ExperimentConfig.of_run(path)
+    cfg = spec_of_run(path)
     runtime.setup_runtime(cfg, precision=precision)
     return run_lib.RunWeights(cfg)
 

@@ -13,13 +13,13 @@ import tensorflow as tf
 from robgan_tf import precision as precision_lib
 from robgan_tf import data as data_lib
 from robgan_tf import models, quality, storage
-from robgan_tf.experiment import ConfigError
 from robgan_tf.gap import gap_analysis
 from robgan_tf.hooks import Every, Hook, KeepEvery, Profile, Progress
 from robgan_tf.hooks import log as _log
 from robgan_tf.layout import RunDir
 from robgan_tf.robustness import accuracy_under_attack
 from robgan_tf.run import FinetuneRun, Run, named_checkpoint
+from robgan_tf.spec import ConfigError
 from robgan_tf.runtime import distributed_iterator, is_chief
 from robgan_tf.samples import sample_grid
 from robgan_tf.training import current_lr, make_distributed_step
@@ -90,7 +90,7 @@ def _weights_finite(variables):
 
 def _record_config(cfg, writer):
     with writer.as_default():
-        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.to_dict().items()))
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg.settings.items()))
         tf.summary.text("config", "| flag | value |\n|---|---|\n" + rows, step=0)
 
 
@@ -231,7 +231,7 @@ def quality_scorer(run):
     KID and mean label accuracy under the chosen backend, logged as quality/... and appended to
     LOGDIR/eval/quality_curve.jsonl."""
     cfg = run.cfg
-    backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights or None)
+    backend = quality.make_backend(cfg.quality_backend, run.model.classifier, cfg.quality_weights)
     layout = RunDir(cfg.logdir)
     curve = layout.quality_curve
     cache = quality.stats_cache_path(layout.eval, backend.name, cfg.dataset, "train")
@@ -318,9 +318,9 @@ def train(run: Run, hooks=()):
         hooks.append(Every(cfg.quality_every, quality_scorer(run), with_seconds=True))
     if run.kept_manager:
         hooks.append(KeepEvery(cfg.keep_checkpoint_every, run.kept_manager))
-    if cfg.profile_range():
-        hooks.append(Profile(*cfg.profile_range()))
-    lower = f"lower learning rates (e.g. --lr_d={cfg.lr_d / 2:g} --lr_g={cfg.lr_g / 2:g})"
+    if cfg.profile:
+        hooks.append(Profile(*cfg.profile))
+    lower = f"lower learning rates (e.g. --lr_d={cfg.train.lr_d / 2:g} --lr_g={cfg.train.lr_g / 2:g})"
     loop = Loop(
         run, name="train", unit="iteration", total=cfg.iterations, step_var=run.step, manager=run.manager,
         model=model, dataset=lambda start: data_lib.train_dataset(
@@ -365,7 +365,7 @@ def finetune(run: Run, hooks=()):
          manager=ft.manager, model=ft.tuner, dataset=lambda start: data_lib.train_dataset(
              run.train_source, cfg.finetune_batch, seed=cfg.seed + 17, start_step=start, augment=cfg.augmentation),
          watched=run.discriminator.weights,
-         advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune_lr / 2:g})",
+         advice=lambda: _advice(ft.manager, cfg.logdir, f"a lower --finetune_lr (e.g. {cfg.finetune.lr / 2:g})",
                                 "finetune"),
          hooks=[Progress(cfg.log_every, lambda: {"lr": current_lr(ft.tuner.optimizer)}),
                 Every(cfg.log_every * 4, monitor, at_end=True), *hooks]).run_steps()

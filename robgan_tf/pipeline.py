@@ -10,11 +10,11 @@ import tensorflow as tf
 
 from robgan_tf import precision as precision_lib
 from robgan_tf import export, quality, robustness, storage
-from robgan_tf.experiment import ExperimentConfig
 from robgan_tf.layout import RunDir
 from robgan_tf.loops import finetune, train
 from robgan_tf.run import Run, load_final_classifier, weights_provenance
 from robgan_tf.runtime import is_chief
+from robgan_tf.spec import RunSpec
 from robgan_tf.samples import sample_grid, write_png
 
 
@@ -22,10 +22,10 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def hparams_of(cfg: ExperimentConfig):
+def hparams_of(cfg: RunSpec):
     """The run's settings as TensorBoard HParams values (bool / number / string; anything else as JSON)."""
     out = {}
-    for key, value in cfg.to_dict().items():
+    for key, value in cfg.settings.items():
         out[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
     return out
 
@@ -52,8 +52,8 @@ def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_ou
     float32 copy of the classifier (the model that is served), whatever precision trained it."""
     cfg = run.cfg
     result = robustness.robustness_table(
-        precision_lib.float32_copy(classifier), run.test_source, eps_grid=cfg.eps_grid(), protocols=protocols,
-        num_examples=cfg.eval_examples or None, model_name=os.path.abspath(cfg.logdir))
+        precision_lib.float32_copy(classifier), run.test_source, eps_grid=cfg.eval_eps, protocols=protocols,
+        num_examples=cfg.eval_examples, model_name=os.path.abspath(cfg.logdir))
     result["weights"] = provenance
     result["precision"] = {"evaluated": "float32", "trained": cfg.policy}
     out = json_out or RunDir(cfg.logdir).robustness
@@ -63,7 +63,7 @@ def evaluate_run(run: Run, classifier, provenance, protocols=("paper",), json_ou
     return result
 
 
-def pipeline(cfg: ExperimentConfig):
+def pipeline(cfg: RunSpec):
     """train -> fine-tune -> evaluate -> export into cfg.logdir; prints where everything went."""
     run = Run(cfg)
     t0 = time.time()
@@ -118,14 +118,15 @@ def pipeline(cfg: ExperimentConfig):
 
 
 def run_pipeline(logdir="runs/robgan", **settings):
-    """The whole pipeline from Python, with the command line's defaults: any ExperimentConfig field (every flag
-    of robgan-pipeline) as a keyword, e.g. run_pipeline(logdir="runs/demo", train_iterations=300, seed=1).
+    """The whole pipeline from Python, with the command line's defaults: any flag of robgan-pipeline (a field of
+    experiment.ExperimentConfig) as a keyword, e.g. run_pipeline(logdir="runs/demo", train_iterations=300, seed=1).
     As on the command line, a logdir that holds a run resumes it with its saved settings under the given ones.
 
     Returns (robustness result, export paths, summary) -- see `pipeline`.
     """
     from robgan_tf import runtime
+    from robgan_tf.experiment import resolve_run
 
-    cfg = ExperimentConfig.for_logdir(logdir, settings)
+    cfg = resolve_run(logdir, settings)
     runtime.setup_runtime(cfg)
     return pipeline(cfg)

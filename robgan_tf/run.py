@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from robgan_tf import data as data_lib
 from robgan_tf import storage
-from robgan_tf.experiment import ConfigError, ExperimentConfig
 from robgan_tf import layout as layout_lib
-from robgan_tf.layout import CHECKPOINT_FOLDERS, RunDir
+from robgan_tf.layout import CHECKPOINT_FOLDERS
+from robgan_tf.spec import ConfigError, RunSpec
 from robgan_tf.runtime import is_chief, make_strategy, worker_dir
 from robgan_tf.training import FineTuner, RobGAN, make_optimizers
 
@@ -38,18 +38,25 @@ def model_variables(model):
     return {f"v{i:04d}": w for i, w in enumerate(model.weights)}
 
 
-def _open_existing(cfg):
+def _checked_spec(spec):
+    if not isinstance(spec, RunSpec):  # the flags stay at the command line; experiment.resolve_run resolves them
+        raise TypeError(f"a run opens from a RunSpec (experiment.resolve_run(logdir, flags) or "
+                        f"ExperimentConfig.resolve()), not a {type(spec).__name__}.")
+    return spec
+
+
+def _open_existing(spec):
     """The run's layout, after refusing a folder that holds no run."""
-    layout = RunDir(cfg.logdir)
+    layout = spec.layout
     if not os.path.exists(layout.config):
-        raise FileNotFoundError(f"no run at {cfg.logdir} (no config.json): train one there first "
-                                f"(launch/train.py --logdir={cfg.logdir}).")
+        raise FileNotFoundError(f"no run at {spec.logdir} (no config.json): train one there first "
+                                f"(launch/train.py --logdir={spec.logdir}).")
     return layout
 
 
 def _test_split(cfg):
     """The test split and what it says about the networks: (source, num_classes, channels, resolution)."""
-    source = data_lib.load(cfg.dataset, "test", cfg.load_resolution, cfg.data_dir or None, download=cfg.download)
+    source = data_lib.load(cfg.dataset, "test", cfg.load_resolution, cfg.data_dir, download=cfg.download)
     info = source.info
     resolution = info.image_shape[0]
     if resolution != cfg.image_resolution and cfg.resolution:
@@ -65,15 +72,14 @@ class RunWeights:
     go straight into a second generator, `sampling_generator()`. `load_final_classifier` reads the fine-tuned one.
     """
 
-    def __init__(self, cfg: ExperimentConfig):
-        self.cfg = cfg.validate()
+    def __init__(self, spec: RunSpec):
+        self.cfg = cfg = _checked_spec(spec)
         self.layout = _open_existing(cfg)
-        cfg.check_compatible(self.layout.config)
         self.strategy = tf.distribute.get_strategy()
         self.restored = None
         self.test_source, self.num_classes, self.channels, self.resolution = _test_split(cfg)
         self.info = self.test_source.info
-        self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
+        self.generator, self.discriminator = cfg.networks.build(self.num_classes, self.resolution, self.channels)
         for network in (self.generator, self.discriminator):
             if network is not None:  # variables exist before the checkpoint lists them
                 network.build_by_calling()
@@ -82,7 +88,7 @@ class RunWeights:
         self._ema = None
         if self.generator is not None:
             objects["generator"] = model_variables(self.generator)
-            if cfg.ema_decay_or_off is not None:  # the EMA weights, as RobGAN keeps them: one per G weight
+            if cfg.ema:  # the EMA weights, as RobGAN keeps them: one per G weight
                 self._ema = type(self.generator).from_config(self.generator.get_config())
                 self._ema.build_by_calling()
                 objects["ema"] = {f"w{i}": w for i, w in enumerate(self._ema.weights)}
@@ -110,11 +116,9 @@ class Run:
     any setting changed since the last start in history.jsonl. To read a run's weights, use RunWeights.
     """
 
-    def __init__(self, cfg: ExperimentConfig, *, strategy=None, need_train_data=True, create=True):
-        self.cfg = cfg.validate()
-        self.layout = _open_existing(cfg) if not create else RunDir(cfg.logdir)
-        config_path = self.layout.config
-        changes = cfg.check_compatible(config_path)
+    def __init__(self, spec: RunSpec, *, strategy=None, need_train_data=True, create=True):
+        self.cfg = cfg = _checked_spec(spec)
+        self.layout = _open_existing(cfg) if not create else cfg.layout
         self.lock = None  # held while this process writes the run
         self.restored = None  # the training checkpoint restore() restored
         self.strategy = strategy or make_strategy(cfg)
@@ -122,19 +126,19 @@ class Run:
         with self.strategy.scope():
             self._build()
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, CHECKPOINT_FOLDERS["train"][0]),
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, layout_lib.CHECKPOINTS),
             max_to_keep=cfg.keep_checkpoints)
         # --keep_checkpoint_every: a second, never-rotated series for curves over training.
         self.kept_manager = (tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.strategy, CHECKPOINT_FOLDERS["train"][1]),
+            self.checkpoint, worker_dir(cfg.logdir, self.strategy, layout_lib.KEPT),
             max_to_keep=None) if cfg.keep_checkpoint_every else None)
         if is_chief(self.strategy):
-            self._open_for_writing(config_path, changes)
+            self._open_for_writing()
 
     def _load_data(self, need_train_data):
         cfg, res = self.cfg, self.cfg.load_resolution
         self.test_source, self.num_classes, self.channels, self.resolution = _test_split(cfg)
-        self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir or None, download=cfg.download)
+        self.train_source = (data_lib.load(cfg.dataset, "train", res, cfg.data_dir, download=cfg.download)
                              if need_train_data else None)
         self.val_source = None
         held = cfg.validation_size(self.train_source.info.num_examples) if self.train_source is not None else 0
@@ -149,8 +153,8 @@ class Run:
     def _build(self):
         """Networks, the RobGAN model with its optimizers, and the checkpoint of all of them (in the scope)."""
         cfg = self.cfg
-        self.generator, self.discriminator = cfg.build_models(self.num_classes, self.resolution, self.channels)
-        self.train_config = cfg.train_config()
+        self.generator, self.discriminator = cfg.networks.build(self.num_classes, self.resolution, self.channels)
+        self.train_config = cfg.train
         self.model = RobGAN(self.discriminator, self.generator, self.train_config)
         self.model.compile(*make_optimizers(self.train_config))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
@@ -162,7 +166,7 @@ class Run:
             objects["ema"] = {f"w{i}": w for i, w in enumerate(self.model.ema_weights)}
         self.checkpoint = tf.train.Checkpoint(**objects)
 
-    def _open_for_writing(self, config_path, changes):
+    def _open_for_writing(self):
         """Takes the run's lock, records changed settings, saves config.json and where the data came from."""
         cfg = self.cfg
         try:
@@ -170,11 +174,11 @@ class Run:
         except OSError as e:
             raise storage.storage_error(e, cfg.logdir, "Nothing was written.") from e
         self.lock = storage.RunLock.hold(cfg.logdir)
-        if changes:
+        if cfg.changes:
             storage.append_jsonl(self.layout.history, {
                 "time": datetime.datetime.now().isoformat(timespec="seconds"),
-                "latest_checkpoint": self.manager.latest_checkpoint, "changed": changes})
-        cfg.save(config_path)
+                "latest_checkpoint": self.manager.latest_checkpoint, "changed": dict(cfg.changes)})
+        storage.atomic_write_json(self.layout.config, dict(cfg.settings))
         # Where the data came from (path, or tensorflow-datasets and dataset versions), as of this opening.
         storage.atomic_write_json(self.layout.data, {
             split: {"split": src.info.split, "num_examples": src.info.num_examples, "origin": src.info.origin}
@@ -211,7 +215,8 @@ def _check_batches_fit(cfg, n, held):
     """Refuses, before anything is written, batches larger than the training examples left."""
     need = {"--batch_size" + (f" x --n_dis={cfg.n_dis}" if cfg.n_dis > 1 else ""): cfg.batch_size * cfg.n_dis}
     if cfg.finetune_steps:
-        need["--finetune_batch_size" if cfg.finetune_batch_size else "--batch_size (fine-tuning)"] = cfg.finetune_batch
+        given = cfg.settings.get("finetune_batch_size")
+        need["--finetune_batch_size" if given else "--batch_size (fine-tuning)"] = cfg.finetune_batch
     for what, k in need.items():
         if k > n:
             after = (f" after {held} were held out for validation (--val_examples / --validation_fraction)"
@@ -320,10 +325,10 @@ class FinetuneRun:
         self.run = run
         # With a validation split: the checkpoint of the best validation robust accuracy, besides the latest.
         self.best_dir = run.layout.best
-        self._base_file = os.path.join(worker_dir(cfg.logdir, run.strategy, CHECKPOINT_FOLDERS["finetune"][0]),
+        self._base_file = os.path.join(worker_dir(cfg.logdir, run.strategy, layout_lib.FINETUNE),
                                        layout_lib.BASE_RECORD)
         self.chosen = restore_finetuning_base(run, self._base_file)
-        self.config = cfg.finetune_config()
+        self.config = cfg.finetune
         with run.strategy.scope():
             self.classifier = run.discriminator.classifier()
             self.generator = run.sampling_generator()  # after the restore: the trained (EMA) weights
@@ -341,7 +346,7 @@ class FinetuneRun:
         # A CheckpointManager lists its folder once, when made: made again after the folder moves (set_aside).
         cfg = self.run.cfg
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, worker_dir(cfg.logdir, self.run.strategy, CHECKPOINT_FOLDERS["finetune"][0]),
+            self.checkpoint, worker_dir(cfg.logdir, self.run.strategy, layout_lib.FINETUNE),
             max_to_keep=cfg.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.best_dir, max_to_keep=1)
 
@@ -412,7 +417,7 @@ def weights_provenance(run, ft: FinetuneRun | None = None):
 def _provenance(run, finetune_step, finetune_checkpoint):
     cfg = run.cfg
     return {"training_iteration": int(run.step.numpy()), "training_iterations_planned": cfg.iterations,
-            "training_checkpoint": run.restored, "ema_generator": bool(cfg.ema_decay),
+            "training_checkpoint": run.restored, "ema_generator": cfg.ema,
             "finetune_step": finetune_step, "finetune_steps_planned": cfg.finetune_steps,
             "finetune_checkpoint": finetune_checkpoint}
 

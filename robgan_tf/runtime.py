@@ -8,10 +8,10 @@ import keras
 import tensorflow as tf
 
 from robgan_tf import precision as precision_lib
-from robgan_tf.experiment import ExperimentConfig
+from robgan_tf.spec import RunSpec
 
 
-def setup_runtime(cfg: ExperimentConfig, precision=None):
+def setup_runtime(cfg: RunSpec, precision=None):
     """Logical CPU devices, determinism, precision policy and seeds; call before any TF op runs. `precision`
     overrides the run's (evaluation and export read runs in float32: they measure the model that is served)."""
     if cfg.cpu_replicas > 1:
@@ -47,7 +47,7 @@ def mirrored_strategy(devices):
     return _MIRRORED[key]
 
 
-def make_strategy(cfg: ExperimentConfig):
+def make_strategy(cfg: RunSpec):
     if cfg.strategy == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")

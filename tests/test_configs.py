@@ -67,7 +67,7 @@ def test_flagfile_parses_validates_and_builds(path, tmp_path):
         cfg = dataclasses.replace(cfg, quality_weights=str(tmp_path / "reference.keras"))
     cfg = cfg.validate()
     k = NUM_CLASSES[cfg.dataset]
-    g, d = cfg.build_models(k, cfg.image_resolution, 3)
+    g, d = cfg.networks().build(k, cfg.image_resolution, 3)
     train = cfg.train_config()
     model = RobGAN(d, g, train)  # builds both networks
     model.compile(*make_optimizers(train))
@@ -110,18 +110,33 @@ def test_flag_combinations_that_cannot_work_are_refused_with_the_flag_named(over
         ExperimentConfig(**overrides).validate()
 
 
-def test_sentinels_resolve_in_one_place_and_reach_the_library_configs():
-    auto = ExperimentConfig(attack_eps=0.05, attack_step_size=0.0, ema_decay=0.0, finetune_eps=-1.0,
-                            finetune_batch_size=0, batch_size=48, resolution=0, d_arch="same", arch="tiny")
-    train, ft = auto.train_config(), auto.finetune_config()
-    assert train.attack.step_size is None and train.ema_decay is None  # 0: automatic / off
-    assert ft.attack.eps == 0.05 and auto.finetune_batch == 48  # -1 / 0: the other flag's value
-    assert auto.image_resolution == 16 and auto.load_resolution == 16 and auto.discriminator_preset == "tiny"
-    assert ExperimentConfig(arch="sngan").image_resolution == 32  # digits at 32 px for the presets without 16 px
-    assert ExperimentConfig(dataset="npz").load_resolution is None  # a file's own size
-    given = ExperimentConfig(attack_step_size=0.01, ema_decay=0.99, finetune_eps=0.03, finetune_batch_size=96)
-    assert given.train_config().attack.step_size == 0.01 and given.train_config().ema_decay == 0.99
-    assert given.finetune_config().attack.eps == 0.03 and given.finetune_batch == 96
+def test_sentinels_resolve_in_one_place_into_a_frozen_run_spec(tmp_path):
+    """Below the command line the library reads a RunSpec: every flag sentinel resolved, nothing to look up."""
+    logdir = str(tmp_path / "run")
+    auto = ExperimentConfig(logdir=logdir, attack_eps=0.05, attack_step_size=0.0, ema_decay=0.0, finetune_eps=-1.0,
+                            finetune_batch_size=0, batch_size=48, resolution=0, d_arch="same", arch="tiny",
+                            n_dis=2, train_iterations=30).resolve()
+    assert auto.train.attack.step_size is None and auto.train.ema_decay is None and not auto.ema  # 0: auto / off
+    assert auto.finetune.attack.eps == 0.05 and auto.finetune_batch == 48  # -1 / 0: the other flag's value
+    assert auto.resolution is None and auto.image_resolution == 16 and auto.load_resolution == 16  # digits' own
+    assert auto.networks.d_preset == "tiny" and auto.augmentation == "none"  # same: --arch; auto: the dataset's
+    assert auto.eval_eps == (0.0, 0.02, 0.04, 0.08) and auto.eval_examples is None and auto.profile is None
+    assert (auto.data_dir, auto.quality_weights, auto.resume_from) == (None, None, None)  # "": none
+    assert auto.train.train_steps == 60 and auto.iterations == 30  # the library counts D updates
+    assert auto.settings["finetune_eps"] == -1.0  # config.json keeps the flags as given
+    assert ExperimentConfig(logdir=logdir, finetune_steps=0).resolve().finetune is None  # 0: no fine-tuning
+    assert ExperimentConfig(logdir=logdir, arch="sngan").resolve().image_resolution == 32  # no 16 px sngan
+    assert ExperimentConfig(logdir=logdir, dataset="npz").resolve().load_resolution is None  # a file's own size
+    given = ExperimentConfig(logdir=logdir, attack_step_size=0.01, ema_decay=0.99, finetune_eps=0.03,
+                             finetune_batch_size=96, eval_eps="8/255", eval_examples=7, profile_steps="2,3").resolve()
+    assert given.train.attack.step_size == 0.01 and given.train.ema_decay == 0.99 and given.ema
+    assert given.finetune.attack.eps == 0.03 and given.finetune_batch == 96
+    assert given.eval_eps == (16 / 255,) and given.eval_examples == 7 and given.profile == (2, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        given.seed = 1
+    with pytest.raises(TypeError):
+        given.settings["seed"] = 1
+    assert not os.path.exists(logdir)  # resolving reads the run folder, never writes it
 
 
 @pytest.mark.parametrize("bad", [dict(eps=-1.0), dict(steps=-1), dict(step_size=0.0), dict(restarts=0),
@@ -144,7 +159,7 @@ def test_pgd_and_attack_config_refuse_the_same_settings_with_the_same_words(bad)
 def test_flags_reach_every_discriminator_option():
     cfg = ExperimentConfig(arch="tiny", d_arch="authors", d_head="projection", d_spectral_norm="on", d_norm="none",
                            d_bias="on", method="gan").validate()
-    g, d = cfg.build_models(10, 32, 3)
+    g, d = cfg.networks().build(10, 32, 3)
     assert g.preset == "tiny" and d.preset == "authors" and d.head == "projection"
     assert d.spectral_norm and d.norm is None and d.use_bias
     assert cfg.attack_config().loss == "ce"  # the two-head attack needs the AC-GAN head

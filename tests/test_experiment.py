@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from robgan_tf.experiment import ConfigError, ExperimentConfig
+from robgan_tf.experiment import ConfigError, ExperimentConfig, resolve_run, spec_of_run
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -29,18 +29,23 @@ def test_non_finite_numbers_and_an_empty_logdir_are_refused(settings, message):
 def test_a_damaged_config_json_is_named_with_the_setting_at_fault(tmp_path, content, message):
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ConfigError, match=f"config.json.*{message}|{message}"):
-        ExperimentConfig.for_logdir(str(tmp_path))
+        resolve_run(str(tmp_path))
     with pytest.raises(ConfigError, match=message):
         ExperimentConfig.of_run(str(tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        spec_of_run(str(tmp_path))
 
 
 def test_a_run_whose_config_json_is_gone_is_not_resumed_under_defaults(tmp_path):
-    ExperimentConfig.for_logdir(str(tmp_path))  # an empty folder: a new run, with the defaults
+    resolve_run(str(tmp_path))  # an empty folder: a new run, with the defaults
+    with pytest.raises(FileNotFoundError, match="no run at"):
+        spec_of_run(str(tmp_path))
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"')
     with pytest.raises(ConfigError, match=r"holds checkpoints but no config.json.*manifest.json.*training_flags"):
-        ExperimentConfig.for_logdir(str(tmp_path))
-    saved = ExperimentConfig(logdir=str(tmp_path), seed=5)
-    saved.save(str(tmp_path / "config.json"))
-    assert ExperimentConfig.for_logdir(str(tmp_path)).seed == 5
+        resolve_run(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"holds checkpoints but no config.json"):
+        ExperimentConfig(logdir=str(tmp_path)).resolve()
+    (tmp_path / "config.json").write_text(json.dumps(ExperimentConfig(logdir=str(tmp_path), seed=5).to_dict()))
+    assert resolve_run(str(tmp_path)).seed == 5 and spec_of_run(str(tmp_path)).seed == 5
     assert json.load(open(tmp_path / "config.json"))["seed"] == 5

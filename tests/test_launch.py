@@ -97,7 +97,7 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     from robgan_tf.experiment import ExperimentConfig
 
     cfg = ExperimentConfig.of_run(logdir)
-    run = run_lib.RunWeights(cfg)
+    run = run_lib.RunWeights(cfg.resolve())
     classifier, provenance = run_lib.load_final_classifier(run)
     # the manifest records the weights the exports come from: the end of training and of fine-tuning
     manifest = json.load(open(os.path.join(logdir, "export", "manifest.json")))
@@ -272,11 +272,11 @@ def test_run_pipeline_from_python_resumes_a_run_and_fine_tunes_its_newer_weights
     import robgan_tf
     from robgan_tf import loops, storage
     from robgan_tf import run as run_lib
-    from robgan_tf.experiment import ExperimentConfig
+    from robgan_tf.experiment import resolve_run
 
     logdir = str(tmp_path / "more")
     shutil.copytree(pipeline_run[0], logdir)
-    cfg = ExperimentConfig.for_logdir(logdir, {"train_iterations": 5})
+    cfg = resolve_run(logdir, {"train_iterations": 5})
     run = run_lib.Run(cfg)
     loops.train(run)
     run.close()
@@ -286,7 +286,7 @@ def test_run_pipeline_from_python_resumes_a_run_and_fine_tunes_its_newer_weights
     result, paths, _ = robgan_tf.run_pipeline(logdir=logdir, train_iterations=5)
     saved = json.load(open(os.path.join(logdir, "config.json")))
     assert saved["train_iterations"] == 5 and saved["batch_size"] == 16 and saved["z_dim"] == 16  # the run's own
-    assert [r["eps"] for r in result["results"]] == list(cfg.eps_grid()) and result["results"][0]["num_examples"] == 48
+    assert [r["eps"] for r in result["results"]] == list(cfg.eval_eps) and result["results"][0]["num_examples"] == 48
     assert result["weights"]["training_iteration"] == 5 and result["weights"]["finetune_step"] == 5
     assert paths["classifier"].endswith(os.path.join("classifier", "2"))  # the pipeline's export was version 1
     aside = os.path.join(logdir, "finetune_checkpoints-from-iteration-4")

@@ -34,9 +34,9 @@ def trained(tmp_path_factory):
     """A trained (not fine-tuned) run with an EMA generator; tests copy it before changing it."""
     logdir = str(tmp_path_factory.mktemp("trained"))
     cfg = ExperimentConfig(logdir=logdir, **SMALL)
-    runtime.setup_runtime(cfg)  # enables op determinism for this module; switched off again below
+    runtime.setup_runtime(cfg.resolve())  # enables op determinism for this module; switched off again below
     try:
-        loops.train(run_lib.Run(cfg))
+        loops.train(run_lib.Run(cfg.resolve()))
         yield logdir
     finally:
         tf_config.disable_op_determinism()
@@ -80,7 +80,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
 
     cfg = _copy(trained, tmp_path / "killed")
     with pytest.raises(_Killed):  # checkpoint at step 2, killed during step 4
-        loops.finetune(run_lib.Run(cfg), hooks=[_KillAfter(3)])
+        loops.finetune(run_lib.Run(cfg.resolve()), hooks=[_KillAfter(3)])
     storage.RunLock.hold(cfg.logdir).release()  # a killed process holds no lock
     assert tf.train.latest_checkpoint(str(tmp_path / "killed" / "finetune_checkpoints")).endswith("-2")
     # a new process: every object rebuilt from disk, the generator initialised at random
@@ -88,7 +88,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
     for name in ("accuracy_under_attack", "gap_analysis"):
         monitor = getattr(loops, name)
         monkeypatch.setattr(loops, name, lambda *a, _f=monitor, **k: read.append(k["num_examples"]) or _f(*a, **k))
-    resumed = loops.finetune(run_lib.Run(cfg))
+    resumed = loops.finetune(run_lib.Run(cfg.resolve()))
     assert int(resumed.step.numpy()) == 6
     assert read == [SMALL["monitor_examples"]] * 3  # at the last step: clean and robust accuracy, then the gap
     _assert_discriminator_is(resumed.run.discriminator, straight)
@@ -96,7 +96,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_weights(trained, finetun
 
 @pytest.mark.xdist_group("trained_run")
 def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
-    run = run_lib.Run(_copy(trained, tmp_path / "ema"))
+    run = run_lib.Run(_copy(trained, tmp_path / "ema").resolve())
     untrained = [w.numpy().copy() for w in run.sampling_generator().weights]
     ft = run_lib.FinetuneRun(run)  # restores the training checkpoint before taking the generator
     reader = tf.train.load_checkpoint(run.manager.latest_checkpoint)
@@ -108,20 +108,20 @@ def test_finetuning_samples_the_restored_ema_generator(trained, tmp_path):
 
 @pytest.mark.xdist_group("trained_run")
 def test_evaluation_refuses_a_run_whose_finetuning_never_ran(trained, tmp_path):
-    run = run_lib.Run(_copy(trained, tmp_path / "noft"))
+    run = run_lib.Run(_copy(trained, tmp_path / "noft").resolve())
     with pytest.raises(FileNotFoundError, match="has no fine-tuning checkpoint.*launch/finetune.py"):
         run_lib.load_final_classifier(run)
 
 
 @pytest.mark.xdist_group("trained_run")
 def test_the_trained_classifier_is_the_training_checkpoints_d_and_the_final_one_the_finetuned(finetuned):
-    run = run_lib.RunWeights(finetuned)
+    run = run_lib.RunWeights(finetuned.resolve())
     trained, before = run_lib.load_trained_classifier(run)
     _assert_discriminator_is(run.discriminator, run.manager.latest_checkpoint)  # the trained D, exactly
     kernel = trained.discriminator.dense_cls.layer.kernel
     assert before["training_iteration"] == 4 and before["finetune_step"] is None
     trained_kernel = kernel.numpy().copy()
-    final, after = run_lib.load_final_classifier(run_lib.RunWeights(finetuned))
+    final, after = run_lib.load_final_classifier(run_lib.RunWeights(finetuned.resolve()))
     assert after["finetune_step"] == 6
     assert np.abs(final.discriminator.dense_cls.layer.kernel.numpy() - trained_kernel).max() > 1e-6
 
@@ -133,9 +133,9 @@ def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_pat
     cfg = _copy(trained, tmp_path / "kept")
     cfg.train_iterations, cfg.keep_checkpoint_every = 10, 3
     with pytest.raises(_Killed):  # iterations 5, 6, 7 run (checkpoint and kept copy at 6); killed in 8
-        loops.train(run_lib.Run(cfg), hooks=[_KillAfter(3)])
+        loops.train(run_lib.Run(cfg.resolve()), hooks=[_KillAfter(3)])
     storage.RunLock.hold(cfg.logdir).release()
-    loops.train(run_lib.Run(cfg))  # resumes from 6: checkpoints at 8 and 10, kept copy at 9
+    loops.train(run_lib.Run(cfg.resolve()))  # resumes from 6: checkpoints at 8 and 10, kept copy at 9
     kept = sorted(f for f in os.listdir(tmp_path / "kept" / "checkpoints" / "kept") if f.endswith(".index"))
     assert kept == ["ckpt-6.index", "ckpt-9.index"]
     assert [i for i, _ in curves.checkpoints_of(cfg.logdir)] == [6, 8, 9, 10]  # kept + the 3 latest
@@ -149,7 +149,7 @@ def test_kept_checkpoints_and_the_training_clock_survive_a_kill(trained, tmp_pat
 @pytest.mark.xdist_group("trained_run")
 def test_results_name_their_weights(finetuned, tmp_path):
     """(The exports' model card names them too: test_serving_signatures_keras_files_model_card_and_loaders.)"""
-    run = run_lib.Run(_copy(finetuned.logdir, tmp_path / "prov"))
+    run = run_lib.Run(_copy(finetuned.logdir, tmp_path / "prov").resolve())
     ft = loops.finetune(run)  # already fine-tuned: restores the last fine-tuning checkpoint
     classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(run.cfg))
     assert provenance["training_iteration"] == 4 and provenance["finetune_step"] == 6
@@ -169,10 +169,10 @@ def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_i
     before = sorted(os.listdir(ckpts))
     with pytest.raises(storage.CheckpointError, match=r"ckpt-4 cannot be restored .* newest intact one is "
                                                       r".*ckpt-2: resume from it with --resume_from=.*ckpt-2"):
-        run_lib.RunWeights(cfg).restore()
+        run_lib.RunWeights(cfg.resolve()).restore()
     assert sorted(os.listdir(ckpts)) == before  # nothing deleted or moved
     cfg.resume_from = str(ckpts / "ckpt-2")
-    run = run_lib.RunWeights(cfg)
+    run = run_lib.RunWeights(cfg.resolve())
     assert run.restore().endswith("ckpt-2") and int(run.step.numpy()) == 2
 
 
@@ -180,7 +180,7 @@ def test_an_unreadable_newest_checkpoint_names_the_intact_one_and_resumes_from_i
 def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the_model(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "lr")
     cfg.lr_d, cfg.lr_g = 1e-4, 5e-5
-    run = run_lib.Run(cfg)
+    run = run_lib.Run(cfg.resolve())
     run.restore()
     assert float(current_lr(run.model.d_optimizer)) == pytest.approx(1e-4)  # not the checkpoint's 1e-3
     assert float(current_lr(run.model.g_optimizer)) == pytest.approx(5e-5)
@@ -191,7 +191,32 @@ def test_a_resume_may_lower_the_learning_rates_and_records_it_but_not_change_the
     run.close()
     cfg.arch = "sngan"
     with pytest.raises(ValueError, match=r"--arch: run has 'tiny', now 'sngan'"):
-        run_lib.Run(cfg)
+        run_lib.Run(cfg.resolve())
+
+
+@pytest.mark.xdist_group("trained_run")
+def test_a_run_opens_from_a_spec_resolved_once_from_its_config_json(trained, tmp_path, monkeypatch):
+    """The flags and config.json are merged and checked once (experiment.resolve_run); Run reads the spec only,
+    and refuses the flag object itself."""
+    from robgan_tf import experiment
+
+    logdir = str(tmp_path / "once")
+    shutil.copytree(trained, logdir)
+    reads, read = [], experiment.read_saved
+    monkeypatch.setattr(experiment, "read_saved", lambda path: reads.append(path) or read(path))
+    spec = experiment.resolve_run(logdir, {"train_iterations": 6, "lr_d": 5e-4})
+    run = run_lib.Run(spec)
+    run.restore()
+    run.close()
+    assert reads == [os.path.join(logdir, "config.json")]  # once, by resolve_run; never by Run
+    assert dict(spec.changes) == {"train_iterations": [4, 6], "lr_d": [1e-3, 5e-4]}
+    history = [json.loads(line) for line in open(os.path.join(logdir, "history.jsonl"))]
+    assert history[-1]["changed"] == dict(spec.changes)
+    assert json.load(open(os.path.join(logdir, "config.json"))) == dict(spec.settings)
+    with pytest.raises(TypeError, match=r"a run opens from a RunSpec .* not a ExperimentConfig"):
+        run_lib.Run(ExperimentConfig.of_run(logdir))
+    with pytest.raises(TypeError, match="RunSpec"):
+        run_lib.RunWeights(ExperimentConfig.of_run(logdir))
 
 
 def _tree(root):
@@ -202,7 +227,7 @@ def _tree(root):
 @pytest.fixture(scope="module")
 def finetuned(trained, tmp_path_factory):
     cfg = _copy(trained, tmp_path_factory.mktemp("ft") / "run")
-    run = run_lib.Run(cfg)
+    run = run_lib.Run(cfg.resolve())
     loops.finetune(run)
     run.close()
     return cfg
@@ -212,27 +237,27 @@ def finetuned(trained, tmp_path_factory):
 def test_a_finetuning_from_an_older_training_iteration_is_refused_and_set_aside_whole(finetuned, tmp_path):
     cfg = _copy(finetuned.logdir, tmp_path / "stale")
     folder = tmp_path / "stale" / "finetune_checkpoints"
-    ft = run_lib.FinetuneRun(run_lib.RunWeights(cfg))
+    ft = run_lib.FinetuneRun(run_lib.RunWeights(cfg.resolve()))
     assert ft.base_iteration() == 4 and not ft.superseded()  # fine-tuned from the run's last iteration
     # as if this fine-tuning had started at iteration 2 and the run had trained on to 4 since
     storage.atomic_write_json(str(folder / "base.json"), {"training_iteration": 2, "training_checkpoint": "x"})
     assert ft.superseded()
     with pytest.raises(storage.CheckpointError, match=r"started from training iteration 2, but the run has "
                                                       r"trained to iteration 4 since: run launch/finetune.py"):
-        run_lib.load_final_classifier(run_lib.RunWeights(cfg))
+        run_lib.load_final_classifier(run_lib.RunWeights(cfg.resolve()))
     files = sorted(os.listdir(folder))
     os.makedirs(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2")  # an earlier set-aside: kept too
     kept = ft.set_aside()
     assert kept == str(tmp_path / "stale" / "finetune_checkpoints-from-iteration-2-2")
     assert sorted(os.listdir(kept)) == files and not folder.exists()  # moved whole, nothing deleted
     assert ft.manager.latest_checkpoint is None and ft.restore() is None  # this object now starts afresh
-    assert run_lib.FinetuneRun(run_lib.RunWeights(cfg)).base_iteration() is None
+    assert run_lib.FinetuneRun(run_lib.RunWeights(cfg.resolve())).base_iteration() is None
 
 
 @pytest.mark.xdist_group("trained_run")
 def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     before = _tree(finetuned.logdir)
-    run = run_lib.RunWeights(finetuned)
+    run = run_lib.RunWeights(finetuned.resolve())
     classifier, provenance = run_lib.load_final_classifier(run)
     assert not hasattr(run, "model")  # the networks only: no RobGAN, no optimizers, no fine-tuning model
     assert provenance["finetune_step"] == 6 and provenance["finetune_checkpoint"].endswith("ckpt-6")
@@ -244,14 +269,14 @@ def test_reading_a_run_writes_nothing_into_it(finetuned, tmp_path):
     samples.sample_grid(run.sampling_generator())
     assert _tree(finetuned.logdir) == before
     with pytest.raises(FileNotFoundError, match="no run at .*nowhere .no config.json.: train one there first"):
-        run_lib.RunWeights(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL))
+        run_lib.RunWeights(ExperimentConfig(logdir=str(tmp_path / "nowhere"), **SMALL).resolve())
     assert not os.path.exists(tmp_path / "nowhere")
 
 
 @pytest.mark.xdist_group("trained_run")
 def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_nothing(finetuned, tmp_path,
                                                                                       monkeypatch):
-    run = run_lib.RunWeights(finetuned)
+    run = run_lib.RunWeights(finetuned.resolve())
     classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path / "export"
     os.makedirs(out)
@@ -303,7 +328,7 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
 def exported(finetuned, tmp_path_factory):
     """The fine-tuned run opened read-only, its final classifier and provenance, and their export, made once for
     the tests that only read it: (run, classifier, provenance, export folder, export paths)."""
-    run = run_lib.RunWeights(finetuned)
+    run = run_lib.RunWeights(finetuned.resolve())
     classifier, provenance = run_lib.load_final_classifier(run)
     out = tmp_path_factory.mktemp("exported") / "export"
     limits = export.ServingLimits(max_batch=4, max_image_pixels=1000)  # small, so the tests can reach them
@@ -535,7 +560,7 @@ def test_serving_signatures_keras_files_model_card_and_loaders(finetuned, export
 def test_profile_steps_trace_those_iterations_with_named_regions(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "prof")
     cfg.train_iterations, cfg.profile_steps = 6, "5,6"
-    loops.train(run_lib.Run(cfg))
+    loops.train(run_lib.Run(cfg.resolve()))
     traces = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "prof" / "train" / "plugins" / "profile")
               for f in files if f.endswith(".xplane.pb")]
     assert len(traces) == 1
@@ -554,11 +579,11 @@ def test_run_pipeline_takes_the_command_line_defaults_and_refuses_unknown_settin
     monkeypatch.setattr(pipeline, "pipeline", handed.append)
     logdir = str(tmp_path / "py")
     robgan_tf.run_pipeline(logdir=logdir, train_iterations=2, batch_size=8, z_dim=16)
-    cfg, defaults = handed[0], ExperimentConfig()
-    assert (cfg.logdir, cfg.train_iterations, cfg.batch_size, cfg.z_dim) == (logdir, 2, 8, 16)
+    spec, defaults = handed[0], ExperimentConfig()
+    assert (spec.logdir, spec.iterations, spec.batch_size, spec.networks.z_dim) == (logdir, 2, 8, 16)
     untouched = {k: v for k, v in defaults.to_dict().items() if k not in ("logdir", "train_iterations", "batch_size",
                                                                           "z_dim")}
-    assert {k: cfg.to_dict()[k] for k in untouched} == untouched  # every other setting: the command line's default
+    assert {k: spec.settings[k] for k in untouched} == untouched  # every other setting: the command line's default
     assert not os.path.exists(logdir)  # (the pipeline itself creates the run)
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['no_such_flag'\]"):
         robgan_tf.run_pipeline(logdir=logdir, no_such_flag=1)
@@ -568,7 +593,7 @@ def test_run_pipeline_takes_the_command_line_defaults_and_refuses_unknown_settin
 def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad_iteration(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "nan")
     cfg.train_iterations, cfg.log_every, cfg.checkpoint_every, cfg.sample_every = 9, 3, 3, 100
-    run = run_lib.Run(cfg)
+    run = run_lib.Run(cfg.resolve())
     good = run.restore()  # iteration 4
     w = run.discriminator.dense_cls.layer.kernel
     w.assign(tf.fill(w.shape, float("nan")))
@@ -596,7 +621,7 @@ def test_quality_every_writes_a_curve_against_d_updates_and_training_time(traine
     digest = reference.save(classifier, ref, {})
     cfg = _copy(trained, tmp_path / "q")
     cfg.train_iterations, cfg.quality_every, cfg.quality_weights, cfg.quality_samples = 8, 2, ref, 50
-    loops.train(run_lib.Run(cfg))
+    loops.train(run_lib.Run(cfg.resolve()))
     curve = [json.loads(line) for line in open(tmp_path / "q" / "eval" / "quality_curve.jsonl")]
     assert [r["iteration"] for r in curve] == [6, 8] and [r["d_updates"] for r in curve] == [6, 8]  # n_dis 1
     assert 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
@@ -633,7 +658,7 @@ def test_finetuning_keeps_the_best_validation_checkpoint_and_can_export_it(pipel
     assert best["finetune_step"] == best_step and best["checkpoint"].endswith(f"ckpt-{best_step}")
     assert best["val_robust_accuracy"] == pytest.approx(logged[best_step])
     cfg.finetune_weights = "best"
-    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg))
+    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg.resolve()))
     assert provenance["finetune_step"] == best_step
     assert provenance["selected_by"].startswith(f"validation robust accuracy {best['val_robust_accuracy']:.4f}")
     _assert_discriminator_is(classifier.discriminator, best["checkpoint"])  # the kept weights, exactly
@@ -655,7 +680,7 @@ def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_or
                            batch_size=8, attack_steps=1, z_dim=16, train_iterations=2, finetune_steps=0,
                            checkpoint_every=2, log_every=100, sample_every=100, validation_fraction=0.25)
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=records):
-        run = run_lib.Run(cfg)
+        run = run_lib.Run(cfg.resolve())
         loops.train(run)
     assert run.num_classes == 100 and run.resolution == 16 and cfg.augmentation == "crop"
     assert run.val_source.info.num_examples == 10 and run.train_source.info.num_examples == 30  # 0.25 of 40
@@ -671,7 +696,7 @@ def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_or
 def test_a_run_that_never_fine_tunes_exports_its_trained_discriminator(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "noft")
     cfg.finetune_steps = 0  # as the baselines' flagfiles set it
-    run = run_lib.RunWeights(cfg)
+    run = run_lib.RunWeights(cfg.resolve())
     classifier, provenance = run_lib.load_final_classifier(run)
     assert provenance["finetune_step"] is None and provenance["training_checkpoint"].endswith("ckpt-4")
     _assert_discriminator_is(run.discriminator, os.path.join(trained, "checkpoints"))
@@ -693,32 +718,32 @@ def test_resume_from_restores_exactly_what_it_names_or_refuses(trained, finetune
                           (os.path.join(finetuned.logdir, "checkpoints", "ckpt-2"), r"is not a checkpoint of the run")):
         cfg.resume_from = path
         with pytest.raises(ConfigError, match=message):
-            run_lib.RunWeights(cfg).restore()
+            run_lib.RunWeights(cfg.resolve()).restore()
     cfg.resume_from = str(ckpts / "ckpt-2")
-    run = run_lib.RunWeights(cfg)
+    run = run_lib.RunWeights(cfg.resolve())
     assert run.restore() == str(ckpts / "ckpt-2") and int(run.step.numpy()) == 2  # not the latest, ckpt-4
     _assert_discriminator_is(run.discriminator, str(ckpts / "ckpt-2"))
     # a fine-tuning checkpoint is not resumed by training
     ft_cfg = _copy(finetuned.logdir, tmp_path / "ft")
     ft_cfg.resume_from = tf.train.latest_checkpoint(str(tmp_path / "ft" / "finetune_checkpoints"))
     with pytest.raises(ConfigError, match=r"is a fine-tuning checkpoint; training resumes from a training one"):
-        loops.train(run_lib.Run(ft_cfg))
+        loops.train(run_lib.Run(ft_cfg.resolve()))
     # fine-tuning from a chosen training checkpoint (the authors fine-tune an intermediate epoch): recorded, and
     # what later reads of the run load, although the run's latest training checkpoint is another
-    run = run_lib.Run(cfg, create=False)
+    run = run_lib.Run(cfg.resolve(), create=False)
     ft = loops.finetune(run)
     run.close()
     base = json.load(open(tmp_path / "named" / "finetune_checkpoints" / "base.json"))
     assert base == {"training_iteration": 2, "training_checkpoint": str(ckpts / "ckpt-2"), "chosen": True}
     cfg.resume_from = ""
-    reread = run_lib.RunWeights(cfg)
+    reread = run_lib.RunWeights(cfg.resolve())
     classifier, provenance = run_lib.load_final_classifier(reread)
     assert provenance["training_iteration"] == 2 and provenance["training_checkpoint"] == str(ckpts / "ckpt-2")
     assert provenance["finetune_step"] == cfg.finetune_steps
     _assert_discriminator_is(reread.discriminator, ft.manager.latest_checkpoint)
     for f in ckpts.glob("ckpt-2.*"):  # the chosen checkpoint rotated away later: the fine-tuning still loads
         f.unlink()
-    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg))
+    classifier, provenance = run_lib.load_final_classifier(run_lib.RunWeights(cfg.resolve()))
     assert provenance["training_iteration"] == 2 and provenance["finetune_step"] == cfg.finetune_steps
     _assert_discriminator_is(classifier.discriminator, ft.manager.latest_checkpoint)
 
@@ -737,7 +762,7 @@ def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint(trained, tmp_p
                 if step == at - 1:
                     loop.stop_requests.request(signum)
 
-        run = run_lib.Run(cfg)
+        run = run_lib.Run(cfg.resolve())
         with pytest.raises(loops.Interrupted, match=rf"stopped by {signal.Signals(signum).name} after iteration {at} "
                                                     rf"of 9; checkpoint saved \(.*ckpt-{at}\). Rerun the same command"):
             loops.train(run, hooks=[Signal()])
@@ -758,7 +783,7 @@ def test_batches_larger_than_the_data_are_refused_before_the_run_is_written(tmp_
                                                         r"1430 were held out for validation")):
         cfg = ExperimentConfig(logdir=str(tmp_path / "big"), **{**SMALL, **settings})
         with pytest.raises(ConfigError, match=message):
-            run_lib.Run(cfg)
+            run_lib.Run(cfg.resolve())
         assert not os.path.exists(tmp_path / "big" / "config.json")  # the corrected command is not a "different run"
 
 

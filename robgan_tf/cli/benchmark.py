@@ -85,7 +85,7 @@ def _build():
     try:
         experiment.validate()
         cfg = experiment.train_config()
-        g, d = experiment.build_models(FLAGS.num_classes, FLAGS.resolution, FLAGS.channels)
+        g, d = experiment.networks().build(FLAGS.num_classes, FLAGS.resolution, FLAGS.channels)
     except ValueError as e:
         common.fail(str(e))
     model = RobGAN(d, g, cfg)

@@ -60,13 +60,15 @@ def define_shape_flags():
     flags.DEFINE_integer("num_classes", 10, "Classes.")
 
 
-def config_from_flags():
-    """ExperimentConfig from the run's config.json (if any) overridden by explicitly given flags."""
+def spec_from_flags():
+    """The run's RunSpec: its config.json (if any) overridden by the flags given, checked once."""
+    from robgan_tf.experiment import resolve_run
+
     quiet_logging()
     given = {f.name: FLAGS[f.name].value for f in _FIELDS if FLAGS[f.name].present}
     given.update(deprecated_precision(FLAGS))
     try:
-        return ExperimentConfig.for_logdir(FLAGS.logdir, given)
+        return resolve_run(FLAGS.logdir, given)
     except ValueError as e:
         fail(str(e))
 
@@ -166,14 +168,14 @@ def fail(message):
 
 
 def start_experiment_script(argv):
-    """Common start of the scripts driven by experiment flags: no stray arguments, config, runtime."""
+    """Common start of the scripts driven by experiment flags: no stray arguments, the run's spec, runtime."""
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
-    cfg = config_from_flags()
+    spec = spec_from_flags()
     from robgan_tf import runtime
 
-    runtime.setup_runtime(cfg)
-    return cfg
+    runtime.setup_runtime(spec)
+    return spec
 
 
 def guarded(fn):

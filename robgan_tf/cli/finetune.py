@@ -14,7 +14,7 @@ common.define_experiment_flags()
 
 def main(argv):
     cfg = common.start_experiment_script(argv)
-    if cfg.finetune_steps <= 0:
+    if not cfg.finetune_steps:
         common.fail("--finetune_steps must be > 0 to fine-tune.")
     run = common.guarded(lambda: run_lib.Run(cfg, create=False))
     common.guarded(lambda: loops.finetune(run))
