@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
-from robgan_tf import export, storage
+from robgan_tf import export, hooks, storage
 from robgan_tf import loops
 from robgan_tf import pipeline
 from robgan_tf import run as run_lib
@@ -206,9 +206,11 @@ def test_a_run_opens_from_a_spec_resolved_once_from_its_config_json(trained, tmp
     monkeypatch.setattr(experiment, "read_saved", lambda path: reads.append(path) or read(path))
     spec = experiment.resolve_run(logdir, {"train_iterations": 6, "lr_d": 5e-4})
     run = run_lib.Run(spec)
-    run.restore()
+    steps = []
+    loops.train(run, hooks=[hooks.Every(1, steps.append)])  # as docs/GUIDE.md shows it
     run.close()
-    assert reads == [os.path.join(logdir, "config.json")]  # once, by resolve_run; never by Run
+    assert steps == [5, 6]  # resumed at 4
+    assert reads == [os.path.join(logdir, "config.json")]  # once, by resolve_run; never by Run or the loop
     assert dict(spec.changes) == {"train_iterations": [4, 6], "lr_d": [1e-3, 5e-4]}
     history = [json.loads(line) for line in open(os.path.join(logdir, "history.jsonl"))]
     assert history[-1]["changed"] == dict(spec.changes)
