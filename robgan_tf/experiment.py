@@ -190,7 +190,9 @@ class ExperimentConfig:
     profile_steps: str = _f("", "A,B: trace training iterations A..B with the TensorFlow profiler into LOGDIR/train "
                             "(TensorBoard's Profile tab; needs tensorboard-plugin-profile, the [profile] extra). The "
                             "attack, D updates and G update are named regions. Empty: no profiling.")
-    sample_every: int = _f(200, "Log a sample grid every N iterations.")
+    sample_every: int = _f(200, "Log a sample grid and the gap/ scalars every N iterations and at the last one; 0: "
+                           "neither (no in-training monitoring, e.g. for timing runs; fine-tuning's monitor is "
+                           "unaffected).")
     monitor_examples: int = _f(256, "Examples per split read by the in-training monitors: the gap/ scalars (robust "
                                "accuracy and LLV, train vs held-out) at every sample grid, and fine-tuning's "
                                "held-out clean and robust accuracy (what --finetune_weights=best selects by).")
@@ -213,13 +215,6 @@ class ExperimentConfig:
                         "statistics, SN, logits, losses and the attack's images stay float32; evaluation and exports "
                         "run float32 copies. float32 <-> mixed_bfloat16 may change on resume.", PRECISIONS)
     jit_compile: bool = _f(False, "XLA-compile the train step (one replica only; slower than plain TF on CPU).")
-
-    # -- derived values
-    def validation_size(self, train_examples):
-        """How many training examples the validation split holds (0: none)."""
-        if self.validation_fraction:
-            return int(self.validation_fraction * train_examples + 0.5)  # round half up, as data.parse_split
-        return self.val_examples
 
     def validate(self):
         """Checks every value and combination; raises ConfigError naming the flag and the fix."""
@@ -297,14 +292,14 @@ class ExperimentConfig:
         # Flags the library does not see as such (lengths, cadences, the batch); every rule of a training or
         # fine-tuning setting is the config dataclasses' own, checked below by building them.
         positive = ("batch_size", "train_iterations", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "sample_every", "monitor_examples", "cpu_replicas", "z_dim")
+                    "monitor_examples", "cpu_replicas", "z_dim")
         if self.finetune_batch_size < 0 or self.finetune_batch_size % self.cpu_replicas:
             raise ConfigError(f"--finetune_batch_size={self.finetune_batch_size} must be >= 0 (0: --batch_size) and "
                              f"divide evenly over --cpu_replicas={self.cpu_replicas}.")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}.")
-        for name in ("finetune_steps", "eval_examples", "keep_checkpoint_every"):
+        for name in ("finetune_steps", "eval_examples", "keep_checkpoint_every", "sample_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.batch_size % self.cpu_replicas:
@@ -565,10 +560,8 @@ def resolve_run(logdir, overrides=None):
 
 def spec_of_run(logdir):
     """The RunSpec of the run saved in `logdir`, as saved (what evaluate, export and the loaders read)."""
+    RunDir(logdir).require_run()
     saved = saved_settings(logdir)
-    if saved is None:
-        raise FileNotFoundError(f"no run at {logdir} (no config.json): train one there first "
-                                f"(launch/train.py --logdir={logdir}).")
     return ExperimentConfig.from_dict({**saved, "logdir": logdir})._resolve(saved)
 
 

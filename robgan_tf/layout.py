@@ -75,5 +75,12 @@ class RunDir:
         """Whether root holds a run (config.json), not an export."""
         return os.path.exists(self.config) and not os.path.exists(self / "saved_model.pb")
 
+    def require_run(self):
+        """Itself, after refusing a folder that holds no run (no config.json)."""
+        if not os.path.exists(self.config):
+            raise FileNotFoundError(f"no run at {self.root} (no config.json): train one there first "
+                                    f"(launch/train.py --logdir={self.root}).")
+        return self
+
     def has_checkpoints(self):
         return any(os.path.exists(os.path.join(self / sub, "checkpoint")) for sub in (CHECKPOINTS, FINETUNE))

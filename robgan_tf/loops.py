@@ -313,7 +313,9 @@ def train(run: Run, hooks=()):
                              step=step)
         log_gap(model.classifier, run, run.train_config.attack.eps, step)
 
-    hooks = [_RecordConfig(), Progress(cfg.log_every, learning_rates), Every(cfg.sample_every, monitor, at_end=True)]
+    hooks = [_RecordConfig(), Progress(cfg.log_every, learning_rates)]
+    if cfg.sample_every:
+        hooks.append(Every(cfg.sample_every, monitor, at_end=True))
     if cfg.quality_every:
         hooks.append(Every(cfg.quality_every, quality_scorer(run), with_seconds=True))
     if run.kept_manager:

@@ -81,6 +81,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
+def frechet_distance_to(mu1, sigma1, features):
+    """frechet_distance(mu1, sigma1, *feature_statistics(features)), exactly. With fewer feature rows n than
+    dimensions d (a quick score of a few hundred samples against 2048 Inception features) no d x d matrix is
+    decomposed: S2 = A^T A for the centred rows A / sqrt(n - 1), and the cross term's nonzero eigenvalues are those
+    of the n x n matrix A S1 A^T."""
+    features = np.asarray(features, np.float64)
+    n, d = features.shape
+    if n < 2:
+        raise ValueError("FID needs at least 2 feature rows.")
+    if n > d:
+        return frechet_distance(mu1, sigma1, *feature_statistics(features))
+    mu1, sigma1 = np.asarray(mu1, np.float64), np.atleast_2d(sigma1).astype(np.float64)
+    mu2 = features.mean(axis=0)
+    a = (features - mu2) / np.sqrt(n - 1)
+    w = np.linalg.eigvalsh(a @ sigma1 @ a.T)
+    tr_covmean = np.sum(np.sqrt(np.clip(w, 0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.sum(a * a) - 2.0 * tr_covmean)
+
+
 def kernel_inception_distance(real, fake, subsets=100, subset_size=1000, seed=0):
     """KID (Binkowski et al. 2018): the unbiased MMD^2 between feature sets under the cubic polynomial kernel
     k(a, b) = (a.b / d + 1)^3, averaged over `subsets` random subsets of `subset_size` rows of each (fewer when
@@ -315,8 +334,7 @@ def generator_metrics(backend, generator, source=None, num_samples=5000, splits=
     if source is not None:
         mu_r, sigma_r, real_kid = real_statistics(backend, source, cache_path, batch_size, verbose)
         fake = np.concatenate(feats)
-        mu_g, sigma_g = feature_statistics(fake)
-        out["fid"] = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+        out["fid"] = frechet_distance_to(mu_r, sigma_r, fake)
         out["kid"], out["kid_std"] = kernel_inception_distance(real_kid, fake, seed=seed)
         out["fid_reference"] = f"{source.info.name}/{source.info.split} ({source.info.num_examples} images)"
     return out

@@ -47,11 +47,7 @@ def _checked_spec(spec):
 
 def _open_existing(spec):
     """The run's layout, after refusing a folder that holds no run."""
-    layout = spec.layout
-    if not os.path.exists(layout.config):
-        raise FileNotFoundError(f"no run at {spec.logdir} (no config.json): train one there first "
-                                f"(launch/train.py --logdir={spec.logdir}).")
-    return layout
+    return spec.layout.require_run()
 
 
 def _test_split(cfg):

@@ -84,6 +84,7 @@ def test_flagfile_parses_validates_and_builds(path, tmp_path):
     # rules of the flag layer itself
     (dict(train_iterations=0), "^--train_iterations must be > 0"),
     (dict(monitor_examples=0), "^--monitor_examples must be > 0"),
+    (dict(sample_every=-1), "^--sample_every must be >= 0"),  # 0: no in-training monitor (tests/test_run.py)
     (dict(d_arch="preact_resnet18", resolution=64), "--d_arch=preact_resnet18 --resolution=64: .* no 64px"),
     (dict(d_arch="preact_resnet18", d_norm="batch"), "no BatchNorm and no conv biases"),
     (dict(method="advtrain", d_head="projection"), "projection needs labels"),

@@ -1,5 +1,7 @@
-"""The launch scripts end to end on digits with tiny settings: each script once as a user runs it (a subprocess of
-its console script), every other case of its flags and errors in this process (tests/tools.py)."""
+"""The launch scripts end to end on digits with tiny settings. robgan-pipeline and robgan-evaluate run as a user
+runs them (subprocesses of their console scripts), and train.py where a process must be killed or signalled;
+everything else in this process (tests/tools.py), through the same entry point: that every console script is
+installed and reaches it is tests/test_packaging.py's."""
 import base64
 import hashlib
 import json
@@ -117,6 +119,8 @@ def test_exports_serve_without_robgan_tf(pipeline_run):
     with open(os.path.join(logdir, "request.json"), "w") as f:
         json.dump(request, f)
     clf_dir, gen_dir = (os.path.join(logdir, "export", k, "1") for k in ("classifier", "generator"))
+    npy, outdir = os.path.join(logdir, "pixels.npy"), os.path.join(logdir, "cli_classify_uint8")
+    np.save(npy, pixels)
     script = f"""
 import base64, sys, json
 sys.modules["robgan_tf"] = None  # any import of the package now fails
@@ -139,6 +143,11 @@ sampled = gen_model.signatures["sample"](labels=tf.constant([2, 5], tf.int64), s
 np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), probs=out["probabilities"].numpy(),
          grad=grad.numpy(), images=img.numpy(), rest_classes=rest["classes"].numpy(),
          rest_names=rest["class_names"].numpy().astype(str), sampled=sampled["images_uint8"].numpy())
+# TensorFlow's own saved_model_cli feeds a signature from a .npy file (here, to spare a second TF import)
+from tensorflow.python.tools import saved_model_cli
+sys.argv = ["saved_model_cli", "run", "--tag_set", "serve", "--dir", {clf_dir!r}, "--signature_def", "classify_uint8",
+            "--inputs", "images=" + {npy!r}, "--outdir", {outdir!r}]
+saved_model_cli.main()  # exits with its status
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -151,15 +160,6 @@ np.savez({os.path.join(logdir, 'outputs.npz')!r}, logits=out["logits"].numpy(), 
     np.testing.assert_array_equal(out["rest_classes"], expected_classes)
     assert out["rest_names"].tolist() == [manifest["class_names"][c] for c in expected_classes]
     assert out["sampled"].shape == (2, 16, 16, 1) and out["sampled"].dtype == np.uint8
-    # TensorFlow's own saved_model_cli feeds a signature from a .npy file (one run: each costs a TF import)
-    npy = os.path.join(logdir, "pixels.npy")
-    np.save(npy, pixels)
-    outdir = os.path.join(logdir, "cli_classify_uint8")
-    proc = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--tag_set", "serve",
-                           "--dir", clf_dir, "--signature_def", "classify_uint8", "--inputs", f"images={npy}",
-                           "--outdir", outdir], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_array_equal(np.load(os.path.join(outdir, "classes.npy")), expected_classes)
 
 
@@ -224,7 +224,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     gap = json.load(open(tmp_path / "gap.json"))
     assert len(gap["train_accuracy"]) == len(gap["test_accuracy"]) == 2 and len(gap["llv"]["test"]) == 32
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[0] > 100
-    _run("sample.py", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3",
+    _in_process("sample", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3",
          "--num_samples=25", f"--out_dir={tmp_path / 'dump'}", f"--npz={tmp_path / 'dump.npz'}")
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "g.png"))).shape == (160, 48, 1)
     # class-balanced samples for external metric tools: one PNG folder per class, and the same images in an .npz
@@ -249,7 +249,7 @@ def test_export_and_finetune_scripts_on_the_run(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     before = _tree(logdir)
     out = tmp_path / "exported"
-    proc = _run("export.py", f"--logdir={logdir}", f"--export_dir={out}", "--export_version=3")
+    proc = _in_process("export", f"--logdir={logdir}", f"--export_dir={out}", "--export_version=3")
     assert f"classifier: {out / 'classifier' / '3'}" in proc.stdout and (out / "generator" / "3").is_dir()
     pipeline_card = json.load(open(os.path.join(logdir, "export", "manifest.json")))
     assert json.load(open(out / "manifest.json"))["weights"] == pipeline_card["weights"]  # the same final weights
@@ -302,7 +302,7 @@ def _final_weights(logdir):
 
 
 def test_kill_9_then_resume_is_bit_identical_with_deterministic(tmp_path):
-    args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY, "--sample_every=1000"]
+    args = ["--train_iterations=10", "--deterministic", "--finetune_steps=0", *TINY]
     straight = tmp_path / "straight"  # uninterrupted, in this process: the same numbers as a fresh one (asserted)
     try:
         _in_process("train", f"--logdir={straight}", *args)
@@ -336,7 +336,7 @@ def test_sigterm_stops_training_with_a_checkpoint_and_the_signals_exit_status(tm
     there, one line says so, and the process exits 128 + 15."""
     logdir = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={logdir}",
-                             "--train_iterations=500", "--checkpoint_every=1000", *TINY, "--sample_every=1000"],
+                             "--train_iterations=500", "--checkpoint_every=1000", *TINY],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:

@@ -137,6 +137,16 @@ def test_frechet_distance_known_answers():
     c2 = np.cov(rng.normal(size=(5000, 4)) * [1, 2, 3, 4], rowvar=False)
     ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
     assert quality.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-6)
+    # against a feature set: the same number, by the n x n route when there are fewer rows than dimensions (to
+    # 1e-7: the d x d route adds the square roots of its zero eigenvalues' rounding noise, the n x n route has none)
+    real = rng.normal(size=(400, 64)) @ rng.normal(size=(64, 64))
+    m_r, s_r = quality.feature_statistics(real)
+    for n in (2, 20, 64, 65, 300):
+        fake = rng.normal(1.0, 2.0, size=(n, 64)) @ rng.normal(size=(64, 64))
+        assert quality.frechet_distance_to(m_r, s_r, fake) == pytest.approx(
+            quality.frechet_distance(m_r, s_r, *quality.feature_statistics(fake)), rel=1e-7), n
+    with pytest.raises(ValueError, match="at least 2 feature rows"):
+        quality.frechet_distance_to(m_r, s_r, fake[:1])
 
 
 def _kid_by_loops(x, y):

@@ -25,7 +25,7 @@ from robgan_tf.training import current_lr
 from tools import non_finite_in_checkpoint, run_tool
 
 SMALL = dict(dataset="digits", batch_size=16, attack_steps=2, z_dim=16, eval_examples=48, train_iterations=4,
-             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=100, monitor_examples=32,
+             finetune_steps=6, checkpoint_every=2, log_every=100, sample_every=0, monitor_examples=32,
              ema_decay=0.5, deterministic=True, seed=3)
 
 
@@ -306,6 +306,11 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    def quick_savedmodel(model, path, *args, **kwargs):  # the failures below are in the writing around the models
+        os.makedirs(path)
+        open(os.path.join(path, "saved_model.pb"), "wb").close()
+
+    monkeypatch.setattr(export, "export_classifier", quick_savedmodel)
     monkeypatch.setattr(export, "export_generator", full_disk)  # fails after the classifier was written
     with pytest.raises(storage.StorageError, match="No space left on device. Earlier export versions are untouched"):
         export.export_run(run, classifier, provenance, out=str(out))
@@ -317,6 +322,8 @@ def test_export_versions_appear_whole_are_never_overwritten_and_failures_leave_n
             raise OSError(30, "Read-only file system")
         return real_replace(src, dst)
 
+    monkeypatch.setattr(export, "export_classifier", quick_savedmodel)
+    monkeypatch.setattr(export, "export_generator", quick_savedmodel)
     monkeypatch.setattr(os, "replace", fails_moving_the_generator_in)  # after classifier/3 was moved in
     with pytest.raises(storage.StorageError, match="Read-only file system"):
         export.export_run(run, classifier, provenance, out=str(out))
@@ -594,7 +601,7 @@ def test_run_pipeline_takes_the_command_line_defaults_and_refuses_unknown_settin
 @pytest.mark.xdist_group("trained_run")
 def test_divergence_is_read_back_only_at_log_steps_and_still_names_the_first_bad_iteration(trained, tmp_path):
     cfg = _copy(trained, tmp_path / "nan")
-    cfg.train_iterations, cfg.log_every, cfg.checkpoint_every, cfg.sample_every = 9, 3, 3, 100
+    cfg.train_iterations, cfg.log_every, cfg.checkpoint_every, cfg.sample_every = 9, 3, 3, 0
     run = run_lib.Run(cfg.resolve())
     good = run.restore()  # iteration 4
     w = run.discriminator.dense_cls.layer.kernel
@@ -637,6 +644,7 @@ def test_quality_every_writes_a_curve_against_d_updates_and_training_time(traine
             for e in tf.compat.v1.train.summary_iterator(str(tmp_path / "q" / "train" / name)):
                 tags |= {v.tag for v in e.summary.value}
     assert {"quality/inception_score", "quality/fid", "quality/kid", "quality/label_accuracy"} <= tags
+    assert "samples" not in tags and not any(t.startswith("gap/") for t in tags)  # --sample_every=0: no monitor
     bad = ExperimentConfig(logdir=str(tmp_path / "x"), quality_every=5, quality_weights=str(tmp_path / "none.keras"))
     with pytest.raises(ValueError, match="--quality_weights=FILE.keras"):
         bad.validate()
@@ -680,7 +688,7 @@ def test_a_tfds_set_trains_with_a_validation_fraction_and_the_run_records_its_or
 
     cfg = ExperimentConfig(logdir=str(tmp_path / "tfds"), dataset="tfds:cifar100", resolution=16, arch="tiny",
                            batch_size=8, attack_steps=1, z_dim=16, train_iterations=2, finetune_steps=0,
-                           checkpoint_every=2, log_every=100, sample_every=100, validation_fraction=0.25)
+                           checkpoint_every=2, log_every=100, sample_every=0, validation_fraction=0.25)
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=records):
         run = run_lib.Run(cfg.resolve())
         loops.train(run)
