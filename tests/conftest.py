@@ -36,11 +36,12 @@ def _seed():
 @pytest.fixture(scope="session")  # session: made once per test worker even when its tests are interleaved
 def pipeline_run(tmp_path_factory):
     """robgan-pipeline (a subprocess of the console script) on digits with tiny settings: 4 training iterations
-    monitored at 3 and 4, 5 fine-tuning steps monitored on a 64-image validation split at steps 4 and 5. Tests using it are marked
-    xdist_group("pipeline_run") so it is made once, and copy it before changing it. (logdir, stdout)"""
+    monitored at the last, 5 fine-tuning steps monitored on a 64-image validation split at steps 4 and 5. Tests
+    using it are marked xdist_group("pipeline_run") so it is made once, and copy it before changing it.
+    (logdir, stdout)"""
     from tools import TINY, run_console_script
 
     logdir = str(tmp_path_factory.mktemp("pipe"))
     proc = run_console_script("pipeline.py", f"--logdir={logdir}", "--train_iterations=4", "--finetune_steps=5",
-                              "--val_examples=64", *TINY, "--sample_every=3")
+                              "--val_examples=64", *TINY, "--sample_every=4")
     return logdir, proc.stdout
