@@ -58,17 +58,37 @@ class Adam(keras.optimizers.Adam):
     faster, and a GPU launches one kernel per variable instead of about ten.
     """
 
+    _shared = None  # during one update of all variables: {(device, dtype): the scalars every update reads}
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # The step count, betas, their powers, lr and eps are the same for every variable of one update: built
+        # once per device and dtype instead of once per variable (a sixth of a train step's graph otherwise).
+        self._shared = {}
+        try:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        finally:
+            self._shared = None
+
+    def _scalars(self, variable, learning_rate):
+        key = (variable.device, variable.dtype)
+        if self._shared is None or key not in self._shared:
+            dtype = variable.dtype
+            t = tf.cast(self.iterations + 1, dtype)
+            b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            scalars = dict(beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=tf.cast(learning_rate, dtype),
+                           beta1=b1, beta2=b2, epsilon=tf.cast(self.epsilon, dtype))
+            if self._shared is None:
+                return scalars
+            self._shared[key] = scalars
+        return self._shared[key]
+
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
         index = self._get_variable_index(variable)
-        t = tf.cast(self.iterations + 1, dtype)
-        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=tf.cast(learning_rate, dtype), beta1=b1,
-            beta2=b2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+            grad=tf.cast(tf.convert_to_tensor(gradient), variable.dtype), **self._scalars(variable, learning_rate))
 
 
 @keras.saving.register_keras_serializable(package="robgan_tf")

@@ -139,6 +139,28 @@ def test_linear_decay_start_and_step_schedule():
         TrainConfig(reset_adam=True)  # a constant lr is never lowered
 
 
+def test_fused_adam_builds_the_step_scalars_once_per_update_and_anew_for_the_next():
+    """The step count, the betas and their powers, lr and eps are shared by every variable of one update (two
+    tf.pow per update, not two per variable), and rebuilt for the next update in the same graph (n_dis D updates
+    per step): two updates traced together make Keras' Adam's two updates."""
+    init = [np.full([3], 1.0 + k, np.float32) for k in range(4)]
+    grads = [tf.constant([0.5, -1.0, 2.0]) * (k + 1) for k in range(4)]
+
+    def two_updates(make_opt):
+        vs = [tf.Variable(v) for v in init]
+        opt = make_opt(learning_rate=0.1)
+        opt.build(vs)
+        f = tf.function(lambda: [opt.apply(grads, vs), opt.apply([g * -0.5 for g in grads], vs)], autograph=False)
+        ops = [op.type for op in f.get_concrete_function().graph.get_operations()]
+        f()
+        return ops, [v.numpy() for v in vs]
+
+    ops, got = two_updates(Adam)
+    assert ops.count("ResourceApplyAdam") == 8 and ops.count("Pow") == 4
+    for g, k in zip(got, two_updates(keras.optimizers.Adam)[1]):
+        np.testing.assert_allclose(g, k, rtol=1e-6, atol=1e-7)
+
+
 def test_fused_adam_is_keras_adam_on_the_summed_gradient_of_repeated_rows():
     """training.Adam (one ResourceApplyAdam per variable) makes Keras' Adam updates to float32 rounding -- for a
     dense gradient, a decaying lr, in one process and under MirroredStrategy -- and for a gathered variable whose
