@@ -62,7 +62,7 @@ class Adam(keras.optimizers.Adam):
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         # The step count, betas, their powers, lr and eps are the same for every variable of one update: built
-        # once per device and dtype instead of once per variable (a sixth of a train step's graph otherwise).
+        # once per device and dtype instead of once per variable (an eighth of a train step's graph otherwise).
         self._shared = {}
         try:
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
@@ -70,17 +70,15 @@ class Adam(keras.optimizers.Adam):
             self._shared = None
 
     def _scalars(self, variable, learning_rate):
+        shared = self._shared if self._shared is not None else {}  # outside an update: built for this variable
         key = (variable.device, variable.dtype)
-        if self._shared is None or key not in self._shared:
+        if key not in shared:
             dtype = variable.dtype
             t = tf.cast(self.iterations + 1, dtype)
             b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-            scalars = dict(beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=tf.cast(learning_rate, dtype),
-                           beta1=b1, beta2=b2, epsilon=tf.cast(self.epsilon, dtype))
-            if self._shared is None:
-                return scalars
-            self._shared[key] = scalars
-        return self._shared[key]
+            shared[key] = dict(beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=tf.cast(learning_rate, dtype),
+                               beta1=b1, beta2=b2, epsilon=tf.cast(self.epsilon, dtype))
+        return shared[key]
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:

@@ -18,17 +18,9 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from inception_standin import standin_graph
-from tools import TINY, non_finite_in_checkpoint, run_console_script as _run, run_tool
+from tools import TINY, non_finite_in_checkpoint, run_console_script as _run, run_tool, run_tool_ok as _in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _in_process(tool, *args):
-    """A tool run in this process that must succeed."""
-    result = run_tool(tool, *args)
-    if result.returncode != 0:
-        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def _scalar_tags(event_dir):
@@ -225,7 +217,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     assert len(gap["train_accuracy"]) == len(gap["test_accuracy"]) == 2 and len(gap["llv"]["test"]) == 32
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "gap.png"))).shape[0] > 100
     _in_process("sample", f"--model={logdir}/export/generator", f"--out={tmp_path / 'g.png'}", "--cols=3",
-         "--num_samples=25", f"--out_dir={tmp_path / 'dump'}", f"--npz={tmp_path / 'dump.npz'}")
+                "--num_samples=25", f"--out_dir={tmp_path / 'dump'}", f"--npz={tmp_path / 'dump.npz'}")
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "g.png"))).shape == (160, 48, 1)
     # class-balanced samples for external metric tools: one PNG folder per class, and the same images in an .npz
     dump = np.load(tmp_path / "dump.npz", allow_pickle=False)

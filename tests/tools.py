@@ -61,6 +61,14 @@ def _forget_tools():
         del sys.modules[name]
 
 
+def run_tool_ok(tool, *args):
+    """run_tool for a run that must succeed: its Result, or an AssertionError with the end of its output."""
+    result = run_tool(tool, *args)
+    if result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
 def run_tool(tool, *args):
     """robgan-TOOL ARGS in this process: (return code, stdout, stderr), the code 0 or the tool's exit status."""
     _forget_tools()
