@@ -53,9 +53,17 @@ def test_the_two_cifar_recipes_follow_their_sources():
     assert cifar.finetune_eps == train.finetune_eps == 0.07
 
 
+@pytest.fixture(scope="module")
+def built_networks():
+    """(generator, discriminator) by (networks, classes, resolution): the 17 flagfiles use 8 distinct pairs, each
+    built once (the 128 px ones take seconds)."""
+    return {}
+
+
 @pytest.mark.slow_build
+@pytest.mark.xdist_group("flagfiles")  # one worker, so each pair of networks is built once
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_flagfile_parses_validates_and_builds(path, tmp_path):
+def test_flagfile_parses_validates_and_builds(path, tmp_path, built_networks):
     text = open(path).read()
     header = text.split("\n--", 1)[0]
     assert header.startswith("# ") and re.search(r"report", header) and re.search(r"GPU-hours", header), \
@@ -67,9 +75,12 @@ def test_flagfile_parses_validates_and_builds(path, tmp_path):
         cfg = dataclasses.replace(cfg, quality_weights=str(tmp_path / "reference.keras"))
     cfg = cfg.validate()
     k = NUM_CLASSES[cfg.dataset]
-    g, d = cfg.networks().build(k, cfg.image_resolution, 3)
+    key = (cfg.networks(), k, cfg.image_resolution)
+    if key not in built_networks:
+        built_networks[key] = cfg.networks().build(k, cfg.image_resolution, 3)
+    g, d = built_networks[key]
     train = cfg.train_config()
-    model = RobGAN(d, g, train)  # builds both networks
+    model = RobGAN(d, g, train)  # builds both networks (once per pair)
     model.compile(*make_optimizers(train))
     assert count_params(d) > 1e6 and (g is None) == (cfg.method == "advtrain")
     if cfg.finetune_steps:

@@ -1,7 +1,7 @@
-"""The launch scripts end to end on digits with tiny settings. robgan-pipeline and robgan-evaluate run as a user
-runs them (subprocesses of their console scripts), and train.py where a process must be killed or signalled;
-everything else in this process (tests/tools.py), through the same entry point: that every console script is
-installed and reaches it is tests/test_packaging.py's."""
+"""The launch scripts end to end on digits with tiny settings. robgan-pipeline runs as a user runs it (a subprocess
+of its console script), and train.py where a process must be killed or signalled; everything else in this process
+(tests/tools.py), through the same entry point: that every console script is installed and reaches it is
+tests/test_packaging.py's."""
 import base64
 import hashlib
 import json
@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from inception_standin import standin_graph
-from tools import TINY, non_finite_in_checkpoint, run_console_script as _run, run_tool, run_tool_ok as _in_process
+from tools import TINY, non_finite_in_checkpoint, run_tool, run_tool_ok as _in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,7 +159,7 @@ saved_model_cli.main()  # exits with its status
 def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     out = tmp_path / "eval.json"
-    proc = _run("evaluate.py", f"--model={logdir}/export/classifier", "--eps=0,8/255", "--num_examples=32",
+    proc = _in_process("evaluate", f"--model={logdir}/export/classifier", "--eps=0,8/255", "--num_examples=32",
                 "--protocol=paper,autoattack", f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
     result = json.load(open(out))
     eps = 16 / 255  # 8/255 on the [0, 1] scale

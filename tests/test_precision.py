@@ -2,6 +2,7 @@
 float32 and bfloat16, and float32 exports of a bfloat16 run."""
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -94,20 +95,17 @@ def test_float32_copy_holds_the_same_weights_and_computes_in_float32():
     assert precision.float32_copy(reference) is reference
 
 
-def test_a_bfloat16_run_resumes_in_float32_and_back_and_exports_float32(tmp_path):
-    logdir = tmp_path / "run"
+@pytest.mark.xdist_group("pipeline_run")
+def test_a_float32_run_resumes_in_bfloat16_and_back_and_a_bfloat16_run_exports_float32(pipeline_run, tmp_path):
+    logdir = tmp_path / "run"  # the pipeline's float32 training (4 iterations), without its fine-tuning and exports
+    shutil.copytree(pipeline_run[0], logdir, ignore=lambda d, names: {"export", "finetune_checkpoints", "eval"} & set(names))
     common = [f"--logdir={logdir}", "--finetune_steps=0", *TINY]
-    first = run_tool("train", *common, "--train_iterations=2", "--precision=mixed_bfloat16")
-    assert first.returncode == 0, first.stderr
-    second = run_tool("train", *common, "--train_iterations=3", "--precision=float32")
-    assert second.returncode == 0 and "[train] 3/3" in second.stdout, second.stderr
-    third = run_tool("train", *common, "--train_iterations=4", "--precision=mixed_bfloat16")
-    assert third.returncode == 0 and "[train] 4/4" in third.stdout, third.stderr
-    changes = [json.loads(line) for line in open(logdir / "history.jsonl")]
-    assert any("precision" in json.dumps(c) for c in changes)  # each change of precision is on record
-    refused = run_tool("train", *common, "--train_iterations=5", "--precision=mixed_float16")
+    to_bf16 = run_tool("train", *common, "--train_iterations=5", "--precision=mixed_bfloat16")
+    assert to_bf16.returncode == 0 and "resuming from" in to_bf16.stdout and "[train] 5/5" in to_bf16.stdout, \
+        to_bf16.stderr
+    refused = run_tool("train", *common, "--train_iterations=6", "--precision=mixed_float16")
     assert refused.returncode == 2 and "loss-scaled" in refused.stderr
-    old = run_tool("train", *common, "--train_iterations=5", "--mixed_precision")  # 0.8's flag
+    old = run_tool("train", *common, "--train_iterations=6", "--mixed_precision")  # 0.8's flag
     assert old.returncode == 2 and "deprecated; use --precision=mixed_float16" in old.stderr
     # the export of a bfloat16 run computes in float32 and gives the float32 copy's logits
     exported = run_tool("export", f"--logdir={logdir}")
@@ -120,7 +118,7 @@ def test_a_bfloat16_run_resumes_in_float32_and_back_and_exports_float32(tmp_path
     assert keras_file.dtype_policy.name == "float32"
     x = tf.random.uniform([4, 16, 16, 1], -1, 1)
     np.testing.assert_allclose(classifier(x), keras_file(x, training=False), atol=1e-5)
-    assert os.path.isdir(logdir / "export" / "classifier" / "1") and provenance["training_iteration"] == 4
+    assert os.path.isdir(logdir / "export" / "classifier" / "1") and provenance["training_iteration"] == 5
     # evaluation measures the float32 model unless asked otherwise, and says which it measured
     results = {}
     for p in ("float32", "mixed_bfloat16"):
@@ -134,3 +132,9 @@ def test_a_bfloat16_run_resumes_in_float32_and_back_and_exports_float32(tmp_path
         assert a["eps"] == b["eps"] and abs(a["accuracy"] - b["accuracy"]) <= 4 / 64  # bfloat16 logits round
     refused = run_tool("evaluate", f"--model={logdir}/export", "--precision=mixed_bfloat16")
     assert refused.returncode == 2 and "computes in float32" in refused.stderr
+    # and the bfloat16 checkpoint resumes in float32
+    back = run_tool("train", *common, "--train_iterations=6", "--precision=float32")
+    assert back.returncode == 0 and "[train] 6/6" in back.stdout, back.stderr
+    changes = [json.loads(line) for line in open(logdir / "history.jsonl")]
+    assert [c["changed"]["precision"] for c in changes if "precision" in c.get("changed", {})] == [
+        ["float32", "mixed_bfloat16"], ["mixed_bfloat16", "float32"]]  # each change of precision is on record
