@@ -61,6 +61,13 @@ def test_sn_forward_uses_normalised_kernel():
     y = sn(x, training=False)
     expected = x @ sn.normalized_kernel(training=False) + sn.layer.bias
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    # in a graph with an unknown batch size (a training step's), a batch of vectors is one MatMul: tensordot's
+    # dynamic reshaping was ~20 ops per call
+    graph = tf.function(lambda v: sn(v, training=False)).get_concrete_function(tf.TensorSpec([None, 5])).graph
+    assert not [op.name for op in graph.get_operations() if "Tensordot" in op.name]
+    x3 = tf.random.normal([2, 3, 5])  # rank 3: over the last axis, as Keras' Dense
+    np.testing.assert_allclose(sn(x3, training=False), tf.reshape(sn(tf.reshape(x3, [6, 5]), training=False),
+                                                                  [2, 3, 7]), rtol=1e-6)
 
 
 def test_sn_conv_matches_keras_conv_with_normalised_kernel():
