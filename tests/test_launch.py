@@ -160,7 +160,7 @@ def test_evaluate_and_sample_scripts_on_the_run(pipeline_run, tmp_path):
     logdir, _ = pipeline_run
     out = tmp_path / "eval.json"
     proc = _in_process("evaluate", f"--model={logdir}/export/classifier", "--eps=0,8/255", "--num_examples=32",
-                "--protocol=paper,autoattack", f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
+                       "--protocol=paper,autoattack", f"--json_out={out}", f"--save_examples={tmp_path / 'ex.npz'}")
     result = json.load(open(out))
     eps = 16 / 255  # 8/255 on the [0, 1] scale
     assert [(r["protocol"], r["eps"]) for r in result["results"]] == [

@@ -98,7 +98,8 @@ def test_float32_copy_holds_the_same_weights_and_computes_in_float32():
 @pytest.mark.xdist_group("pipeline_run")
 def test_a_float32_run_resumes_in_bfloat16_and_back_and_a_bfloat16_run_exports_float32(pipeline_run, tmp_path):
     logdir = tmp_path / "run"  # the pipeline's float32 training (4 iterations), without its fine-tuning and exports
-    shutil.copytree(pipeline_run[0], logdir, ignore=lambda d, names: {"export", "finetune_checkpoints", "eval"} & set(names))
+    skip = {"export", "finetune_checkpoints", "eval"}
+    shutil.copytree(pipeline_run[0], logdir, ignore=lambda folder, names: skip & set(names))
     common = [f"--logdir={logdir}", "--finetune_steps=0", *TINY]
     to_bf16 = run_tool("train", *common, "--train_iterations=5", "--precision=mixed_bfloat16")
     assert to_bf16.returncode == 0 and "resuming from" in to_bf16.stdout and "[train] 5/5" in to_bf16.stdout, \

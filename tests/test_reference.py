@@ -11,6 +11,7 @@ from robgan_tf.robustness import accuracy_under_attack
 # One worker runs this module's tests, so the module's reference classifier is trained once (10 s), not per worker.
 pytestmark = pytest.mark.xdist_group("reference_file")
 
+
 @pytest.fixture(scope="module")
 def ref_file(tmp_path_factory):
     """The reference classifier as robgan-train-reference makes it (in this process): (path, sha256, test
