@@ -3,8 +3,10 @@
     python analyze.py raw [--plot=gap_over_training.png]
 
 Works on a partial study: what has not finished is left out and the counts say how many seeds each number has.
-The verdicts are mechanical: a paired difference (same seed) that has one sign in every seed is called that way,
-anything else "cannot tell"; with fewer than three seeds nothing is called.
+The verdicts are mechanical. A paired difference (same seed) is called one way when it has that sign in every seed
+and its 95% t-interval over the seeds excludes 0; anything else is "cannot tell", and with fewer than three seeds
+nothing is called. With three seeds, one sign in every seed alone would happen by chance a quarter of the time,
+hence the interval as well.
 """
 import argparse
 import json
@@ -51,14 +53,19 @@ def paired(a, b):
     return [100 * (x - y) for x, y in zip(a, b) if x is not None and y is not None]
 
 
+T_975 = {2: 4.303, 3: 3.182, 4: 2.776}  # Student's t, 97.5% quantile, by degrees of freedom
+
+
 def verdict(diffs, up, down):
     if len(diffs) < 3:
         return f"not called ({len(diffs)} seeds)"
-    if all(d > 0 for d in diffs):
-        return up
-    if all(d < 0 for d in diffs):
-        return down
-    return "cannot tell"
+    half = T_975[len(diffs) - 1] * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+    interval = f"95% interval {np.mean(diffs) - half:+.1f} to {np.mean(diffs) + half:+.1f}"
+    if all(d > 0 for d in diffs) and np.mean(diffs) - half > 0:
+        return f"{up} ({interval})"
+    if all(d < 0 for d in diffs) and np.mean(diffs) + half < 0:
+        return f"{down} ({interval})"
+    return f"cannot tell ({interval})"
 
 
 def fmt(diffs):
@@ -68,33 +75,58 @@ def fmt(diffs):
     return f"{np.mean(diffs):+.1f}{spread} (n={len(diffs)}: " + ", ".join(f"{d:+.1f}" for d in diffs) + ")"
 
 
+def classifiers(raw, point, accuracy):
+    """Per-seed accuracies of the three fine-tuned classifiers at `point`, via accuracy(raw, name)."""
+    return {label: [accuracy(raw, f"{method}_s{s}_at{point}_lam{lam}") for s in SEEDS]
+            for label, method, lam in (("advtrain", "advtrain", "0.3"), ("lambda 0.3", "robgan", "0.3"),
+                                       ("lambda 0", "robgan", "0"))}
+
+
+def mean_accuracy(values):
+    got = [100 * v for v in values if v is not None]
+    return f"{np.mean(got):.1f} (n={len(got)})" if got else "-"
+
+
+def finetuned_accuracy(raw):
+    """Markdown: each fine-tuned classifier's accuracy (%), averaged over the seeds, at each point."""
+    lines = ["| point | classifier | " + " | ".join(f"paper eps {e:g}" for e in EPS) + " | AutoAttack 8/255 |",
+             "|---|---|" + "---|" * (len(EPS) + 1)]
+    for point in POINTS:
+        paper = {e: classifiers(raw, point, lambda r, n: paper_accuracy(r, n, e)) for e in EPS}
+        aa = classifiers(raw, point, autoattack_accuracy)
+        for label in aa:
+            lines.append(f"| {point} | {label} | " + " | ".join(mean_accuracy(paper[e][label]) for e in EPS)
+                         + f" | {mean_accuracy(aa[label])} |")
+    return "\n".join(lines)
+
+
 def finetuned_gaps(raw):
-    """Markdown: advtrain - robgan after fine-tuning at each point, lambda 0.3 - 0, and their trend."""
-    lines = ["| point | eps | advtrain - robgan (lambda 0.3) | advtrain - robgan (lambda 0) | lambda 0.3 - 0 | "
+    """Markdown: advtrain - robgan after fine-tuning and lambda 0.3 - 0, at each point, under each protocol; then
+    how the gaps change from 2,000 to 10,000 D updates."""
+    measures = [(f"paper eps {e:g}", lambda r, n, e=e: paper_accuracy(r, n, e)) for e in EPS]
+    measures.append(("AutoAttack 8/255", autoattack_accuracy))
+    lines = ["| point | measure | advtrain - robgan (lambda 0.3) | advtrain - robgan (lambda 0) | lambda 0.3 - 0 | "
              "the fake term |", "|---|---|---|---|---|---|"]
-    gaps = {}
-    for point in POINTS:
-        for e in EPS:
-            at = [paper_accuracy(raw, f"advtrain_s{s}_at{point}_lam0.3", e) for s in SEEDS]
-            r03 = [paper_accuracy(raw, f"robgan_s{s}_at{point}_lam0.3", e) for s in SEEDS]
-            r0 = [paper_accuracy(raw, f"robgan_s{s}_at{point}_lam0", e) for s in SEEDS]
-            gaps[point, e] = (at, r03)
-            lines.append(f"| {point} | {e:g} | {fmt(paired(at, r03))} | {fmt(paired(at, r0))} | "
-                         f"{fmt(paired(r03, r0))} | {verdict(paired(r03, r0), 'helps', 'hurts')} |")
-    aa = ["", "AutoAttack at 8/255 (500 test images):", "",
-          "| point | advtrain - robgan (lambda 0.3) | lambda 0.3 - 0 |", "|---|---|---|"]
-    for point in POINTS:
-        at = [autoattack_accuracy(raw, f"advtrain_s{s}_at{point}_lam0.3") for s in SEEDS]
-        r03 = [autoattack_accuracy(raw, f"robgan_s{s}_at{point}_lam0.3") for s in SEEDS]
-        r0 = [autoattack_accuracy(raw, f"robgan_s{s}_at{point}_lam0") for s in SEEDS]
-        aa.append(f"| {point} | {fmt(paired(at, r03))} | {fmt(paired(r03, r0))} |")
-    verdicts = ["", "| eps | the gap after fine-tuning, from 2,000 to 10,000 (change, points) | verdict |",
-                "|---|---|---|"]
-    for e in EPS:
-        change = [g10 - g2 for g2, g10 in zip(paired(*gaps[2000, e]), paired(*gaps[10000, e]))]
-        if len(paired(*gaps[2000, e])) == len(paired(*gaps[10000, e])) == len(SEEDS):
-            verdicts.append(f"| {e:g} | {fmt(change)} | {verdict(change, 'grows', 'shrinks')} |")
-    return "\n".join(lines + aa + (verdicts if len(verdicts) > 3 else []))
+    changes = ["", "How the gaps change from 2,000 to 10,000 D updates (the gap at 10,000 minus the gap at 2,000, "
+               "same seed; points):", "", "| measure | advtrain - robgan (lambda 0.3) | advtrain - robgan (lambda 0) | "
+               "lambda 0.3 - 0 |", "|---|---|---|---|"]
+    for label, accuracy in measures:
+        gaps = {}
+        for point in POINTS:
+            c = classifiers(raw, point, accuracy)
+            gaps[point] = [[None if a is None or b is None else 100 * (a - b) for a, b in zip(c[x], c[y])]
+                           for x, y in (("advtrain", "lambda 0.3"), ("advtrain", "lambda 0"),
+                                        ("lambda 0.3", "lambda 0"))]
+            present = [[g for g in gap if g is not None] for gap in gaps[point]]
+            lines.append(f"| {point} | {label} | {fmt(present[0])} | {fmt(present[1])} | {fmt(present[2])} | "
+                         f"{verdict(present[2], 'helps', 'hurts')} |")
+        cells = []
+        for early, late, (up, down) in zip(gaps[2000], gaps[10000], [("grows", "shrinks")] * 2
+                                           + [("helps more", "hurts more")]):
+            change = [b - a for a, b in zip(early, late) if a is not None and b is not None]
+            cells.append(f"{fmt(change)}: {verdict(change, up, down)}" if change else "-")
+        changes.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + changes)
 
 
 def trained_gap_curve(raw):
@@ -109,6 +141,26 @@ def trained_gap_curve(raw):
                     per_seed.setdefault(d, []).append(100 * (a[d][e] - r[d][e]))
         out[e] = per_seed
     return out
+
+
+EARLY_CHECKPOINTS, LATE_CHECKPOINTS = (1000, 2000), (8000, 9000, 10000)
+
+
+def trained_gap_change(raw):
+    """Markdown: per seed, the trained D's gap averaged over the late checkpoints minus over the early ones (averages
+    of a few checkpoints, because one checkpoint's gap moves by a point or two from one to the next)."""
+    lines = ["| eps | late - early gap (points) | verdict |", "|---|---|---|"]
+    for e in EPS:
+        change = []
+        for s in SEEDS:
+            a, r = curve(raw, f"advtrain_s{s}"), curve(raw, f"robgan_s{s}")
+            gap = {d: 100 * (a[d][e] - r[d][e]) for d in set(a) & set(r)
+                   if a[d][e] is not None and r[d][e] is not None}
+            if all(d in gap for d in EARLY_CHECKPOINTS + LATE_CHECKPOINTS):
+                change.append(np.mean([gap[d] for d in LATE_CHECKPOINTS])
+                              - np.mean([gap[d] for d in EARLY_CHECKPOINTS]))
+        lines.append(f"| {e:g} | {fmt(change)} | {verdict(change, 'grows', 'shrinks')} |")
+    return "\n".join(lines)
 
 
 def plot(gaps, raw, path):
@@ -150,7 +202,10 @@ def main():
     parser.add_argument("raw")
     parser.add_argument("--plot", default="")
     args = parser.parse_args()
-    print("### After fine-tuning (paper protocol, 1,000 test images; per-seed differences in points)\n")
+    print("### The fine-tuned classifiers' accuracy (%, mean over the seeds; paper protocol on the first 1,000 test "
+          "images, AutoAttack on the first 500)\n")
+    print(finetuned_accuracy(args.raw))
+    print("\n### After fine-tuning: per-seed differences (points)\n")
     print(finetuned_gaps(args.raw))
     gaps = trained_gap_curve(args.raw)
     if any(gaps.values()):
@@ -158,6 +213,9 @@ def main():
         print("| D updates | " + " | ".join(f"eps {e:g}" for e in EPS) + " |\n|---|" + "---|" * len(EPS))
         for d in sorted(set().union(*[set(g) for g in gaps.values()])):
             print(f"| {d} | " + " | ".join(fmt(gaps[e].get(d, [])) for e in EPS) + " |")
+        print(f"\nThe trained D's gap late in training ({', '.join(map(str, LATE_CHECKPOINTS))} D updates) against "
+              f"early ({', '.join(map(str, EARLY_CHECKPOINTS))}), per seed:\n")
+        print(trained_gap_change(args.raw))
     if args.plot:
         plot(gaps, args.raw, args.plot)
 
