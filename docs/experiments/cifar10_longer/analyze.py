@@ -163,6 +163,54 @@ def trained_gap_change(raw):
     return "\n".join(lines)
 
 
+def _last_seconds(path, key):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    return lines[-1][key] if lines else None
+
+
+def _intervals(path):
+    """Seconds per 250 training iterations, from a run's train_seconds.jsonl (cumulative across resumes)."""
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [(b["train_seconds"] - a["train_seconds"]) * 250 / (b["iteration"] - a["iteration"])
+            for a, b in zip(rows, rows[1:])]
+
+
+def cost(raw):
+    """Markdown: the jobs' own clocks by kind (training, fine-tuning, evaluations). Each job ran on one TF thread
+    beside one other job; the clocks include any pause of the driver that fell inside them."""
+    lines = ["| job | jobs | clock, sum (h) | clock per job, median (min) |", "|---|---|---|---|"]
+
+    def row(label, seconds):
+        seconds = [x for x in seconds if x is not None]
+        if seconds:
+            lines.append(f"| {label} | {len(seconds)} | {sum(seconds) / 3600:.2f} | {np.median(seconds) / 60:.1f} |")
+        return sum(seconds)
+
+    total = 0.0
+    for method in ("robgan", "advtrain"):
+        total += row(f"training {method} to 10,000", [_last_seconds(f"{raw}/train_seconds_{method}_s{s}.jsonl",
+                                                                     "train_seconds") for s in SEEDS])
+    copies = [f"{m}_s{s}_at{p}_lam{lam}" for p in POINTS for s in SEEDS
+              for m, lam in (("advtrain", "0.3"), ("robgan", "0.3"), ("robgan", "0"))]
+    total += row("fine-tuning (400 steps)", [_last_seconds(f"{raw}/finetune_seconds_{c}.jsonl", "train_seconds")
+                                             for c in copies])
+    for kind, label in (("paper", "paper protocol, 1,000 images"), ("autoattack", "AutoAttack, 500 images")):
+        total += row(label, [(_load(f"{raw}/{kind}_{c}.json") or {}).get("seconds") for c in copies])
+    lines.append(f"| all of the above | | {total / 3600:.2f} | |")
+    rates = []
+    for method in ("robgan", "advtrain"):
+        steps = [x for s in SEEDS if os.path.exists(f"{raw}/train_seconds_{method}_s{s}.jsonl")
+                 for x in _intervals(f"{raw}/train_seconds_{method}_s{s}.jsonl")]
+        if steps:
+            rates.append(f"{method}: {np.min(steps) / 250:.2f} s per D update at the fastest 250, "
+                         f"{np.median(steps) / 250:.2f} s at the median")
+    return "\n".join(lines + ([""] + rates if rates else []))
+
+
 def plot(gaps, raw, path):
     import matplotlib
 
@@ -216,6 +264,8 @@ def main():
         print(f"\nThe trained D's gap late in training ({', '.join(map(str, LATE_CHECKPOINTS))} D updates) against "
               f"early ({', '.join(map(str, EARLY_CHECKPOINTS))}), per seed:\n")
         print(trained_gap_change(args.raw))
+    print("\n### Cost (the jobs' clocks; the checkpoint curves and the reference classifier are not in them)\n")
+    print(cost(args.raw))
     if args.plot:
         plot(gaps, args.raw, args.plot)
 

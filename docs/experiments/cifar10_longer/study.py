@@ -92,12 +92,14 @@ def collect(runs, out):
             if os.path.isfile(f"{runs}/{run}/{rel}"):
                 shutil.copy(f"{runs}/{run}/{rel}", f"{out}/{rel.replace('/', '_').replace('eval_', '')}_{run}"
                             .replace(".json_", "_").replace(".jsonl_", "_") + os.path.splitext(rel)[1])
+    if os.path.isfile(f"{runs}/driver.log"):  # the jobs' start times, the restarts and the pauses
+        shutil.copy(f"{runs}/driver.log", out)
     first.write_done_list(runs, out)
 
 
 def main():
     args = first.arguments(__doc__, "Instead of running: copy what the finished jobs wrote (results, each run's config, "
-                           "quality curve and clock, the jobs' done times) into this folder.").parse_args()
+                           "quality curve and clock, the jobs' done times, the driver's log) into this folder.").parse_args()
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
     if args.collect:
         return collect(runs, args.collect)
