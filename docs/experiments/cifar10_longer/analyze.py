@@ -163,6 +163,27 @@ def trained_gap_change(raw):
     return "\n".join(lines)
 
 
+def quality_curve(raw):
+    """Markdown: robgan's generator over training (reference backend, 1,000 samples), mean +- std over the seeds."""
+    per = {}
+    for s in SEEDS:
+        path = f"{raw}/quality_curve_robgan_s{s}.jsonl"
+        if os.path.exists(path):
+            with open(path) as f:
+                for row in map(json.loads, filter(str.strip, f)):
+                    per.setdefault(row["d_updates"], []).append(row)
+    lines = ["| D updates | FID | IS | label accuracy (%) |", "|---|---|---|---|"]
+
+    def cell(rows, key, scale=1.0):
+        v = [scale * r[key] for r in rows]
+        return f"{np.mean(v):.1f}" + (f" +- {np.std(v, ddof=1):.1f}" if len(v) > 1 else "") + f" (n={len(v)})"
+
+    for d in sorted(per):
+        lines.append(f"| {d} | {cell(per[d], 'fid')} | {cell(per[d], 'inception_score')} | "
+                     f"{cell(per[d], 'label_accuracy', 100)} |")
+    return "\n".join(lines) if per else ""
+
+
 def _last_seconds(path, key):
     if not os.path.exists(path):
         return None
@@ -264,6 +285,9 @@ def main():
         print(f"\nThe trained D's gap late in training ({', '.join(map(str, LATE_CHECKPOINTS))} D updates) against "
               f"early ({', '.join(map(str, EARLY_CHECKPOINTS))}), per seed:\n")
         print(trained_gap_change(args.raw))
+    if quality_curve(args.raw):
+        print("\n### Rob-GAN's generator over training (reference backend, 1,000 samples per point)\n")
+        print(quality_curve(args.raw))
     print("\n### Cost (the jobs' clocks; the checkpoint curves and the reference classifier are not in them)\n")
     print(cost(args.raw))
     if args.plot:
