@@ -65,6 +65,8 @@ def verdict(diffs, up, down):
         return f"{up} ({interval})"
     if all(d < 0 for d in diffs) and np.mean(diffs) + half < 0:
         return f"{down} ({interval})"
+    if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
+        return f"cannot tell (one sign in every seed, but the {interval} includes 0)"
     return f"cannot tell ({interval})"
 
 
