@@ -9,6 +9,7 @@ nothing is called. With three seeds, one sign in every seed alone would happen b
 hence the interval as well.
 """
 import argparse
+import glob
 import json
 import os
 
@@ -165,6 +166,19 @@ def trained_gap_change(raw):
     return "\n".join(lines)
 
 
+def masking_checks(raw):
+    """One line: how many AutoAttack results exist, how many raised the gradient-masking flag, and how many points
+    the gradient-free Square attack broke after the gradient attacks (a sign of masking when > 0)."""
+    results = [r for r in (_load(path) for path in sorted(glob.glob(f"{raw}/autoattack_*.json"))) if r]
+    if not results:
+        return ""
+    flagged = [r["model"] for r in results if r.get("sanity", {}).get("possible_gradient_masking")]
+    square = sum(r.get("sanity", {}).get("square_broke", 0) for r in results)
+    return (f"AutoAttack's gradient-masking checks: {len(flagged)} of {len(results)} results flagged"
+            + (f" ({', '.join(flagged)})" if flagged else "") + f"; Square broke {square} points after the "
+            "gradient attacks in all of them together.")
+
+
 def quality_curve(raw):
     """Markdown: robgan's generator over training (reference backend, 1,000 samples), mean +- std over the seeds."""
     per = {}
@@ -278,6 +292,8 @@ def main():
     print(finetuned_accuracy(args.raw))
     print("\n### After fine-tuning: per-seed differences (points)\n")
     print(finetuned_gaps(args.raw))
+    if masking_checks(args.raw):
+        print("\n" + masking_checks(args.raw))
     gaps = trained_gap_curve(args.raw)
     if any(gaps.values()):
         print("\n### The trained D's gap over training (advtrain - robgan, points)\n")
