@@ -2,7 +2,7 @@
 accuracy at every kept checkpoint, and eq. 10 fine-tuning from the checkpoints at 2,000 and 10,000 D updates.
 
     git archive HEAD | tar -x -C CODE          # the code the study runs, frozen
-    python study.py --code=CODE --runs=RUNS --data=PATH/cifar10.npz [--slots=2] [--dry_run]
+    python study.py --code=CODE --runs=RUNS --data=PATH/cifar10.npz [--slots=2] [--only=JOB,...] [--dry_run]
 
 Each run trains in two legs of one schedule (the lr is halved at 5,000 D updates whatever the leg): the first
 stops at 2,000 D updates, where a copy of the run is taken for the early fine-tuning; the second resumes the same
@@ -98,14 +98,46 @@ def collect(runs, out):
 
 
 def main():
-    args = first.arguments(__doc__, "Instead of running: copy what the finished jobs wrote (results, each run's config, "
-                           "quality curve and clock, the jobs' done times, the driver's log) into this folder.").parse_args()
+    parser = first.arguments(__doc__, "Instead of running: copy what the finished jobs wrote (results, each run's "
+                             "config, quality curve and clock, the jobs' done times, the driver's log) into this folder.")
+    parser.add_argument("--only", default="", help="Comma-separated job names: run only these and the jobs they "
+                        "need, in this order of priority (to rebuild part of a lost run directory).")
+    args = parser.parse_args()
     runs, data = os.path.abspath(args.runs), os.path.abspath(args.data)
     if args.collect:
         return collect(runs, args.collect)
     reference = os.path.abspath(args.reference or f"{runs}/reference/cifar10_tiny.keras")
-    first.schedule(first.with_reference(jobs(runs, data, reference), reference, data), runs,
-                   os.path.abspath(args.code), args.slots, args.dry_run)
+    todo = first.with_reference(jobs(runs, data, reference), reference, data)
+    if args.only:
+        todo = only(todo, args.only.split(","), reference)
+    first.schedule(todo, runs, os.path.abspath(args.code), args.slots, args.dry_run)
+
+
+def only(todo, wanted, reference):
+    """The jobs named in `wanted` and every job they need, in the priority of `wanted`'s order (a job goes with the
+    first wanted job that needs it), for rebuilding part of a lost run directory. The reference classifier stays a
+    dependency only of the jobs whose command uses it."""
+    by_name = {name: (deps, command) for name, deps, command in todo}
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        sys.exit(f"--only: no such job: {', '.join(unknown)}; --dry_run lists the jobs")
+    needs_reference = lambda command: any(reference in str(arg) for arg in command)  # noqa: E731
+    priority = {}
+
+    def visit(name, rank):
+        if name in priority:
+            return
+        priority[name] = rank
+        deps, command = by_name[name]
+        for dep in deps:
+            if dep != "reference" or needs_reference(command):
+                visit(dep, rank)
+
+    for rank, name in enumerate(wanted):
+        visit(name, rank)
+    kept = [(name, tuple(d for d in deps if d != "reference" or needs_reference(command)), command)
+            for name, deps, command in todo if name in priority]
+    return sorted(kept, key=lambda job: priority[job[0]])
 
 
 if __name__ == "__main__":
