@@ -198,6 +198,9 @@ def schedule(todo, runs, code, slots, dry_run=False):
             if command[0] == "copy":
                 copy_trained(runs, *command[1:])
                 open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+                # what waited for the copy may come before the rest of the list
+                ready = [(n, c) for n, d, c in todo if not done(n) and n not in running and n not in failed
+                         and all(map(done, d))]
                 continue
             print(f"[study] {time.strftime('%H:%M:%S')} {name} started", flush=True)
             line = " ".join(shlex.quote(a) for a in [sys.executable, "-m", *command])
