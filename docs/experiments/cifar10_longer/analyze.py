@@ -248,6 +248,41 @@ def cost(raw):
     return "\n".join(lines + ([""] + rates if rates else []))
 
 
+def rebuild_check(raw):
+    """The rebuilt jobs' results (RAW/rebuild, from the same archived code on another machine) against the lost
+    run's: the fine-tuned classifiers' paper-protocol accuracies, the generator's scores and the reference
+    classifier's test accuracy, which must be equal for the rebuild's AutoAttack results to be the lost run's."""
+    rebuild = f"{raw}/rebuild"
+    if not os.path.isdir(rebuild):
+        return ""
+    same, differ = 0, []
+    for path in sorted(glob.glob(f"{rebuild}/paper_*.json")):
+        name = os.path.basename(path)[len("paper_"):-len(".json")]
+        for e in EPS:
+            a, b = paper_accuracy(rebuild, name, e), paper_accuracy(raw, name, e)
+            same, differ = (same + 1, differ) if a == b else (same, differ + [f"paper {name} eps {e:g}: {a} vs {b}"])
+    for path in sorted(glob.glob(f"{rebuild}/quality_curve_*.jsonl")):
+        lost = {r["d_updates"]: r for r in _rows(f"{raw}/{os.path.basename(path)}")}
+        for r in _rows(path):
+            for key in ("fid", "inception_score", "label_accuracy"):
+                a, b = r[key], lost.get(r["d_updates"], {}).get(key)
+                same, differ = (same + 1, differ) if a == b else (
+                    same, differ + [f"{os.path.basename(path)} {r['d_updates']} {key}: {a} vs {b}"])
+    a, b = (_load(f"{d}/cifar10_tiny.keras.json") or {} for d in (rebuild, raw))
+    if a:
+        same, differ = (same + 1, differ) if a.get("test_accuracy") == b.get("test_accuracy") else (
+            same, differ + [f"reference test accuracy: {a.get('test_accuracy')} vs {b.get('test_accuracy')}"])
+    return (f"The rebuild (raw/rebuild) against the lost run: {same} of {same + len(differ)} numbers identical"
+            + (": " + "; ".join(differ) if differ else "") + ".")
+
+
+def _rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def plot(gaps, raw, path):
     import matplotlib
 
@@ -294,6 +329,8 @@ def main():
     print(finetuned_gaps(args.raw))
     if masking_checks(args.raw):
         print("\n" + masking_checks(args.raw))
+    if rebuild_check(args.raw):
+        print("\n" + rebuild_check(args.raw))
     gaps = trained_gap_curve(args.raw)
     if any(gaps.values()):
         print("\n### The trained D's gap over training (advtrain - robgan, points)\n")

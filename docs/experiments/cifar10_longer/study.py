@@ -92,6 +92,8 @@ def collect(runs, out):
             if os.path.isfile(f"{runs}/{run}/{rel}"):
                 shutil.copy(f"{runs}/{run}/{rel}", f"{out}/{rel.replace('/', '_').replace('eval_', '')}_{run}"
                             .replace(".json_", "_").replace(".jsonl_", "_") + os.path.splitext(rel)[1])
+    if os.path.isfile(f"{runs}/reference/cifar10_tiny.keras.json"):  # its sha256 and test accuracy
+        shutil.copy(f"{runs}/reference/cifar10_tiny.keras.json", out)
     if os.path.isfile(f"{runs}/driver.log"):  # the jobs' start times, the restarts and the pauses
         shutil.copy(f"{runs}/driver.log", out)
     first.write_done_list(runs, out)
