@@ -160,6 +160,8 @@ def schedule(todo, runs, code, slots, dry_run=False):
     # the jobs still running (RUNS/running/NAME holds the pid) instead of starting them twice; a job that died
     # without a status (killed) is started again, and training and fine-tuning resume from their checkpoints.
     running, failed = {}, set()
+    ready_jobs = lambda: [(n, c) for n, d, c in todo  # noqa: E731
+                          if not done(n) and n not in running and n not in failed and all(map(done, d))]
     for name in os.listdir(f"{runs}/running"):
         pid = int(open(f"{runs}/running/{name}").read())
         if _alive(pid):
@@ -187,8 +189,7 @@ def schedule(todo, runs, code, slots, dry_run=False):
             else:
                 open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
                 print(f"[study] {time.strftime('%H:%M:%S')} {name} done", flush=True)
-        ready = [(n, c) for n, d, c in todo if not done(n) and n not in running and n not in failed
-                 and all(map(done, d))]
+        ready = ready_jobs()
         if not ready and not running:
             left = [n for n, _, _ in todo if not done(n)]
             print(f"[study] failed: {sorted(failed)}; not run: {left}" if left else "[study] all jobs done", flush=True)
@@ -198,9 +199,7 @@ def schedule(todo, runs, code, slots, dry_run=False):
             if command[0] == "copy":
                 copy_trained(runs, *command[1:])
                 open(f"{runs}/done/{name}", "w").write(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-                # what waited for the copy may come before the rest of the list
-                ready = [(n, c) for n, d, c in todo if not done(n) and n not in running and n not in failed
-                         and all(map(done, d))]
+                ready = ready_jobs()  # what waited for the copy may come before the rest of the list
                 continue
             print(f"[study] {time.strftime('%H:%M:%S')} {name} started", flush=True)
             line = " ".join(shlex.quote(a) for a in [sys.executable, "-m", *command])

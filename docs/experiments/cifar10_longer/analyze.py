@@ -183,11 +183,8 @@ def quality_curve(raw):
     """Markdown: robgan's generator over training (reference backend, 1,000 samples), mean +- std over the seeds."""
     per = {}
     for s in SEEDS:
-        path = f"{raw}/quality_curve_robgan_s{s}.jsonl"
-        if os.path.exists(path):
-            with open(path) as f:
-                for row in map(json.loads, filter(str.strip, f)):
-                    per.setdefault(row["d_updates"], []).append(row)
+        for row in _rows(f"{raw}/quality_curve_robgan_s{s}.jsonl"):
+            per.setdefault(row["d_updates"], []).append(row)
     lines = ["| D updates | FID | IS | label accuracy (%) |", "|---|---|---|---|"]
 
     def cell(rows, key, scale=1.0):
@@ -200,18 +197,22 @@ def quality_curve(raw):
     return "\n".join(lines) if per else ""
 
 
-def _last_seconds(path, key):
+def _rows(path):
+    """The records of a .jsonl file, or [] if it is missing."""
     if not os.path.exists(path):
-        return None
+        return []
     with open(path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return lines[-1][key] if lines else None
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _last_seconds(path, key):
+    rows = _rows(path)
+    return rows[-1][key] if rows else None
 
 
 def _intervals(path):
     """Seconds per 250 training iterations, from a run's train_seconds.jsonl (cumulative across resumes)."""
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = _rows(path)
     return [(b["train_seconds"] - a["train_seconds"]) * 250 / (b["iteration"] - a["iteration"])
             for a, b in zip(rows, rows[1:])]
 
@@ -240,8 +241,7 @@ def cost(raw):
     lines.append(f"| all of the above | | {total / 3600:.2f} | |")
     rates = []
     for method in ("robgan", "advtrain"):
-        steps = [x for s in SEEDS if os.path.exists(f"{raw}/train_seconds_{method}_s{s}.jsonl")
-                 for x in _intervals(f"{raw}/train_seconds_{method}_s{s}.jsonl")]
+        steps = [x for s in SEEDS for x in _intervals(f"{raw}/train_seconds_{method}_s{s}.jsonl")]
         if steps:
             rates.append(f"{method}: {np.min(steps) / 250:.2f} s per D update at the fastest 250, "
                          f"{np.median(steps) / 250:.2f} s at the median")
@@ -255,32 +255,23 @@ def rebuild_check(raw):
     rebuild = f"{raw}/rebuild"
     if not os.path.isdir(rebuild):
         return ""
-    same, differ = 0, []
+    pairs = []  # (what, rebuilt, lost)
     for path in sorted(glob.glob(f"{rebuild}/paper_*.json")):
         name = os.path.basename(path)[len("paper_"):-len(".json")]
-        for e in EPS:
-            a, b = paper_accuracy(rebuild, name, e), paper_accuracy(raw, name, e)
-            same, differ = (same + 1, differ) if a == b else (same, differ + [f"paper {name} eps {e:g}: {a} vs {b}"])
+        pairs += [(f"paper {name} eps {e:g}", paper_accuracy(rebuild, name, e), paper_accuracy(raw, name, e))
+                  for e in EPS]
     for path in sorted(glob.glob(f"{rebuild}/quality_curve_*.jsonl")):
-        lost = {r["d_updates"]: r for r in _rows(f"{raw}/{os.path.basename(path)}")}
-        for r in _rows(path):
-            for key in ("fid", "inception_score", "label_accuracy"):
-                a, b = r[key], lost.get(r["d_updates"], {}).get(key)
-                same, differ = (same + 1, differ) if a == b else (
-                    same, differ + [f"{os.path.basename(path)} {r['d_updates']} {key}: {a} vs {b}"])
-    a, b = (_load(f"{d}/cifar10_tiny.keras.json") or {} for d in (rebuild, raw))
-    if a:
-        same, differ = (same + 1, differ) if a.get("test_accuracy") == b.get("test_accuracy") else (
-            same, differ + [f"reference test accuracy: {a.get('test_accuracy')} vs {b.get('test_accuracy')}"])
-    return (f"The rebuild (raw/rebuild) against the lost run: {same} of {same + len(differ)} numbers identical"
-            + (": " + "; ".join(differ) if differ else "") + ".")
-
-
-def _rows(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        file = os.path.basename(path)
+        lost = {r["d_updates"]: r for r in _rows(f"{raw}/{file}")}
+        pairs += [(f"{file} {r['d_updates']} {key}", r[key], lost.get(r["d_updates"], {}).get(key))
+                  for r in _rows(path) for key in ("fid", "inception_score", "label_accuracy")]
+    rebuilt_reference = _load(f"{rebuild}/cifar10_tiny.keras.json")
+    if rebuilt_reference:
+        pairs.append(("reference test accuracy", rebuilt_reference.get("test_accuracy"),
+                      (_load(f"{raw}/cifar10_tiny.keras.json") or {}).get("test_accuracy")))
+    differ = [f"{what}: {a} vs {b}" for what, a, b in pairs if a != b]
+    return (f"The rebuild (raw/rebuild) against the lost run: {len(pairs) - len(differ)} of {len(pairs)} numbers "
+            "identical" + (": " + "; ".join(differ) if differ else "") + ".")
 
 
 def plot(gaps, raw, path):
@@ -327,10 +318,9 @@ def main():
     print(finetuned_accuracy(args.raw))
     print("\n### After fine-tuning: per-seed differences (points)\n")
     print(finetuned_gaps(args.raw))
-    if masking_checks(args.raw):
-        print("\n" + masking_checks(args.raw))
-    if rebuild_check(args.raw):
-        print("\n" + rebuild_check(args.raw))
+    for line in (masking_checks(args.raw), rebuild_check(args.raw)):
+        if line:
+            print("\n" + line)
     gaps = trained_gap_curve(args.raw)
     if any(gaps.values()):
         print("\n### The trained D's gap over training (advtrain - robgan, points)\n")
@@ -340,9 +330,10 @@ def main():
         print(f"\nThe trained D's gap late in training ({', '.join(map(str, LATE_CHECKPOINTS))} D updates) against "
               f"early ({', '.join(map(str, EARLY_CHECKPOINTS))}), per seed:\n")
         print(trained_gap_change(args.raw))
-    if quality_curve(args.raw):
+    quality = quality_curve(args.raw)
+    if quality:
         print("\n### Rob-GAN's generator over training (reference backend, 1,000 samples per point)\n")
-        print(quality_curve(args.raw))
+        print(quality)
     print("\n### Cost (the jobs' clocks; the checkpoint curves and the reference classifier are not in them)\n")
     print(cost(args.raw))
     if args.plot:

@@ -119,27 +119,25 @@ def only(todo, wanted, reference):
     """The jobs named in `wanted` and every job they need, in the priority of `wanted`'s order (a job goes with the
     first wanted job that needs it), for rebuilding part of a lost run directory. The reference classifier stays a
     dependency only of the jobs whose command uses it."""
-    by_name = {name: (deps, command) for name, deps, command in todo}
+    uses_reference = lambda command: any(reference in str(arg) for arg in command)  # noqa: E731
+    by_name = {name: (tuple(d for d in deps if d != "reference" or uses_reference(command)), command)
+               for name, deps, command in todo}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         sys.exit(f"--only: no such job: {', '.join(unknown)}; --dry_run lists the jobs")
-    needs_reference = lambda command: any(reference in str(arg) for arg in command)  # noqa: E731
     priority = {}
 
     def visit(name, rank):
-        if name in priority:
-            return
-        priority[name] = rank
-        deps, command = by_name[name]
-        for dep in deps:
-            if dep != "reference" or needs_reference(command):
+        if name not in priority:
+            priority[name] = rank
+            for dep in by_name[name][0]:
                 visit(dep, rank)
 
     for rank, name in enumerate(wanted):
         visit(name, rank)
-    kept = [(name, tuple(d for d in deps if d != "reference" or needs_reference(command)), command)
-            for name, deps, command in todo if name in priority]
-    return sorted(kept, key=lambda job: priority[job[0]])
+    # stable: within one wanted job's share, the study's own order
+    return sorted(((name, *by_name[name]) for name, _, _ in todo if name in priority),
+                  key=lambda job: priority[job[0]])
 
 
 if __name__ == "__main__":
