@@ -274,13 +274,33 @@ def rebuild_check(raw):
             "identical" + (": " + "; ".join(differ) if differ else "") + ".")
 
 
+def _finetuned_markers(ax, raw, accuracy):
+    """Advtrain - robgan after fine-tuning at each point, mean +- std over the seeds (n: how many), one marker per
+    lambda."""
+    for lam, marker, color, shift, label_x in (("0.3", "s", "C1", 0, -30), ("0", "^", "C2", 150, 6)):
+        xs, ms, ss, ns = [], [], [], []
+        for point in POINTS:
+            diffs = paired([accuracy(raw, f"advtrain_s{s}_at{point}_lam0.3") for s in SEEDS],
+                           [accuracy(raw, f"robgan_s{s}_at{point}_lam{lam}") for s in SEEDS])
+            if diffs:
+                xs.append(point + shift)  # side by side, so that the error bars do not overlap
+                ms.append(np.mean(diffs))
+                ss.append(np.std(diffs, ddof=1) if len(diffs) > 1 else 0.0)
+                ns.append(len(diffs))
+        if xs:
+            ax.errorbar(xs, ms, yerr=ss, fmt=marker, color=color, capsize=4,
+                        label=f"after eq. 10 (robgan lambda {lam})")
+            for x, m, n in zip(xs, ms, ns):
+                ax.annotate(f"n={n}", (x, m), xytext=(label_x, -3), textcoords="offset points", fontsize=7, color=color)
+
+
 def plot(gaps, raw, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
     for ax, e in zip(axes, (0.04, 0.08)):
         d = sorted(gaps[e])
         if d:
@@ -288,21 +308,16 @@ def plot(gaps, raw, path):
             std = np.array([np.std(gaps[e][x], ddof=1) if len(gaps[e][x]) > 1 else 0.0 for x in d])
             ax.plot(d, mean, "o-", label="trained D (mean over seeds)")
             ax.fill_between(d, mean - std, mean + std, alpha=0.25, label="+- 1 std over seeds")
-        for lam, marker in (("0.3", "s"), ("0", "^")):
-            xs, ms, ss = [], [], []
-            for point in POINTS:
-                diffs = paired([paper_accuracy(raw, f"advtrain_s{s}_at{point}_lam0.3", e) for s in SEEDS],
-                               [paper_accuracy(raw, f"robgan_s{s}_at{point}_lam{lam}", e) for s in SEEDS])
-                if diffs:
-                    xs.append(point)
-                    ms.append(np.mean(diffs))
-                    ss.append(np.std(diffs, ddof=1) if len(diffs) > 1 else 0.0)
-            if xs:
-                ax.errorbar(xs, ms, yerr=ss, fmt=marker, capsize=4, label=f"after eq. 10 (robgan lambda {lam})")
+        _finetuned_markers(ax, raw, lambda r, n, e=e: paper_accuracy(r, n, e))
+        ax.set_title(f"paper protocol, eps {e:g}")
+    # AutoAttack ran on the fine-tuned classifiers only, not along the training curve.
+    _finetuned_markers(axes[2], raw, autoattack_accuracy)
+    axes[2].set_title("AutoAttack 8/255, after eq. 10 only")
+    for ax in axes:
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(f"eps {e:g}: advtrain - robgan (points)")
         ax.set_xlabel("D updates")
-    axes[0].set_ylabel("robust accuracy gap, paper protocol")
+        ax.set_xlim(0, 11000)
+    axes[0].set_ylabel("robust accuracy gap, advtrain - robgan (points)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
