@@ -291,7 +291,8 @@ def _finetuned_markers(ax, raw, accuracy):
             ax.errorbar(xs, ms, yerr=ss, fmt=marker, color=color, capsize=4,
                         label=f"after eq. 10 (robgan lambda {lam})")
             for x, m, n in zip(xs, ms, ns):
-                ax.annotate(f"n={n}", (x, m), xytext=(label_x, -3), textcoords="offset points", fontsize=7, color=color)
+                ax.annotate(f"n={n}", (x, m), xytext=(label_x, -3), textcoords="offset points", fontsize=7,
+                            color=color)
 
 
 def plot(gaps, raw, path):
